@@ -1,0 +1,273 @@
+"""Download: drive the real img2dataset over the prefiltered metadata and account for every row.
+
+img2dataset writes, per shard ``NNNNN``: ``NNNNN.tfrecord`` (the successes), ``NNNNN.parquet`` (one row per input
+row with ``status`` and ``error_message``) and, last, ``NNNNN_stats.json``.  The stats file is the completion
+marker: a shard without it is incomplete (a killed run), is redone by img2dataset's incremental mode on the next
+run, and is never counted or read by later stages.  Nothing else may write ``*.json`` into the output folder
+(img2dataset's resume reads every ``*.json`` there as a shard marker), so the manifest and reports live one level
+up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Sequence
+
+from laionprep import fs as lfs
+from laionprep.errors import DataError, UsageError
+
+STATS_RE = re.compile(r"(\d+)_stats\.json$")
+DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
+# Columns img2dataset reserves for itself; a carried column of one of these names cannot be saved as an extra.
+RESERVED = {"key", "caption", "url", "width", "height", "original_width", "original_height", "status",
+            "error_message", "exif", "md5", "sha256", "sha512"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadOptions:
+    image_size: int = 480
+    resize_mode: str = "keep_ratio"
+    resize_only_if_bigger: bool = False
+    encode_quality: int = 95
+    processes: int = 0  # 0: one per core
+    threads: int = 64
+    retries: int = 0
+    timeout: int = 10
+    number_sample_per_shard: int = 10000
+    distributor: str = "multiprocessing"
+    spark_master: str | None = None
+    extract_exif: bool = True
+    user_agent_token: str | None = "laionprep"
+
+    def validate(self) -> None:
+        if self.distributor not in DISTRIBUTORS:
+            raise UsageError(f"unknown distributor {self.distributor!r}", where="--distributor",
+                             fix="use one of: " + ", ".join(DISTRIBUTORS))
+        if self.distributor == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                raise UsageError("--distributor ray needs the ray package", where="--distributor",
+                                 fix="pip install 'ray[default]' and start a ray cluster, or use multiprocessing/pyspark") from None
+        if self.distributor == "pyspark":
+            try:
+                import pyspark  # noqa: F401
+            except ImportError:
+                raise UsageError("--distributor pyspark needs the pyspark package", where="--distributor",
+                                 fix="pip install 'laionprep[spark]' (and Java 17+), or use multiprocessing") from None
+        for name in ("image_size", "threads", "number_sample_per_shard", "timeout"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}", where="--" + name.replace("_", "-"))
+        if self.resize_mode not in ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"):
+            raise UsageError(f"unknown resize mode {self.resize_mode!r}", where="--resize-mode",
+                             fix="use keep_ratio (short side = image size), center_crop, border, keep_ratio_largest or no")
+
+    @property
+    def processes_count(self) -> int:
+        return self.processes or os.cpu_count() or 1
+
+
+@dataclasses.dataclass
+class DownloadResult:
+    shards_expected: int
+    shards_done: int
+    rows: int  # rows img2dataset accounted for in its shard parquets
+    success: int
+    failed: dict[str, int]  # status -> count
+    failure_reasons: dict[str, int]  # "status: error message" -> count (all of them)
+    incomplete_shards: list[int]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def expected_shards(rows_per_file: Sequence[int], per_shard: int) -> dict[int, int]:
+    """Shard id -> rows, the way img2dataset numbers shards: per input file, consecutively."""
+    out, sid = {}, 0
+    for rows in rows_per_file:
+        for k in range(math.ceil(rows / per_shard)):
+            out[sid] = min(per_shard, rows - k * per_shard)
+            sid += 1
+    return out
+
+
+def img2dataset_config(input_dir: str, output_dir: str, extra_columns: Sequence[str], verify_sha256: bool,
+                       opts: DownloadOptions) -> dict:
+    """The exact keyword arguments given to ``img2dataset.download`` (also used by bench/ingest.py)."""
+    extras = [c for c in extra_columns if c not in RESERVED]
+    return {
+        "url_list": input_dir,
+        "input_format": "parquet",
+        "url_col": "url",
+        "caption_col": "caption",
+        "output_format": "tfrecord",
+        "output_folder": output_dir,
+        "image_size": opts.image_size,
+        "resize_mode": opts.resize_mode,
+        "resize_only_if_bigger": opts.resize_only_if_bigger,
+        "encode_quality": opts.encode_quality,
+        "encode_format": "jpg",
+        "processes_count": opts.processes_count,
+        "thread_count": opts.threads,
+        "number_sample_per_shard": opts.number_sample_per_shard,
+        "save_additional_columns": extras or None,
+        "timeout": opts.timeout,
+        "retries": opts.retries,
+        "distributor": opts.distributor,
+        "incremental_mode": "incremental",
+        "compute_hash": "sha256",
+        "verify_hash": ["sha256", "sha256"] if verify_sha256 else None,
+        "extract_exif": opts.extract_exif,
+        "oom_shard_count": 5,
+        "enable_wandb": False,
+        "user_agent_token": opts.user_agent_token,
+    }
+
+
+def check_output_folder(output_dir: str) -> None:
+    """Refuse an output folder that holds foreign *.json files (img2dataset's resume would crash on them)."""
+    fsys, path = lfs.get_fs(output_dir)
+    if not fsys.exists(path):
+        return
+    foreign = [p for p in fsys.glob(path.rstrip("/") + "/*.json") if not STATS_RE.search(p)]
+    if foreign:
+        raise UsageError(
+            f"the image output folder holds {len(foreign)} foreign .json file(s), e.g. {foreign[0]}",
+            where=output_dir,
+            fix="move them out: img2dataset's resume treats every *.json there as a finished-shard marker",
+        )
+
+
+def list_done(output_dir: str) -> dict[int, str]:
+    if not lfs.exists(output_dir):
+        return {}
+    out = {}
+    for p in lfs.glob(str(output_dir).rstrip("/") + "/*_stats.json"):
+        m = STATS_RE.search(p)
+        if m:
+            out[int(m.group(1))] = p
+    return out
+
+
+def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_columns: Sequence[str],
+        opts: DownloadOptions, *, verify_sha256: bool = False, log_path: str | None = None,
+        progress=None) -> DownloadResult:
+    """Run img2dataset (resuming whatever is already done) and return the accounting of its output."""
+    opts.validate()
+    check_output_folder(output_dir)
+    expected = expected_shards(rows_per_file, opts.number_sample_per_shard)
+    cfg = {"download": img2dataset_config(input_dir, output_dir, extra_columns, verify_sha256, opts),
+           "spark_master": opts.spark_master}
+    start = time.time()
+    if expected and len(list_done(output_dir)) < len(expected):
+        _run_child(cfg, output_dir, expected, log_path, progress)
+    return account(output_dir, expected, seconds=time.time() - start)
+
+
+def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: str | None, progress) -> None:
+    log_path = log_path or os.devnull
+    if log_path != os.devnull:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    cfg_path = lfs.tmp_name(os.path.abspath(log_path if log_path != os.devnull else "img2dataset") + ".config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    total_rows = sum(expected.values())
+    task = progress.add_task("download", total=total_rows) if progress else None
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "laionprep.ingest.img2dataset_runner", cfg_path],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                    if progress:
+                        progress.update(task, completed=_rows_done(output_dir, expected))
+            except BaseException:  # Ctrl-C or an error in the parent: stop the whole img2dataset process group
+                _kill_group(proc)
+                raise
+        if progress:
+            progress.update(task, completed=_rows_done(output_dir, expected))
+        if proc.returncode != 0:
+            raise DataError(
+                f"img2dataset exited with status {proc.returncode}" + _tail(log_path),
+                where=log_path, fix="read the log; re-running the same command resumes from the finished shards",
+            )
+    finally:
+        os.path.exists(cfg_path) and os.remove(cfg_path)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _tail(path: str, n: int = 15) -> str:
+    if not path or path == os.devnull or not os.path.exists(path):
+        return ""
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines()[-n:]
+    return "\n  last log lines:\n    " + "\n    ".join(lines)
+
+
+def _rows_done(output_dir: str, expected: dict[int, int]) -> int:
+    return sum(expected.get(s, 0) for s in list_done(output_dir))
+
+
+def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> DownloadResult:
+    """Count what img2dataset produced: successes and failures per reason, from the finished shards only."""
+    import pyarrow.parquet as pq
+
+    done = list_done(output_dir)
+    success = 0
+    rows = 0
+    failed: Counter = Counter()
+    reasons: Counter = Counter()
+    for sid in sorted(done):
+        pq_path = done[sid].replace("_stats.json", ".parquet")
+        with lfs.open_file(pq_path) as f:
+            t = pq.read_table(f, columns=["status", "error_message"]).to_pydict()
+        n = len(t["status"])
+        rows += n
+        statuses = Counter(t["status"])
+        success += statuses.pop("success", 0)
+        for st, c in statuses.items():
+            failed[st or "unknown"] += c
+        for st, msg in zip(t["status"], t["error_message"]):
+            if st != "success":
+                reasons[f"{st}: {normalise_error(msg)}"] += 1
+        lost = expected.get(sid, n) - n
+        if lost > 0:  # img2dataset dropped rows of this shard without a status row: account for them explicitly
+            failed["lost_by_img2dataset"] += lost
+            reasons["lost_by_img2dataset: rows missing from the shard parquet"] += lost
+            rows += lost
+    incomplete = sorted(set(expected) - set(done))
+    return DownloadResult(
+        shards_expected=len(expected), shards_done=len(done), rows=rows, success=success, failed=dict(failed),
+        failure_reasons=dict(reasons.most_common()), incomplete_shards=incomplete, seconds=round(seconds, 2),
+    )
+
+
+def normalise_error(msg: str | None) -> str:
+    """Shorten an img2dataset error message into a reason (URLs and long tails removed)."""
+    if not msg:
+        return "no message"
+    msg = re.sub(r"https?://\S+", "<url>", str(msg))
+    msg = re.sub(r"\s+", " ", msg).strip()
+    return msg[:160]

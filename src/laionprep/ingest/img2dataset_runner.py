@@ -1,0 +1,55 @@
+"""Runs ``img2dataset.download`` in a child process: ``python -m laionprep.ingest.img2dataset_runner CONFIG.json``.
+
+img2dataset spawns worker processes, installs a SIGINT handler (main thread only) and starts a logger process.
+Running it in its own interpreter, under a ``__main__`` guard, makes it work the same way from the CLI, from tests,
+from a user's script without a guard and from a Beam worker, and lets the parent stop the whole process group.
+
+With ``distributor == "pyspark"`` the child first creates the Spark session itself (``spark_master``, default
+``local[processes]``, with a driver memory that fits the machine) so img2dataset uses it instead of its own
+16 GB-driver default; on a cluster, pass the cluster's master URL.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _spark_session(cfg: dict):
+    from pyspark.sql import SparkSession
+
+    master = cfg.get("spark_master") or f"local[{cfg['download']['processes_count']}]"
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("laionprep-download")
+        .config("spark.driver.memory", cfg.get("spark_driver_memory", "2g"))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.task.maxFailures", "4")
+    )
+    # Workers must run the same interpreter as this child (it has laionprep and img2dataset installed).
+    builder = builder.config("spark.pyspark.python", sys.executable).config("spark.pyspark.driver.python", sys.executable)
+    return builder.getOrCreate()
+
+
+def main(argv: list[str]) -> int:
+    from laionprep._env import setup_environment
+
+    setup_environment()
+    with open(argv[0]) as f:
+        cfg = json.load(f)
+    spark = None
+    if cfg["download"].get("distributor") == "pyspark":
+        spark = _spark_session(cfg)
+        spark.sparkContext.setLogLevel("ERROR")
+    from img2dataset import download
+
+    try:
+        download(**cfg["download"])
+    finally:
+        if spark is not None:
+            spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

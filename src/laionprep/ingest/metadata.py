@@ -1,0 +1,179 @@
+"""Metadata fetch: copy a dataset's parquet files into ``DIR/metadata/``, resumably.
+
+Any fsspec URL is a source: a local folder or file, ``gs://``, ``http(s)://``, or the Hugging Face Hub as
+``hf://datasets/ORG/REPO`` (huggingface_hub's filesystem, which reads ``HF_TOKEN`` for gated repositories).  A
+file already present with the source's size is not fetched again; a file is fetched under a temporary name and
+renamed when complete, so a killed fetch never leaves a truncated parquet under its final name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import re
+from typing import Sequence
+
+from laionprep import fs as lfs
+from laionprep.errors import DataError, SourceError, UsageError
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFile:
+    url: str  # full fsspec URL of the source file
+    name: str  # file name in DIR/metadata (unique, derived from the path below the source root)
+    size: int | None
+
+
+@dataclasses.dataclass
+class FetchResult:
+    files: list[str]  # local paths in DIR/metadata, in source order
+    fetched: int = 0
+    skipped: int = 0
+    bytes_fetched: int = 0
+    sources: list[str] = dataclasses.field(default_factory=list)
+
+
+def parse_parts(spec: str | None, n: int) -> list[int]:
+    """``--parts`` selects files by index in the sorted listing: ``3`` (the first 3 files), ``0,2,5-7`` or ``4-``."""
+    if spec is None or spec == "":
+        return list(range(n))
+    spec = spec.strip()
+    if spec.isdigit():
+        k = int(spec)
+        if k < 1:
+            raise UsageError(f"--parts {spec}: must be at least 1", where="--parts", fix="e.g. --parts 3 or --parts 0,2,5-7")
+        return list(range(min(k, n)))
+    out: list[int] = []
+    for piece in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d*)\s*)?", piece)
+        if not m:
+            raise UsageError(f"--parts {spec!r}: cannot read {piece!r}", where="--parts",
+                             fix="give a count (3) or indices and ranges (0,2,5-7 or 4-)")
+        lo = int(m.group(1))
+        hi = (int(m.group(2)) if m.group(2) else n - 1) if "-" in piece else lo
+        out.extend(range(lo, hi + 1))
+    bad = [i for i in out if i >= n]
+    if bad:
+        raise UsageError(f"--parts {spec!r} selects file index {bad[0]} but the source has {n} files (0..{n - 1})",
+                         where="--parts", fix="pick indices below the file count")
+    return sorted(set(out))
+
+
+def list_source(source: str, pattern: str) -> list[SourceFile]:
+    """The parquet files of a source, sorted by path."""
+    try:
+        fsys, path = lfs.get_fs(source)
+    except (ImportError, ValueError) as e:
+        raise UsageError(f"cannot open metadata source {source!r}: {e}", where="--metadata-source",
+                         fix="give a local path or an fsspec URL (gs://..., http://..., hf://datasets/ORG/REPO)") from e
+    proto = fsys.protocol[0] if isinstance(fsys.protocol, (tuple, list)) else fsys.protocol
+    try:
+        if _GLOB_CHARS.search(path):
+            paths = sorted(fsys.glob(path))
+            root = path[: _GLOB_CHARS.search(path).start()].rsplit("/", 1)[0]
+        elif fsys.isdir(path):
+            paths = sorted(p for p in fsys.glob(posixpath.join(path.rstrip("/"), pattern)) if not fsys.isdir(p))
+            root = path.rstrip("/")
+        elif fsys.exists(path):
+            paths = [path]
+            root = posixpath.dirname(path)
+        else:
+            raise SourceError(f"metadata source not found: {source}", where="--metadata-source",
+                              fix="check the path/URL; for the Hub check the repo name and that HF_TOKEN grants access")
+        infos = [fsys.info(p) for p in paths]
+    except SourceError:
+        raise
+    except PermissionError as e:
+        raise SourceError(f"access denied listing {source}: {e}", where="--metadata-source",
+                          fix="for gated Hub repos accept the terms on the dataset page and export HF_TOKEN") from e
+    except Exception as e:  # network / auth errors of any fsspec backend
+        raise SourceError(f"cannot list metadata source {source}: {type(e).__name__}: {e}", where="--metadata-source",
+                          fix="check connectivity and credentials (HF_TOKEN, GOOGLE_APPLICATION_CREDENTIALS)") from e
+    files = []
+    for p, info in zip(paths, infos):
+        rel = p[len(root):].lstrip("/") if p.startswith(root) else posixpath.basename(p)
+        name = rel.replace("/", "__")
+        url = p if proto in ("file", "local") else f"{proto}://{p}" if "://" not in p else p
+        files.append(SourceFile(url=url, name=name, size=info.get("size")))
+    if not files:
+        raise SourceError(f"no files matching {pattern!r} in {source}", where="--metadata-source",
+                          fix="point at the folder holding the dataset's .parquet files")
+    return files
+
+
+def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None, max_samples: int | None = None,
+          progress=None) -> FetchResult:
+    """Fetch the selected parquet files of ``source`` into ``dest_dir``.
+
+    With ``max_samples``, files are taken in order only until their row counts (read from the parquet footers)
+    reach it.  ``progress`` is a :class:`laionprep.progress.Progress`-like object or None.
+    """
+    import pyarrow.parquet as pq
+
+    files = list_source(source, pattern)
+    chosen = [files[i] for i in parse_parts(parts, len(files))]
+    lfs.makedirs(dest_dir)
+    result = FetchResult(files=[])
+    rows_seen = 0
+    task = progress.add_task("metadata", total=sum(f.size or 0 for f in chosen) or None) if progress else None
+    for sf in chosen:
+        dest = lfs.join(dest_dir, sf.name)
+        done = os.path.exists(dest) and (sf.size is None or os.path.getsize(dest) == sf.size)
+        if done:
+            result.skipped += 1
+        else:
+            _copy(sf, dest, progress, task)
+            result.fetched += 1
+            result.bytes_fetched += os.path.getsize(dest)
+        if progress and done:
+            progress.advance(task, sf.size or 0)
+        result.files.append(dest)
+        result.sources.append(sf.url)
+        if max_samples is not None:
+            try:
+                rows_seen += pq.ParquetFile(dest).metadata.num_rows
+            except Exception as e:
+                raise DataError(f"unreadable parquet: {e}", where=dest,
+                                fix="delete the file so it is fetched again, or fix the source file") from e
+            if rows_seen >= max_samples:
+                break
+    return result
+
+
+def _copy(sf: SourceFile, dest: str, progress, task) -> None:
+    fsys, path = lfs.get_fs(sf.url)
+    tmp = lfs.tmp_name(dest)
+    try:
+        with fsys.open(path, "rb") as src, open(tmp, "wb") as out:
+            while True:
+                chunk = src.read(8 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+                if progress:
+                    progress.advance(task, len(chunk))
+        if sf.size is not None and os.path.getsize(tmp) != sf.size:
+            raise SourceError(f"short read: got {os.path.getsize(tmp)} of {sf.size} bytes", where=sf.url,
+                              fix="re-run the same command; the fetch resumes with this file")
+        os.replace(tmp, dest)
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(f"cannot fetch {sf.url}: {type(e).__name__}: {e}", where=sf.url,
+                          fix="check connectivity/credentials and re-run; finished files are not fetched again") from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def remove_stale_tmp(folder: str) -> None:
+    """Remove temporary files a killed fetch left behind (they never carry a final name)."""
+    if os.path.isdir(folder):
+        for n in os.listdir(folder):
+            if lfs.TMP_MARK in n:
+                os.remove(os.path.join(folder, n))
+
+
+__all__: Sequence[str] = ["fetch", "list_source", "parse_parts", "FetchResult"]

@@ -1,0 +1,232 @@
+"""The ``laionprep download`` stage: metadata -> prefilter -> img2dataset -> manifest.
+
+Layout of ``DIR`` (the ``--output``)::
+
+    DIR/metadata/*.parquet              fetched metadata (resumable)
+    DIR/prefiltered/NNNNN.parquet       filtered, typed metadata + _prefilter_report.json
+    DIR/tfrecord/NNNNN.tfrecord         img2dataset output: records, NNNNN.parquet (status per row),
+                NNNNN_stats.json        the completion marker of each shard.  No other *.json here, ever.
+    DIR/logs/img2dataset.log            the downloader's own output
+    DIR/manifest.json                   parameters, versions, counts per stage
+
+Every stage resumes: the fetch skips complete files, the prefilter is deterministic (and skipped when its
+parameters are unchanged), and img2dataset's incremental mode skips shards with a stats file.  Running the same
+command again after a crash therefore ends with the same accounting as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import pyarrow.parquet as pq
+
+from laionprep import fs as lfs
+from laionprep import manifest
+from laionprep.datasets import Column, DatasetSpec, Filters, get_spec
+from laionprep.errors import DataError, UsageError
+from laionprep.ingest import download as dl
+from laionprep.ingest import metadata as md
+from laionprep.ingest import prefilter as pf
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    dataset: str
+    output: str
+    metadata_source: str | None = None  # default: the spec's Hub location
+    parts: str | None = None
+    max_samples: int | None = None
+    nsfw: tuple[str, ...] | None = None  # overrides of the spec's default filters
+    min_similarity: float | None = None
+    max_punsafe: float | None = None
+    max_pwatermark: float | None = None
+    no_filters: bool = False
+    extra_columns: tuple[str, ...] | None = None  # None: the spec's
+    download: dl.DownloadOptions = dl.DownloadOptions()
+
+    def spec(self) -> DatasetSpec:
+        return get_spec(self.dataset)
+
+    def filters(self) -> Filters:
+        if self.no_filters:
+            base = Filters()
+        else:
+            base = self.spec().default_filters
+        return base.replace(nsfw=self.nsfw, min_similarity=self.min_similarity, max_punsafe=self.max_punsafe,
+                            max_pwatermark=self.max_pwatermark)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["filters_applied"] = self.filters().to_dict()
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    root: str
+
+    @property
+    def metadata(self) -> str:
+        return lfs.join(self.root, "metadata")
+
+    @property
+    def prefiltered(self) -> str:
+        return lfs.join(self.root, "prefiltered")
+
+    @property
+    def tfrecord(self) -> str:
+        return lfs.join(self.root, "tfrecord")
+
+    @property
+    def log(self) -> str:
+        return lfs.join(self.root, "logs", "img2dataset.log")
+
+    @property
+    def manifest(self) -> str:
+        return lfs.join(self.root, "manifest.json")
+
+
+def _columns(cfg: IngestConfig, spec: DatasetSpec, first_file: str | None) -> list[Column]:
+    """The carried columns: the spec's, or those named by --extra-columns (kinds from the spec or the data)."""
+    if cfg.extra_columns is None:
+        return list(spec.extra_columns)
+    cols = []
+    arrow_schema = pq.ParquetFile(first_file).schema_arrow if first_file else None
+    for name in cfg.extra_columns:
+        known = spec.column(name)
+        if known:
+            cols.append(known)
+            continue
+        field = None
+        if arrow_schema is not None:
+            for f in arrow_schema:
+                if f.name.lower() == name.lower():
+                    field = f
+        if field is None:
+            raise UsageError(f"--extra-columns: no column {name!r} in the metadata",
+                             where=first_file or "--extra-columns",
+                             fix="columns found: " + (", ".join(arrow_schema.names) if arrow_schema else "none"))
+        cols.append(Column(name=field.name, kind=pf.kind_of(field.type)))
+    reserved = [c.name for c in cols if c.name in dl.RESERVED and c.name != "sha256"]
+    if reserved:
+        raise UsageError(f"--extra-columns: {reserved} are names img2dataset reserves for its own columns",
+                         where="--extra-columns", fix="leave them out; img2dataset writes them itself")
+    return cols
+
+
+def check_paths(cfg: IngestConfig) -> None:
+    """Refuse an output folder inside a local metadata source folder (outputs would be read back as inputs)."""
+    src = cfg.metadata_source
+    if not src or not lfs.is_local(src):
+        return
+    local = src.removeprefix("file://")
+    m = md._GLOB_CHARS.search(local)
+    src_dir = os.path.dirname(local[: m.start()]) if m else (local if os.path.isdir(local) else os.path.dirname(local))
+    if lfs.is_inside(cfg.output, src_dir):
+        raise UsageError(f"output folder {cfg.output} is inside the metadata source folder {src_dir}",
+                         where="--output", fix="choose an output folder outside the input folder")
+
+
+def run(cfg: IngestConfig, *, progress=None, log=print) -> dict:
+    """Run the whole download stage; returns the manifest (also written to ``DIR/manifest.json``)."""
+    spec = cfg.spec()
+    source = cfg.metadata_source or spec.metadata_url
+    if not source:
+        raise UsageError(f"dataset {spec.name!r} has no default metadata location", where="--metadata-source",
+                         fix="pass --metadata-source (a folder, file or fsspec URL of parquet files)")
+    if cfg.max_samples is not None and cfg.max_samples < 1:
+        raise UsageError("--max-samples must be >= 1", where="--max-samples")
+    cfg.download.validate()
+    check_paths(cfg)
+    lay = Layout(cfg.output)
+    filters = cfg.filters()
+    lfs.makedirs(cfg.output)
+    dl.check_output_folder(lay.tfrecord)
+    md.remove_stale_tmp(lay.metadata)
+
+    # 1. metadata
+    fetched = md.fetch(source, spec.file_pattern, lay.metadata, parts=cfg.parts, max_samples=cfg.max_samples,
+                       progress=progress)
+    meta_rows = 0
+    for p in fetched.files:
+        try:
+            meta_rows += pq.ParquetFile(p).metadata.num_rows
+        except Exception as e:
+            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=p,
+                            fix="delete it and re-run to fetch it again, or fix the source file") from e
+    columns = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
+    metadata_section = {"source": source, "files": [os.path.basename(p) for p in fetched.files],
+                        "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
+    base = {"dataset": spec.name, "parameters": cfg.to_dict(), "layout": _layout_dict(lay)}
+    manifest.update(lay.manifest, **base, status="prefiltering", stages={"metadata": metadata_section})
+
+    # 2. prefilter
+    rep = pf.prefilter(spec, fetched.files, lay.prefiltered, filters, columns=columns, max_samples=cfg.max_samples,
+                       progress=progress)
+    not_read = meta_rows - rep.rows_in
+    for w in rep.warnings:
+        log(f"warning: {w}")
+    prefilter_section = {"rows_in": rep.rows_in, "rows_out": rep.rows_out, "dropped": rep.dropped,
+                         "columns": rep.columns, "filters": filters.to_dict(), "warnings": rep.warnings}
+    stages = {"metadata": metadata_section, "prefilter": prefilter_section}
+    manifest.update(lay.manifest, **base, status="downloading", stages=stages)
+
+    # 3. download
+    verify = any(c.name == "sha256" for c in columns)
+    res = dl.run(lay.prefiltered, lay.tfrecord, [f["rows_out"] for f in rep.files], [c.name for c in columns],
+                 cfg.download, verify_sha256=verify, log_path=lay.log, progress=progress)
+    stages["download"] = {
+        "rows_in": rep.rows_out, "success": res.success, "failed": res.failed,
+        "failure_reasons": dict(list(res.failure_reasons.items())[:50]),
+        "distinct_failure_reasons": len(res.failure_reasons),
+        "shards_expected": res.shards_expected, "shards_done": res.shards_done,
+        "incomplete_shards": res.incomplete_shards, "image_size": cfg.download.image_size,
+        "resize_mode": cfg.download.resize_mode, "resize_only_if_bigger": cfg.download.resize_only_if_bigger,
+        "seconds": res.seconds,
+    }
+    complete = not res.incomplete_shards
+    accounting = {
+        "metadata_rows": meta_rows,
+        "not_read_max_samples": not_read,
+        "dropped_by_prefilter": sum(rep.dropped.values()),
+        "failed_download": sum(res.failed.values()),
+        "downloaded_ok": res.success,
+        "pending_in_incomplete_shards": rep.rows_out - res.rows,
+    }
+    accounting["balanced"] = meta_rows == (not_read + accounting["dropped_by_prefilter"] + res.success
+                                           + accounting["failed_download"] + accounting["pending_in_incomplete_shards"])
+    data = manifest.update(lay.manifest, **base, status="complete" if complete else "incomplete", stages=stages,
+                           accounting=accounting)
+    if not accounting["balanced"]:
+        raise DataError(f"accounting does not balance: {accounting}", where=lay.manifest,
+                        fix="this is a bug in laionprep; please report it with the manifest")
+    if not complete:
+        raise DataError(
+            f"{len(res.incomplete_shards)} of {res.shards_expected} shards did not finish "
+            f"(e.g. {res.incomplete_shards[:5]})", where=lay.log,
+            fix="re-run the same command to resume; finished shards are not downloaded again",
+        )
+    return data
+
+
+def _layout_dict(lay: Layout) -> dict:
+    return {"metadata": "metadata/", "prefiltered": "prefiltered/", "tfrecord": "tfrecord/",
+            "log": "logs/img2dataset.log"}
+
+
+def summary_rows(m: dict) -> list[tuple[str, int | str]]:
+    """Rows for the summary table printed by the CLI and the demo."""
+    st = m["stages"]
+    rows: list[tuple[str, int | str]] = [("metadata rows", st["metadata"]["rows"])]
+    if m["accounting"].get("not_read_max_samples"):
+        rows.append(("  not read (--max-samples)", m["accounting"]["not_read_max_samples"]))
+    rows.append(("kept by prefilter", st["prefilter"]["rows_out"]))
+    rows += [(f"  dropped: {k}", v) for k, v in st["prefilter"]["dropped"].items() if v]
+    rows.append(("downloaded OK", st["download"]["success"]))
+    rows += [(f"  failed: {k}", v) for k, v in st["download"]["failed"].items() if v]
+    rows.append(("shards", f'{st["download"]["shards_done"]}/{st["download"]["shards_expected"]}'))
+    return rows
+
+
+__all__: Sequence[str] = ["IngestConfig", "Layout", "run", "summary_rows"]
