@@ -252,7 +252,8 @@ def get_spec(name: str) -> DatasetSpec:
         ) from None
 
 
-def resolve_columns(spec: DatasetSpec, names: Sequence[str], *, where: str) -> dict[str, str | None]:
+def resolve_columns(spec: DatasetSpec, names: Sequence[str], *, where: str,
+                    columns: Sequence[Column] | None = None) -> dict[str, str | None]:
     """Map canonical names (``url``, ``caption``, each extra column) to the actual column names in a file.
 
     Matching is case-insensitive.  A missing URL or caption column raises :class:`DataError` listing the columns
@@ -279,6 +280,6 @@ def resolve_columns(spec: DatasetSpec, names: Sequence[str], *, where: str) -> d
                 where=where,
                 fix=f"check that this is {spec.name} metadata, or pick the dataset whose columns match (`laionprep datasets`)",
             )
-    for col in spec.extra_columns:
+    for col in spec.extra_columns if columns is None else columns:
         out[col.name] = find(col.all_candidates)
     return out

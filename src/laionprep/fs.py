@@ -5,8 +5,10 @@ one, rename when complete.  A killed run never leaves a partial file under a fin
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import posixpath
 import uuid
 from typing import Any
@@ -107,3 +109,36 @@ def glob(pattern: str) -> list[str]:
 def open_file(url: str, mode: str = "rb"):
     fsys, path = get_fs(url)
     return fsys.open(path, mode)
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str, what: str):
+    """Hold an exclusive lock on ``folder/.laionprep.lock`` (local folders; a no-op on object stores).
+
+    The lock is an ``flock``: the kernel releases it when the holder dies, so a killed run never blocks the next
+    one, while two runs writing the same folder at once are refused.
+    """
+    if not is_local(folder):
+        yield
+        return
+    import fcntl
+
+    from laionprep.errors import UsageError
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ".laionprep.lock")
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise UsageError(f"another {what} is running on this folder ({f.read().strip() or 'unknown process'})",
+                             where=folder, fix="wait for it to finish, or stop it; then re-run to resume") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import posixpath
 import re
 import signal
 import subprocess
@@ -168,9 +169,20 @@ def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_col
     cfg = {"download": img2dataset_config(input_dir, output_dir, extra_columns, verify_sha256, opts),
            "spark_master": opts.spark_master}
     start = time.time()
+    set_aside_broken_markers(output_dir)
     if expected and len(list_done(output_dir)) < len(expected):
         _run_child(cfg, output_dir, expected, log_path, progress)
     return account(output_dir, expected, seconds=time.time() - start)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """Linux: the img2dataset child gets SIGKILL when its parent dies (kill -9 of `laionprep download`)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: str | None, progress) -> None:
@@ -186,15 +198,20 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
     env.setdefault("PYTHONUNBUFFERED", "1")
     try:
         with open(log_path, "ab") as log:
+            # Same process group as the caller: a Ctrl-C or a kill of the group stops img2dataset's workers too.
             proc = subprocess.Popen([sys.executable, "-m", "laionprep.ingest.img2dataset_runner", cfg_path],
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
             try:
                 while proc.poll() is None:
                     time.sleep(0.5)
                     if progress:
                         progress.update(task, completed=_rows_done(output_dir, expected))
-            except BaseException:  # Ctrl-C or an error in the parent: stop the whole img2dataset process group
-                _kill_group(proc)
+            except BaseException:  # Ctrl-C or an error in the parent: stop img2dataset
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
                 raise
         if progress:
             progress.update(task, completed=_rows_done(output_dir, expected))
@@ -207,23 +224,34 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
         os.path.exists(cfg_path) and os.remove(cfg_path)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def _tail(path: str, n: int = 15) -> str:
     if not path or path == os.devnull or not os.path.exists(path):
         return ""
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8", "replace").splitlines()[-n:]
     return "\n  last log lines:\n    " + "\n    ".join(lines)
+
+
+def set_aside_broken_markers(output_dir: str) -> list[int]:
+    """A run killed while img2dataset wrote a stats file leaves a truncated marker that would make the shard look
+    done.  Such shards (marker, tfrecord, parquet) are moved to ``<output>/../_incomplete/`` so img2dataset
+    downloads them again; nothing is deleted."""
+    moved = []
+    for sid, path in sorted(list_done(output_dir).items()):
+        try:
+            lfs.read_json(path)
+            continue
+        except (ValueError, UnicodeDecodeError):
+            pass
+        fsys, p = lfs.get_fs(path)
+        dest = posixpath.join(posixpath.dirname(posixpath.dirname(p.rstrip("/"))), "_incomplete", time.strftime("%Y%m%d-%H%M%S"))
+        fsys.makedirs(dest, exist_ok=True)
+        for suffix in ("_stats.json", ".tfrecord", ".parquet"):
+            src = p.replace("_stats.json", suffix)
+            if fsys.exists(src):
+                fsys.mv(src, posixpath.join(dest, posixpath.basename(src)))
+        moved.append(sid)
+    return moved
 
 
 def _rows_done(output_dir: str, expected: dict[int, int]) -> int:

@@ -15,6 +15,12 @@ import sys
 
 
 def _spark_session(cfg: dict):
+    import os
+
+    # Local workers must run this interpreter (it has laionprep and img2dataset installed); on a cluster, set
+    # PYSPARK_PYTHON to the workers' interpreter yourself.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     master = cfg.get("spark_master") or f"local[{cfg['download']['processes_count']}]"
@@ -26,8 +32,6 @@ def _spark_session(cfg: dict):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.task.maxFailures", "4")
     )
-    # Workers must run the same interpreter as this child (it has laionprep and img2dataset installed).
-    builder = builder.config("spark.pyspark.python", sys.executable).config("spark.pyspark.driver.python", sys.executable)
     return builder.getOrCreate()
 
 

@@ -130,6 +130,11 @@ def check_paths(cfg: IngestConfig) -> None:
 
 def run(cfg: IngestConfig, *, progress=None, log=print) -> dict:
     """Run the whole download stage; returns the manifest (also written to ``DIR/manifest.json``)."""
+    with lfs.exclusive_lock(cfg.output, "laionprep download"):
+        return _run(cfg, progress=progress, log=log)
+
+
+def _run(cfg: IngestConfig, *, progress, log) -> dict:
     spec = cfg.spec()
     source = cfg.metadata_source or spec.metadata_url
     if not source:

@@ -148,7 +148,7 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
         except Exception as e:
             raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path,
                             fix="delete it and re-run to fetch it again, or replace it with a valid parquet file") from e
-        mapping = resolve_columns(spec, names, where=path)
+        mapping = resolve_columns(spec, names, where=path, columns=columns)
         wanted = [mapping["url"], mapping["caption"]] + [mapping[c.name] for c in columns if mapping.get(c.name)]
         try:
             table = pf.read(columns=list(dict.fromkeys(wanted)))

@@ -1,0 +1,49 @@
+"""Shared fixtures: a real demo download (real img2dataset fetching from a real HTTP server on 127.0.0.1).
+
+``demo_server`` serves the synthetic mini-LAION for the whole session; ``demo_download`` is one finished
+``laionprep download`` of it (about 240 metadata rows, 4 shards), built once per session and shared read-only:
+tests that damage or extend a dataset copy it first (``copy_download``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from laionprep.demo.server import DemoServer
+
+DEMO_ROWS = 240
+DEMO_SHARD_SIZE = 60
+
+
+@pytest.fixture(scope="session")
+def demo_server():
+    with DemoServer() as srv:
+        yield srv
+
+
+def run_demo_download(workdir: str, server, rows: int = DEMO_ROWS, shard_size: int = DEMO_SHARD_SIZE, seed: int = 0):
+    from laionprep.demo.run import DemoConfig, download_demo
+
+    cfg = DemoConfig(workdir=workdir, rows=rows, processes=2, seed=seed, progress=False,
+                     number_sample_per_shard=shard_size)
+    return download_demo(cfg, server)
+
+
+@pytest.fixture(scope="session")
+def demo_download(tmp_path_factory, demo_server) -> str:
+    """Path of a finished download folder DIR (with DIR/tfrecord, DIR/manifest.json). Do not modify it."""
+    work = str(tmp_path_factory.mktemp("demo"))
+    run_demo_download(work, demo_server)
+    return os.path.join(work, "laion")
+
+
+@pytest.fixture
+def copy_download(demo_download, tmp_path):
+    """A private copy of the session's demo download, safe to damage."""
+    def _copy() -> str:
+        dst = str(tmp_path / "laion")
+        shutil.copytree(demo_download, dst)
+        return dst
+    return _copy
