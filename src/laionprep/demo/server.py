@@ -7,6 +7,7 @@ answered by status, so tests can check what the downloader really fetched.
 from __future__ import annotations
 
 import collections
+import functools
 import http.server
 import re
 import threading
@@ -17,6 +18,11 @@ from laionprep.demo import synth
 _IMG = re.compile(r"^/img/(\d+)/(\d+)\.(jpg|png)$")
 
 
+@functools.lru_cache(maxsize=20_000)
+def _encoded(seed: int, index: int) -> tuple[bytes, str]:
+    return synth.encode(synth.sample(seed, index))
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -24,10 +30,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         m = _IMG.match(self.path.split("?", 1)[0])
         if not m:
             return self._send(404, b"not found", "text/plain")
-        s = synth.sample(int(m.group(1)), int(m.group(2)))
-        if s.fmt != m.group(3):
+        seed, index = int(m.group(1)), int(m.group(2))
+        if synth.sample(seed, index).fmt != m.group(3):
             return self._send(404, b"not found", "text/plain")
-        body, ctype = synth.encode(s)
+        body, ctype = _encoded(seed, index)
         self._send(200, body, ctype)
 
     def _send(self, code: int, body: bytes, ctype: str):
@@ -59,6 +65,11 @@ class DemoServer:
     @property
     def counts(self) -> collections.Counter:
         return self._httpd.counts  # type: ignore[attr-defined]
+
+    def prewarm(self, seed: int, n: int) -> None:
+        """Render images 0..n-1 of ``seed`` now, so that timed downloads measure the downloader, not the server."""
+        for i in range(n):
+            _encoded(seed, i)
 
     def start(self) -> "DemoServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="laionprep-demo-server", daemon=True)

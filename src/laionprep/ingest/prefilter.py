@@ -112,6 +112,28 @@ def _url_hashes(urls: pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(urls.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 
+def _duplicates(urls: pa.Array, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(duplicate mask, hashes of the distinct new URLs) for ``urls`` given the sorted hashes already ``seen``.
+
+    Within the file, dictionary encoding numbers URLs in order of first appearance, so a row is a first occurrence
+    exactly where the running maximum of the codes grows (O(n), no sort).  Only distinct URLs are hashed; hashes
+    of the URLs kept so far are carried across files, sorted for searchsorted.
+    """
+    enc = pc.dictionary_encode(urls)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    running = np.maximum.accumulate(codes)
+    first = np.empty(len(codes), dtype=bool)
+    first[0] = True
+    first[1:] = running[1:] > running[:-1]
+    hashes = _url_hashes(enc.dictionary)
+    if len(seen):
+        pos = np.minimum(np.searchsorted(seen, hashes), len(seen) - 1)
+        earlier = seen[pos] == hashes
+    else:
+        earlier = np.zeros(len(hashes), dtype=bool)
+    return ~first | earlier[codes], hashes[~earlier]
+
+
 def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: Filters, *,
               columns: Sequence[Column] | None = None, max_samples: int | None = None,
               progress=None) -> PrefilterReport:
@@ -188,10 +210,11 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
 
         # drop reasons, first that applies wins
         fails = []
-        lower_url = pc.utf8_lower(out_cols["url"])
-        fails.append(("invalid_url", pc.invert(pc.or_(pc.starts_with(lower_url, "http://"),
-                                                      pc.starts_with(lower_url, "https://")))))
-        fails.append(("empty_caption", pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(out_cols["caption"])), 0)))
+        u = out_cols["url"]
+        fails.append(("invalid_url", pc.invert(pc.or_(pc.starts_with(u, "http://", ignore_case=True),
+                                                      pc.starts_with(u, "https://", ignore_case=True)))))
+        c = out_cols["caption"]
+        fails.append(("empty_caption", pc.or_(pc.equal(pc.binary_length(c), 0), pc.utf8_is_space(c))))
         if filters.nsfw is not None and "NSFW" in out_cols:
             keep = pa.array(list(filters.nsfw), type=pa.string())
             fails.append(("nsfw", pc.invert(pc.is_in(pc.utf8_upper(out_cols["NSFW"]), value_set=pc.utf8_upper(keep)))))
@@ -210,18 +233,13 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             m = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool) & alive
             file_dropped[reason] += int(m.sum())
             alive &= ~m
-        # duplicates: within the file (first occurrence) and against earlier files
+        # duplicates: within the file (first occurrence kept) and against URLs kept from earlier files
         idx = np.flatnonzero(alive)
         if len(idx):
-            h = _url_hashes(out_cols["url"].take(pa.array(idx)))
-            _, first = np.unique(h, return_index=True)
-            is_first = np.zeros(len(idx), dtype=bool)
-            is_first[first] = True
-            earlier = np.isin(h, seen, assume_unique=False) if len(seen) else np.zeros(len(idx), dtype=bool)
-            dup = ~is_first | earlier
+            dup, new_hashes = _duplicates(out_cols["url"].take(pa.array(idx)), seen)
             file_dropped["duplicate_url"] += int(dup.sum())
             alive[idx[dup]] = False
-            seen = np.union1d(seen, h[~dup])
+            seen = np.sort(np.concatenate([seen, new_hashes]))
         kept = int(alive.sum())
         check_accounting(n, kept, file_dropped, stage=f"prefilter {path}")
         out = pa.table(out_cols).filter(pa.array(alive))
