@@ -14,7 +14,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --upgrade --quiet pip 'setuptools>=77'
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@$(MAKE) --no-print-directory system-deps
 	@touch $@

@@ -39,8 +39,9 @@ CAPTION_TEMPLATES = (
 
 
 def class_names() -> list[str]:
-    """Evaluation class names, in label order: '<color> <shape>'."""
-    return [f"{c} {s}" for c in COLORS for s in SHAPES]
+    """Evaluation class names ('<color> <shape>') in label order, which is the sorted order of the class folders
+    ('<color>_<shape>') that ImageNet-style readers (and ``build-tfds --mode image-folder``) number labels by."""
+    return sorted(f"{c} {s}" for c in COLORS for s in SHAPES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Sample:
 
     @property
     def label(self) -> int:
-        return list(COLORS).index(self.color) * len(SHAPES) + SHAPES.index(self.shape)
+        return class_names().index(f"{self.color} {self.shape}")
 
     @property
     def size_word(self) -> str:
@@ -226,8 +227,8 @@ def write_metadata(out_dir: str, n: int, base_url: str, seed: int = 0, files: in
 def write_eval_folder(out_dir: str, per_class: int, seed: int = 10_000, splits=("val",)) -> dict[str, int]:
     """An ImageNet-style labelled folder ``SPLIT/<color>_<shape>/NNNN.jpg`` of the demo's classes.
 
-    Used as the zero-shot evaluation set.  Also writes ``class_names.txt`` (one prompt name per line, in the
-    folder order).  Returns images written per split.
+    Used as the zero-shot evaluation set.  Also writes ``class_names.txt`` (one prompt name per line, in sorted
+    folder order, i.e. label order).  Returns images written per split.
     """
     import os
 
