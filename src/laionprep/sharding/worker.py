@@ -1,0 +1,214 @@
+"""What one Beam worker does for one output shard (the body of the ``WriteShards`` step).
+
+For task ``i`` it streams the task's pieces of input shards, normalises and filters every record
+(:class:`~laionprep.sharding.records.RecordProcessor`), routes kept records to their split, writes
+``NAME-SPLIT.tfrecord-i-of-N`` under a temporary name per split, renames them when complete, then writes its
+result (counts per split, drops per reason, normalisations) to ``OUT/_reshard/part-i.json`` and returns it.
+
+Why retries and re-runs cannot duplicate anything:
+
+* the output of task ``i`` depends only on the plan (inputs, parameters, seed), never on timing or on which
+  worker runs it, so any attempt writes the same bytes;
+* every attempt writes under its own unique temporary name and renames at the end: a failed attempt leaves at
+  most a temporary file (removed by the launcher), never a partial file under a final name; a duplicate or
+  zombie attempt renames identical bytes over identical bytes;
+* the launcher reads exactly one result per task index (a retried bundle's output is committed once by Beam,
+  and the part file is keyed by the index), and checks that every index is there.
+
+A test hook injects one failure: with ``LAIONPREP_RESHARD_FAIL_ONCE=<index>@<marker path>`` in the environment,
+the first attempt at task ``<index>`` writes half of its records to its temporary file, creates the marker file
+and raises; later attempts (the marker exists) run normally.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+
+from laionprep import fs as lfs
+from laionprep.manifest import check_accounting
+from laionprep.sharding import keylists
+from laionprep.sharding.plan import Task
+from laionprep.sharding.records import REASONS, RecordFilters, RecordProcessor
+from laionprep.sharding.tfrecord import RecordWriter, read_records
+
+FAIL_ONCE_ENV = "LAIONPREP_RESHARD_FAIL_ONCE"
+WORK_DIR = "_reshard"
+SHARD_TEMPLATE = "{name}-{split}.tfrecord-{index:05d}-of-{num:05d}"
+FILENAME_TEMPLATE = "{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"  # counts.json's template
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """Everything a worker needs, fixed on the launcher (pickled to the workers)."""
+
+    output: str
+    name: str
+    split: str
+    validation_split: str | None  # None: no validation split
+    validation_fraction: float
+    num_shards: int
+    schema: tuple[tuple[str, str], ...]
+    drop_columns: tuple[str, ...]
+    filters: RecordFilters
+    key_prefixes: tuple[bytes, ...]  # per source; b"" keeps keys as they are
+    shuffle: bool
+    seed: int
+    shuffle_buffer_bytes: int
+    plan_hash: str
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return (self.split,) + ((self.validation_split,) if self.validation_split else ())
+
+    def shard_url(self, split: str, index: int) -> str:
+        return lfs.join(self.output, SHARD_TEMPLATE.format(name=self.name, split=split, index=index, num=self.num_shards))
+
+    def part_url(self, index: int) -> str:
+        return lfs.join(self.output, WORK_DIR, f"part-{index:05d}.json")
+
+
+class ShuffleBuffer:
+    """A deterministic, byte-bounded shuffle buffer (the tf.data kind): with the same seed and input order it
+    emits the same order.  When full it emits a uniformly chosen element; at the end it emits the rest shuffled."""
+
+    def __init__(self, max_bytes: int, rng: random.Random):
+        self.max_bytes = max_bytes
+        self.rng = rng
+        self.items: list[bytes] = []
+        self.size = 0
+
+    def add(self, item: bytes):
+        self.items.append(item)
+        self.size += len(item)
+        while self.size > self.max_bytes and len(self.items) > 1:
+            j = self.rng.randrange(len(self.items))
+            self.items[j], self.items[-1] = self.items[-1], self.items[j]
+            out = self.items.pop()
+            self.size -= len(out)
+            yield out
+
+    def drain(self):
+        self.rng.shuffle(self.items)
+        items, self.items, self.size = self.items, [], 0
+        return items
+
+
+def _maybe_fail(index: int) -> bool:
+    spec = os.environ.get(FAIL_ONCE_ENV)
+    if not spec:
+        return False
+    want, _, marker = spec.partition("@")
+    return int(want) == index and bool(marker) and not os.path.exists(marker)
+
+
+def _resume(job: Job, index: int) -> dict | None:
+    """The stored result of task ``index`` when it finished under the same plan and its files are intact."""
+    url = job.part_url(index)
+    try:
+        if not lfs.exists(url):
+            return None
+        res = lfs.read_json(url)
+    except Exception:
+        return None
+    if res.get("plan_hash") != job.plan_hash:
+        return None
+    fsys, _ = lfs.get_fs(job.output)
+    for split, info in res["splits"].items():
+        url_s = job.shard_url(split, index)
+        _, path = lfs.get_fs(url_s)
+        if not fsys.exists(path) or fsys.size(path) != info["bytes"]:
+            return None
+    if not res.get("resumed"):
+        res["resumed"] = True
+        lfs.write_json(url, res)  # the launcher reads results from the part files
+    return res
+
+
+def write_task(job: Job, task: Task) -> dict:
+    """Write output shard ``task.index`` of every split; returns its result (also stored as a part file)."""
+    done = _resume(job, task.index)
+    if done is not None:
+        return done
+    t0 = time.time()
+    proc = RecordProcessor(dict(job.schema), job.drop_columns, job.filters, keylists.key_list(job.filters.keep_keys),
+                           keylists.key_list(job.filters.drop_keys), job.validation_fraction)
+    finals = {s: job.shard_url(s, task.index) for s in job.splits}
+    tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
+    writers = {s: RecordWriter(tmps[s]) for s in job.splits}
+    buffers = ({s: ShuffleBuffer(job.shuffle_buffer_bytes, random.Random(f"laionprep-reshard:{job.seed}:{task.index}:{s}"))
+                for s in job.splits} if job.shuffle else None)
+    fail_at = max(1, task.expected // 2) if _maybe_fail(task.index) else None
+    rows_in = 0
+    pieces = []
+    try:
+        for piece in task.pieces:
+            prefix = job.key_prefixes[piece.source]
+            n_piece = 0
+            for data in read_records(piece.path, piece.start, piece.stop):
+                n_piece += 1
+                rows_in += 1
+                if fail_at is not None and rows_in >= fail_at:
+                    marker = os.environ[FAIL_ONCE_ENV].partition("@")[2]
+                    for w in writers.values():
+                        w.flush()
+                    with open(marker, "w") as f:
+                        f.write(f"task {task.index} failed once after {rows_in} records\n")
+                    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} records")
+                is_val, out = proc.process(data, prefix)
+                if is_val is None:
+                    continue
+                split = job.validation_split if is_val else job.split
+                if buffers is None:
+                    writers[split].write(out)
+                else:
+                    for item in buffers[split].add(out):
+                        writers[split].write(item)
+            pieces.append({"source": piece.source, "shard": piece.shard, "start": piece.start, "stop": piece.stop,
+                           "expected": piece.expected, "read": n_piece})
+        if buffers is not None:
+            for s, b in buffers.items():
+                for item in b.drain():
+                    writers[s].write(item)
+        for w in writers.values():
+            w.close()
+    except BaseException:
+        for w in writers.values():
+            try:
+                w.close()
+            except Exception:
+                pass
+        raise
+    fsys, _ = lfs.get_fs(job.output)
+    for s in job.splits:
+        fsys.mv(lfs.get_fs(tmps[s])[1], lfs.get_fs(finals[s])[1])
+    kept = sum(w.records for w in writers.values())
+    dropped = {r: proc.dropped.get(r, 0) for r in REASONS}
+    check_accounting(rows_in, kept, dropped, stage=f"reshard task {task.index}")
+    result = {
+        "index": task.index, "plan_hash": job.plan_hash, "rows_in": rows_in, "expected": task.expected,
+        "splits": {s: {"file": os.path.basename(finals[s]), "records": writers[s].records,
+                       "bytes": writers[s].bytes_written} for s in job.splits},
+        "dropped": dropped, "normalised": proc.normalised_dict(), "pieces": pieces,
+        "seconds": round(time.time() - t0, 3), "started": round(t0, 3), "worker_pid": os.getpid(),
+    }
+    lfs.write_json(job.part_url(task.index), result)
+    return result
+
+
+try:  # the DoFn needs Beam; the functions above do not
+    import apache_beam as beam
+
+    class WriteShardFn(beam.DoFn):
+        def __init__(self, job: Job):
+            self.job = job
+
+        def setup(self):  # load the key lists once per worker process
+            keylists.key_list(self.job.filters.keep_keys)
+            keylists.key_list(self.job.filters.drop_keys)
+
+        def process(self, task: Task):
+            yield write_task(self.job, task)
+except ImportError:  # pragma: no cover - apache-beam is a dependency
+    WriteShardFn = None

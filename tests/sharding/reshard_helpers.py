@@ -1,0 +1,18 @@
+"""Helpers shared by the reshard tests (imported as a plain module: pytest puts this folder on sys.path)."""
+from __future__ import annotations
+
+import glob
+import os
+
+
+def kinds_of(ex) -> dict:
+    return {k: f.WhichOneof("kind") for k, f in ex.features.feature.items()}
+
+
+def value(ex, k):
+    f = ex.features.feature[k]
+    return list(getattr(f, f.WhichOneof("kind")).value)
+
+
+def shard_bytes(out: str) -> dict[str, bytes]:
+    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(out, "*.tfrecord-*")))}

@@ -1,0 +1,125 @@
+"""Pieces of reshard that need no Beam: TFRecord framing, the Example class, key lists, the plan."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laionprep.errors import DataError
+from laionprep.sharding import keylists, plan
+from laionprep.sharding.tfrecord import Example, RecordWriter, feature_kinds, read_records
+
+
+def test_tfrecord_io_matches_tensorflow(demo_download, tmp_path, tf):
+    src = sorted(p for p in os.listdir(os.path.join(demo_download, "tfrecord")) if p.endswith(".tfrecord"))[0]
+    src = os.path.join(demo_download, "tfrecord", src)
+    ref = list(tf.data.TFRecordDataset([src]).as_numpy_iterator())
+    ours = list(read_records(src))
+    assert ours == ref and len(ours) > 10
+    assert list(read_records(src, 3, 7)) == ref[3:7]
+    assert list(read_records(src, len(ref) - 2)) == ref[-2:]
+
+    # our writer's bytes == tf.io.TFRecordWriter's bytes for the same records
+    mine, theirs = str(tmp_path / "mine.tfrecord"), str(tmp_path / "tf.tfrecord")
+    with RecordWriter(mine) as w:
+        for r in ref:
+            w.write(r)
+    with tf.io.TFRecordWriter(theirs) as w:
+        for r in ref:
+            w.write(r)
+    assert open(mine, "rb").read() == open(theirs, "rb").read()
+    assert os.path.getsize(mine) == sum(len(r) + 16 for r in ref)
+
+    # the TF-free Example class is wire-compatible with tf.train.Example
+    ex = Example.FromString(ref[0])
+    tex = tf.train.Example.FromString(ref[0])
+    assert ex.SerializeToString(deterministic=True) == tex.SerializeToString(deterministic=True)
+    assert feature_kinds(ref[0])["similarity"] == "float" and feature_kinds(ref[0])["width"] == "int64"
+
+    # damage is reported with the file and record index
+    data = bytearray(open(mine, "rb").read())
+    data[len(ref[0]) + 16 + 12 + 40] ^= 0xFF  # inside record 1's data
+    bad = tmp_path / "bad.tfrecord"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="bad data checksum") as e:
+        list(read_records(str(bad)))
+    assert "record 1" in e.value.where
+    bad.write_bytes(bytes(data[: len(ref[0]) + 16 + 20]))
+    with pytest.raises(DataError, match="truncated"):
+        list(read_records(str(bad)))
+
+
+def test_key_lists_all_formats(tmp_path):
+    keys = ["0000001", "0000017", "0100003"]
+    (tmp_path / "k.txt").write_text("\n".join(keys) + "\n\n")
+    pq.write_table(pa.table({"key": keys, "other": [1, 2, 3]}), tmp_path / "k.parquet")
+    np.save(tmp_path / "k.npy", np.array(keys))
+    want = frozenset(k.encode() for k in keys)
+    for name in ("k.txt", "k.parquet", "k.npy"):
+        assert keylists.read_key_list(str(tmp_path / name)) == want, name
+    # DataComp's subset files: structured (uint64, uint64) uids -> 32-digit hex
+    uids = np.array([(0x0123456789ABCDEF, 0x1), (0xFFFFFFFFFFFFFFFF, 0xABCDEF)], dtype="u8,u8")
+    np.save(tmp_path / "uids.npy", uids)
+    assert keylists.read_key_list(str(tmp_path / "uids.npy")) == {
+        b"0123456789abcdef0000000000000001", b"ffffffffffffffff0000000000abcdef"}
+    pq.write_table(pa.table({"a": [1], "b": [2]}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match="no column 'key' or 'uid'"):
+        keylists.read_key_list(str(tmp_path / "bad.parquet"))
+    np.save(tmp_path / "f.npy", np.array([1.5]))
+    with pytest.raises(DataError, match="unsupported array dtype"):
+        keylists.read_key_list(str(tmp_path / "f.npy"))
+
+
+def _fake_sources(counts_per_source):
+    out = []
+    for i, counts in enumerate(counts_per_source):
+        shards = [plan.lshards.Shard(id=j, tfrecord=f"s{i}/{j:05d}.tfrecord", parquet="", stats="", count=c, rows=c)
+                  for j, c in enumerate(counts)]
+        out.append(plan.SourceInfo(index=i, given=f"s{i}", folder=f"s{i}", dataset=None, manifest_status=None,
+                                   column_kinds={}, shards=shards, sizes={j: c * 100 for j, c in enumerate(counts)},
+                                   peeked={}, warnings=[]))
+    return out
+
+
+@pytest.mark.parametrize("counts,n", [([[60, 50, 0, 70], [33]], 3), ([[5, 5]], 7), ([[100]], 4), ([[3, 0, 0]], 2),
+                                       ([[10, 20, 30, 40]], 1), ([[7] * 13, [0, 9, 11]], 5)])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_plan_covers_every_record_once_balanced(counts, n, shuffle):
+    sources = _fake_sources(counts)
+    n = plan.num_output_shards(sources, n, 1024)
+    tasks = plan.make_tasks(sources, n, shuffle=shuffle, seed=5)
+    assert [t.index for t in tasks] == list(range(n))
+    total = sum(sum(c) for c in counts)
+    # balanced: every output expects T//N or T//N + 1 records
+    assert sorted({t.expected for t in tasks}) <= [total // n, total // n + 1]
+    assert sum(t.expected for t in tasks) == total
+    # every input shard: pieces tile [0, count) exactly, and exactly one piece reads to the end of the file
+    by_shard = {}
+    for t in tasks:
+        for p in t.pieces:
+            by_shard.setdefault((p.source, p.shard), []).append(p)
+    for i, c in enumerate(counts):
+        for j, count in enumerate(c):
+            ps = sorted(by_shard[(i, j)], key=lambda p: p.start)
+            assert sum(1 for p in ps if p.stop is None) == 1 and ps[-1].stop is None
+            pos = 0
+            for p in ps:
+                assert p.start == pos
+                pos = count if p.stop is None else p.stop
+            assert pos == count
+    # deterministic
+    assert plan.make_tasks(sources, n, shuffle=shuffle, seed=5) == tasks
+
+
+def test_plan_shuffle_changes_assignment_with_seed():
+    sources = _fake_sources([[10] * 20])
+    a = plan.make_tasks(sources, 4, shuffle=True, seed=1)
+    b = plan.make_tasks(sources, 4, shuffle=True, seed=2)
+    plain = plan.make_tasks(sources, 4)
+    shards = lambda tasks: [[p.shard for p in t.pieces] for t in tasks]  # noqa: E731
+    assert shards(plain) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]]
+    assert shards(a) != shards(plain) and shards(a) != shards(b)
+    assert sorted(sum(shards(a), [])) == list(range(20))
