@@ -1,0 +1,1 @@
+"""``tfds build`` builder for DataComp img2dataset TFRecords (see README.md)."""

@@ -1,0 +1,1 @@
+"""``tfds build`` builder for LAION-400M img2dataset TFRecords (see README.md)."""
