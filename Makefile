@@ -28,7 +28,7 @@ system-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || echo "warning: could not install$$missing"; fi; \
 	fi
 
-SYSTEM_PACKAGES ?=
+SYSTEM_PACKAGES ?= chromium
 
 demo: $(STAMP)
 	$(BIN)/laionprep demo --workdir $(WORKDIR)

@@ -52,7 +52,7 @@ def make_demo_download(work: str) -> str:
 def repeated_shards(download: str, out: str, n: int, per_shard: int) -> tuple[str, int]:
     """A download-shaped folder of ``n`` shards of ``per_shard`` real demo records each (the demo's records
     repeated; LAION's img2dataset shards hold 10,000), as hard links to one file, with stats files."""
-    from laionprep.tfds_builders._tfrecord import read_records, write_records
+    from laionprep.tfrecord import read_records, write_records
 
     src = os.path.join(download, "tfrecord")
     records = [r for f in sorted(os.listdir(src)) if f.endswith(".tfrecord")
@@ -71,7 +71,7 @@ def repeated_shards(download: str, out: str, n: int, per_shard: int) -> tuple[st
 
 def tiny_shards(download: str, out: str, n: int, records: int = 3) -> tuple[str, int]:
     """``n`` shards of ``records`` tiny real records each (a demo record with a 1x1 image), stats files included."""
-    from laionprep.tfds_builders._tfrecord import read_records, write_records
+    from laionprep.tfrecord import read_records, write_records
 
     tf = import_tf()
     first = os.path.join(download, "tfrecord", sorted(f for f in os.listdir(os.path.join(download, "tfrecord"))

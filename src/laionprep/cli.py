@@ -127,8 +127,200 @@ def _cmd_demo(args) -> int:
                                              seed=args.seed, progress=not args.no_progress))
 
 
+# ----------------------------------------------------------------------------------------------------- validate
+def _add_validate(sub):
+    p = sub.add_parser("validate", help="check a download, resharded or TFDS folder: integrity, schema, content, "
+                                        "accounting (exit 0 only when whole)")
+    p.add_argument("dir", metavar="DIR", help="a download folder, a resharded folder or a TFDS folder")
+    p.add_argument("--report", metavar="REPORT_DIR", help="write report.json and report.html (with plots) there")
+    p.add_argument("--decode-fraction", type=float, default=0.01,
+                   help="share of images fully decoded, 0..1 (default 0.01; every image's JPEG header is checked)")
+    p.add_argument("--quarantine", action="store_true",
+                   help="move bad shards of a download to DIR/_quarantine/ so a resumed download fetches them again")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    p.add_argument("--dataset", help="dataset spec whose columns are required (default: the manifest's)")
+    p.add_argument("--image-size", type=int, help="expected image size (default: the download's, from its manifest)")
+    p.add_argument("--sha256", default="auto", choices=["auto", "stored", "off"],
+                   help="stored: sha256 must match the stored image bytes; auto (default): only when the dataset's "
+                        "hashes are of the stored bytes (see docs/validate.md)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(args) -> int:
+    from laionprep.progress import progress_bar
+    from laionprep.validate import ValidateConfig, validate
+    from laionprep.validate.core import print_summary
+
+    cfg = ValidateConfig(path=args.dir, report=args.report, decode_fraction=args.decode_fraction,
+                         quarantine=args.quarantine, workers=args.workers, dataset=args.dataset,
+                         image_size=args.image_size, sha256=args.sha256)
+    with progress_bar(not args.no_progress) as prog:
+        rep = validate(cfg, progress=prog)
+    print_summary(rep)
+    return rep.exit_code
+
+
+# ----------------------------------------------------------------------------------------------------- reshard
+def _add_reshard(sub):
+    p = sub.add_parser(
+        "reshard", allow_abbrev=False,
+        help="filter img2dataset TFRecords and rewrite them as TFDS-named shards (an Apache Beam job)",
+        epilog="Any other option goes to Beam: e.g. --runner DataflowRunner --project P --region R "
+               "--temp_location gs://B/tmp (write Beam options after SRC, or as --option=value).")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="img2dataset TFRecord folders (a download DIR or DIR/tfrecord)")
+    p.add_argument("--output", required=True, help="output folder OUT (local or gs://)")
+    p.add_argument("--name", required=True, help="dataset name in the file names (snake_case, e.g. laion_demo)")
+    p.add_argument("--split", default="train", help="name of the main split (default train)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--num-shards", type=int, help="output shards per split")
+    g.add_argument("--shard-size-mb", type=float, default=1024.0,
+                   help="target shard size, from the input bytes (default 1024)")
+    p.add_argument("--dataset", help="dataset spec (default: from the sources' manifests)")
+    f = p.add_argument_group("filters (none by default: the download already applied the dataset's)")
+    f.add_argument("--default-filters", action="store_true", help="start from the dataset's default filters")
+    f.add_argument("--nsfw", help="NSFW tags to keep, comma-separated ('all' keeps every tag)")
+    f.add_argument("--min-similarity", type=float, help="keep similarity >= this")
+    f.add_argument("--max-punsafe", type=float, help="keep punsafe < this")
+    f.add_argument("--max-pwatermark", type=float, help="keep pwatermark < this")
+    f.add_argument("--min-side", type=int, help="keep images whose original short side >= this (pixels)")
+    f.add_argument("--max-aspect", type=float, help="keep long side / short side <= this")
+    f.add_argument("--min-caption-chars", type=int, help="keep captions at least this long (stripped)")
+    f.add_argument("--max-caption-chars", type=int, help="keep captions at most this long (stripped)")
+    k = f.add_mutually_exclusive_group()
+    k.add_argument("--keep-keys", metavar="FILE", help="keep only these keys/uids (.txt, .parquet or .npy)")
+    k.add_argument("--drop-keys", metavar="FILE", help="drop these keys/uids (.txt, .parquet or .npy)")
+    f.add_argument("--keys-column", help="column the key lists match (default: uid if present, else key)")
+    o = p.add_argument_group("output")
+    o.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="fraction of records (by a stable hash of the key) for the validation split")
+    o.add_argument("--validation-split", default="validation", help="name of that split (default validation)")
+    o.add_argument("--shuffle", action="store_true", help="shuffle input order and records within shards (seeded)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--shuffle-buffer-mb", type=float, default=256.0, help="per-split shuffle buffer of a worker")
+    o.add_argument("--drop-columns", help="comma-separated columns to remove, e.g. exif,error_message,status")
+    o.add_argument("--overwrite", action="store_true", help="replace a complete output made with other parameters")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_reshard, accepts_extra=True)
+
+
+def _cmd_reshard(args) -> int:
+    from laionprep.progress import print_table, progress_bar
+    from laionprep.sharding import ReshardConfig, reshard, summary_rows
+
+    cfg = ReshardConfig(
+        sources=tuple(args.sources), output=args.output, name=args.name, split=args.split, num_shards=args.num_shards,
+        shard_size_mb=args.shard_size_mb, dataset=args.dataset, default_filters=args.default_filters,
+        nsfw=_nsfw(args.nsfw), min_similarity=args.min_similarity, max_punsafe=args.max_punsafe,
+        max_pwatermark=args.max_pwatermark, min_side=args.min_side, max_aspect=args.max_aspect,
+        min_caption_chars=args.min_caption_chars, max_caption_chars=args.max_caption_chars, keep_keys=args.keep_keys,
+        drop_keys=args.drop_keys, keys_column=args.keys_column, validation_fraction=args.validation_fraction,
+        validation_split=args.validation_split, shuffle=args.shuffle, seed=args.seed,
+        shuffle_buffer_mb=args.shuffle_buffer_mb,
+        drop_columns=tuple(c.strip() for c in args.drop_columns.split(",") if c.strip()) if args.drop_columns else (),
+        overwrite=args.overwrite, beam_args=tuple(args.extra),
+    )
+    with progress_bar(not args.no_progress) as prog:
+        m = reshard(cfg, progress=prog)
+    print_table(f"laionprep reshard -> {cfg.output}", summary_rows(m), ["", "records"])
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- build-tfds
+def _add_build_tfds(sub):
+    p = sub.add_parser("build-tfds", help="register TFRecord shards as a TensorFlow Dataset without copying them "
+                                          "(or turn an image folder into a TFDS classification set)")
+    p.add_argument("--name", required=True, help="TFDS dataset name, e.g. laion400m_tfrecord")
+    p.add_argument("--data-dir", required=True, help="TFDS data dir ROOT: the dataset goes to ROOT/NAME/VERSION")
+    p.add_argument("--source", help="a download folder DIR, a resharded folder, or (image-folder) SPLIT/CLASS/*.jpg")
+    p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
+    p.add_argument("--mode", choices=["register", "rewrite", "image-folder"], default="register",
+                   help="register: zero-copy (symlinks; in place when ROOT/NAME/VERSION is the source); rewrite: "
+                        "copy the files under TFDS names; image-folder: labelled images -> image/label dataset")
+    p.add_argument("--split", help="split name of a download folder (default train); image-folder: treat SOURCE "
+                                   "itself as this one split")
+    p.add_argument("--dataset", help="dataset spec for features and citation (default: the source's manifest)")
+    p.add_argument("--exclude", help="comma-separated record keys to leave out of the features")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="register the shards whose counts are established, listing the others (default: refuse)")
+    p.add_argument("--verify", choices=["sample", "all", "none"], default="sample",
+                   help="re-count records of a sample of shards (default), of every shard, or none")
+    p.add_argument("--class-names", help="image-folder: prompt names, .txt (one per line, label order) or .json "
+                                         "{folder: name} (default: SOURCE/class_names.txt when present)")
+    p.add_argument("--check", action="store_true",
+                   help="only check that an existing registration still matches its source (exit 1 if not)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_build_tfds)
+
+
+def _cmd_build_tfds(args) -> int:
+    from laionprep.tfds_builders.command import run_command
+
+    return run_command(args)
+
+
+# ----------------------------------------------------------------------------------------------------- train
+def _add_train(sub):
+    p = sub.add_parser("train", help="train the reference FLIP model (JAX/Flax) on a laionprep dataset; re-run the "
+                                     "same command to resume",
+                       epilog="Any config field can be overridden: --config.batch_size=256 "
+                              "--config.model.image.mask_ratio=0.5 --config.data.source=DIR ...")
+    p.add_argument("--config", required=True, help="config file, or a bundled config: flip_tiny, flip_b16, flip_l16, "
+                                                   "flip_h14")
+    p.add_argument("--workdir", required=True, help="checkpoints, vocab.txt, metrics.jsonl, TensorBoard logs")
+    p.set_defaults(func=_cmd_train, accepts_extra=True)  # the --config.a.b=value overrides
+
+
+def _cmd_train(args) -> int:
+    from laionprep.train_ref import config_lib, train
+
+    train.train_and_evaluate(config_lib.load_config(args.config, args.extra), args.workdir)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- eval
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="zero-shot top-1/top-5 of a FLIP run's newest checkpoint (config.eval.source: "
+                                    "imagenet2012, a TFDS image-folder dataset or an image folder)")
+    p.add_argument("--config", required=True, help="the run's config file (or bundled config name)")
+    p.add_argument("--workdir", required=True, help="the run to evaluate (or set --config.pretrain_dir)")
+    p.set_defaults(func=_cmd_eval, accepts_extra=True)  # the --config.a.b=value overrides
+
+
+def _cmd_eval(args) -> int:
+    from laionprep.train_ref import config_lib, evaluate
+
+    evaluate.evaluate(config_lib.load_config(args.config, args.extra), args.workdir)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- tokenizer
+def _add_tokenizer(sub):
+    p = sub.add_parser("tokenizer", help="learn a WordPiece (BERT-uncased style) vocabulary from a dataset's captions")
+    p.add_argument("--source", required=True, help="TFDS name (with --data-dir), TFDS dir, TFRecord folder or glob")
+    p.add_argument("--vocab-size", type=int, required=True, help="at most this many tokens (BERT: 30522)")
+    p.add_argument("--output", required=True, help="vocab.txt to write (one token per line)")
+    p.add_argument("--data-dir", default="", help="TFDS data_dir when --source is a TFDS name")
+    p.add_argument("--split", default="train")
+    p.add_argument("--max-examples", type=int, default=1_000_000, help="captions to read (default 1000000)")
+    p.set_defaults(func=_cmd_tokenizer)
+
+
+def _cmd_tokenizer(args) -> int:
+    from laionprep.train_ref import tokenizer
+
+    vocab = tokenizer.learn_vocab(args.source, args.vocab_size, args.output, data_dir=args.data_dir,
+                                  split=args.split, max_examples=args.max_examples)
+    print(f"laionprep tokenizer: {len(vocab)} tokens -> {args.output}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------- main
-_VERBS = [_add_datasets, _add_download, _add_demo]
+_VERBS = [_add_datasets, _add_download, _add_demo, _add_validate, _add_reshard, _add_build_tfds, _add_train,
+          _add_eval, _add_tokenizer]
+
+
+_RESUMABLE = {"download", "reshard", "train", "build-tfds"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,7 +352,8 @@ def main(argv=None) -> int:
         print(f"laionprep {args.verb}: {kind}: {e.render()}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"laionprep {args.verb}: interrupted; re-run the same command to resume", file=sys.stderr)
+        hint = "; re-run the same command to resume" if args.verb in _RESUMABLE else ""
+        print(f"laionprep {args.verb}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -72,29 +72,18 @@ def scan(folder: str) -> ShardScan:
 
 
 def iter_records(path: str) -> Iterator[bytes]:
-    """Serialized records of one TFRecord file (local or gs://), with TF's CRC checks."""
-    from laionprep._env import import_tf
+    """Serialized records of one TFRecord file (local or gs://), both checksums verified."""
+    from laionprep.tfrecord import read_records
 
-    tf = import_tf()
-    for r in tf.data.TFRecordDataset([path]).as_numpy_iterator():
-        yield r
+    return read_records(path)
 
 
-def parse_example(data: bytes) -> dict[str, tuple[str, list]]:
+def parse_example(data: bytes) -> dict[str, tuple[str | None, list]]:
     """``{key: (kind, values)}`` with kind one of ``bytes``, ``int64``, ``float`` (``None`` for an empty feature)."""
-    from laionprep._env import import_tf
+    from laionprep.tfrecord import FIELD_KIND, Example
 
-    tf = import_tf()
-    ex = tf.train.Example.FromString(data)
     out = {}
-    for k, f in ex.features.feature.items():
+    for k, f in Example.FromString(data).features.feature.items():
         which = f.WhichOneof("kind")
-        if which == "bytes_list":
-            out[k] = ("bytes", list(f.bytes_list.value))
-        elif which == "int64_list":
-            out[k] = ("int64", list(f.int64_list.value))
-        elif which == "float_list":
-            out[k] = ("float", list(f.float_list.value))
-        else:
-            out[k] = (None, [])
+        out[k] = (FIELD_KIND[which], list(getattr(f, which).value)) if which else (None, [])
     return out

@@ -339,7 +339,7 @@ def test_object_store_urls_work_end_to_end(demo_download, tmp_path):
     code paths gs:// takes (no local files, object 'renames', listing a missing folder)."""
     import fsspec
 
-    from laionprep.sharding.tfrecord import read_records
+    from laionprep.tfrecord import read_records
 
     mem = fsspec.filesystem("memory")
     src_dir = os.path.join(demo_download, "tfrecord")

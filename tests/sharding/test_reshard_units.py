@@ -10,7 +10,7 @@ import pytest
 
 from laionprep.errors import DataError
 from laionprep.sharding import keylists, plan
-from laionprep.sharding.tfrecord import Example, RecordWriter, feature_kinds, read_records
+from laionprep.tfrecord import Example, RecordWriter, feature_kinds, read_records
 
 
 def test_tfrecord_io_matches_tensorflow(demo_download, tmp_path, tf):

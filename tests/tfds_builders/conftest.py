@@ -8,7 +8,7 @@ import os
 import pytest
 
 from laionprep._env import import_tf
-from laionprep.tfds_builders._tfrecord import read_records, write_records
+from laionprep.tfrecord import read_records, write_records
 
 tf = import_tf()
 

@@ -81,7 +81,7 @@ def _download_manifest(given: str, folder: str) -> dict:
 
 
 def inspect_source(index: int, given: str) -> SourceInfo:
-    from laionprep.sharding.tfrecord import feature_kinds, read_records
+    from laionprep.tfrecord import feature_kinds, read_records
 
     if not lfs.exists(given):
         raise DataError("source folder not found", where=given, fix="give an img2dataset TFRecord folder (a "

@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Iterable, Mapping
 
 from laionprep.datasets import SENTINELS
-from laionprep.sharding.tfrecord import KIND_FIELD, Example
+from laionprep.tfrecord import KIND_FIELD, Example
 
 # Reasons a record is dropped, in the order they are tested (the first that applies is counted).
 REASONS = (

@@ -31,7 +31,7 @@ from laionprep.manifest import check_accounting
 from laionprep.sharding import keylists
 from laionprep.sharding.plan import Task
 from laionprep.sharding.records import REASONS, RecordFilters, RecordProcessor
-from laionprep.sharding.tfrecord import RecordWriter, read_records
+from laionprep.tfrecord import RecordWriter, read_records
 
 FAIL_ONCE_ENV = "LAIONPREP_RESHARD_FAIL_ONCE"
 WORK_DIR = "_reshard"

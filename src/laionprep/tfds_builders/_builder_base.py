@@ -28,7 +28,7 @@ from laionprep.datasets import get_spec
 from laionprep.errors import DataError
 from laionprep.tfds_builders import features as feats
 from laionprep.tfds_builders import sources
-from laionprep.tfds_builders._tfrecord import read_records
+from laionprep.tfrecord import read_records
 
 log = logging.getLogger(__name__)
 

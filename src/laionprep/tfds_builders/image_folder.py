@@ -164,7 +164,7 @@ def run(cfg: ImageFolderConfig, *, progress=None) -> ImageFolderResult:
     import tensorflow_datasets as tfds
 
     from laionprep.tfds_builders import register as reg
-    from laionprep.tfds_builders._tfrecord import write_records
+    from laionprep.tfrecord import write_records
 
     t0 = time.time()
     reg.check_name(cfg.name, cfg.version)

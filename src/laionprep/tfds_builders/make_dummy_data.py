@@ -14,7 +14,7 @@ import json
 import os
 import random
 
-from laionprep.tfds_builders._tfrecord import write_records
+from laionprep.tfrecord import write_records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARDS = (3, 2)  # records per shard

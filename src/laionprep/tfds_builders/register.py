@@ -40,7 +40,7 @@ from laionprep.datasets import DatasetSpec, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.tfds_builders import features as feats
 from laionprep.tfds_builders import sources
-from laionprep.tfds_builders._tfrecord import count_records, read_records
+from laionprep.tfrecord import count_records, read_records
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
@@ -346,7 +346,7 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
 
     def samples():
         for sh in typed:
-            for i, data in enumerate(read_records(sh.url, limit=cfg.sample_records)):
+            for i, data in enumerate(read_records(sh.url, stop=cfg.sample_records)):
                 yield data, f"{sh.url} record {i}"
 
     choice = feats.check(feats.survey(samples()), spec, cfg.exclude, source=source.data_folder)

@@ -1,0 +1,496 @@
+"""``laionprep validate``: run the shard checks in parallel, then the checks that need the whole dataset.
+
+Per shard (in worker processes, :mod:`.shard_check`): integrity, schema of each record, content, and the shard's
+own accounting.  Across the dataset (here): one type per key, keys present in every record, keys unique, sha256
+verdict, totals against ``manifest.json``, TFDS's own read.  Then optionally the report and the quarantine.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import dataclasses
+import multiprocessing
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from laionprep import fs as lfs
+from laionprep.errors import UsageError
+from laionprep.validate import layout as llayout
+from laionprep.validate.problems import CHECK_ORDER, KINDS, NOT_REPAIRED_BY_REFETCH, Problem
+from laionprep.validate.shard_check import (INT_HIST_CAP, FLOAT_EDGES, KIND_NAMES, FloatStats, ShardResult,
+                                            check_shard, result_summary)
+
+SHA256_MODES = ("auto", "stored", "off")
+MAX_LISTED = 1000  # problems listed per kind in the report (all are counted)
+# Kinds that a wrong setting makes appear everywhere: not quarantined when every shard has them.
+SETTINGS_SENSITIVE = ("missing_key", "wrong_short_side", "wrong_image_size", "sha256_mismatch", "bad_value",
+                      "empty_caption")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig:
+    path: str
+    report: str | None = None  # folder for report.json + report.html
+    decode_fraction: float = 0.01  # share of images fully decoded (0: none, 1: all)
+    quarantine: bool = False
+    workers: int = 0  # 0: one per core
+    dataset: str | None = None  # dataset spec, when no manifest names it
+    image_size: int | None = None  # overrides the manifest's
+    sha256: str = "auto"
+    max_examples: int = 20  # problems kept with full detail, per kind and shard
+
+    def check(self) -> None:
+        if not 0.0 <= self.decode_fraction <= 1.0:
+            raise UsageError(f"--decode-fraction must be within [0, 1], got {self.decode_fraction}",
+                             where="--decode-fraction", fix="e.g. 0.01 decodes one image in a hundred, 1 all")
+        if self.workers < 0:
+            raise UsageError(f"--workers must be >= 0, got {self.workers}", where="--workers",
+                             fix="0 (the default) uses one process per core")
+        if self.sha256 not in SHA256_MODES:
+            raise UsageError(f"unknown --sha256 mode {self.sha256!r}", where="--sha256",
+                             fix="use one of: " + ", ".join(SHA256_MODES))
+        if self.image_size is not None and self.image_size < 1:
+            raise UsageError("--image-size must be >= 1", where="--image-size")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclasses.dataclass
+class Report:
+    kind: str
+    folder: str
+    config: dict
+    problems: list[Problem]  # the first few of each kind, with their location
+    counts: dict[str, int]  # kind -> records (or shards) affected, all of them
+    totals: dict[str, Any]
+    shards: list[dict]
+    figures: dict[str, Any]
+    notes: list[str]
+    quarantined: list[dict] = dataclasses.field(default_factory=list)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)  # report.json / report.html paths
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.counts.values())
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def by_kind(self, kind: str) -> list[Problem]:
+        return [p for p in self.problems if p.kind == kind]
+
+    def problem_rows(self) -> list[list]:
+        """One row per problem kind: check, kind, count, first location, first message."""
+        rows = []
+        order = {c: i for i, c in enumerate(CHECK_ORDER)}
+        for kind in sorted(self.counts, key=lambda k: (order.get(KINDS.get(k, ("z",))[0], 9), k)):
+            first = next((p for p in self.problems if p.kind == kind), None)
+            rows.append([KINDS.get(kind, ("other",))[0], kind, self.counts[kind],
+                         first.where() if first else "", first.message if first else ""])
+        return rows
+
+    def total_rows(self) -> list[tuple[str, Any]]:
+        t = self.totals
+        rows = [("folder kind", self.kind), ("shards", t["shards"]), ("records", t["records"]),
+                ("images decoded", t["decoded"]), ("bytes read", f"{t['bytes']:,}"),
+                ("problems (records or shards affected)", t["problems"]),
+                ("seconds", f"{t['seconds']:.1f}"), ("records/s", f"{t['records_per_s']:,.0f}")]
+        if self.quarantined:
+            rows.append(("shards quarantined", len(self.quarantined)))
+        return rows
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "folder": self.folder, "ok": self.ok, "config": self.config,
+                "totals": self.totals, "problem_counts": self.counts,
+                "problems": [p.to_dict() for p in self.problems], "notes": self.notes,
+                "quarantined": self.quarantined, "figures": self.figures, "shards": self.shards}
+
+
+# ------------------------------------------------------------------------------------------------- running
+def _run_units(lay: llayout.Layout, workers: int, progress) -> list[ShardResult]:
+    units = lay.units
+    results: list[ShardResult | None] = [None] * len(units)
+    task = progress.add_task("validate", total=len(units)) if progress is not None else None
+    n = min(workers, len(units))
+    if n <= 1:
+        for u in units:
+            results[u.index] = check_shard(u, lay.checks)
+            if task is not None:
+                progress.advance(task)
+        return results  # type: ignore[return-value]
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["laionprep.validate.shard_check"])
+    pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+    futs: list = []
+    try:
+        futs = [pool.submit(check_shard, u, lay.checks) for u in units]
+        for fut in cf.as_completed(futs):
+            r = fut.result()
+            results[r.unit] = r
+            if task is not None:
+                progress.advance(task)
+    except BaseException:  # Ctrl-C or a bug: stop now, do not work through the queued shards
+        for f in futs:
+            f.cancel()  # (shutdown's cancel_futures is skipped once the executor object is garbage-collected)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()  # workers only read: stopping them mid-shard loses nothing
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results  # type: ignore[return-value]
+
+
+def validate(config: ValidateConfig, *, progress=None) -> Report:
+    """Validate the dataset folder ``config.path``; returns the :class:`Report` (and writes it with ``--report``)."""
+    config.check()
+    start = time.time()
+    cpu_start = time.process_time()
+    lay = llayout.build(config)
+    if config.quarantine and lay.kind != "download":
+        raise UsageError(f"--quarantine applies to download folders; this is a {lay.kind} folder",
+                         where="--quarantine",
+                         fix="re-run the stage that wrote this folder (reshard / build-tfds) instead")
+    if config.report and lay.kind == "download" and lfs.is_inside(config.report, lay.data_folder):
+        raise UsageError("the report folder is inside the image folder, where img2dataset's resume reads every "
+                         "*.json as a finished shard", where="--report",
+                         fix=f"write the report elsewhere, e.g. {lfs.join(lay.root, 'validation')}")
+    results = _run_units(lay, config.worker_count, progress)
+    problems = list(lay.problems)
+    counts: collections.Counter = collections.Counter(p.kind for p in lay.problems)
+    for p in lay.problems:
+        counts[p.kind] += p.count - 1
+    for r in results:
+        problems.extend(r.problems)
+        counts.update(r.counts)
+    notes = list(lay.notes)
+    bad_units: dict[int, set[str]] = collections.defaultdict(set)
+    for r in results:
+        for kind, n in r.counts.items():
+            if n and kind not in NOT_REPAIRED_BY_REFETCH:
+                bad_units[r.unit].add(kind)
+    _check_types(lay, results, problems, counts, config.max_examples)
+    _check_duplicates(lay, results, problems, counts, bad_units, config.max_examples)
+    _check_sha256(config, results, problems, counts, bad_units, notes)
+    figures = _figures(lay, results)
+    if lay.kind == "download":
+        _check_manifest(lay, results, figures, problems, counts)
+    if lay.kind == "tfds":
+        _check_tfds_read(lay, results, problems, counts)
+    seconds = time.time() - start
+    records = sum(r.frames for r in results)
+    in_process = min(config.worker_count, len(results)) <= 1
+    worker_cpu: dict[int, float] = {}
+    for r in results:
+        worker_cpu[r.pid] = max(worker_cpu.get(r.pid, 0.0), r.process_cpu)
+    cpu = time.process_time() - cpu_start + (0.0 if in_process else sum(worker_cpu.values()))
+    totals = {"shards": len(results), "records": records, "parsed": sum(r.records for r in results),
+              "decoded": sum(r.decoded for r in results), "bytes": sum(r.bytes for r in results),
+              "expected_records": lay.expected_total, "problems": sum(counts.values()),
+              "seconds": round(seconds, 3), "records_per_s": records / seconds if seconds else 0.0,
+              "cpu_seconds": round(cpu, 3),  # this process + its workers (their start-up included)
+              "workers": min(config.worker_count, max(len(results), 1))}
+    cfg = dataclasses.asdict(config)
+    cfg["checks"] = dataclasses.asdict(lay.checks)
+    rep = Report(kind=lay.kind, folder=lay.root, config=cfg, problems=_capped(_sorted(problems)),
+                 counts={k: v for k, v in counts.items() if v}, totals=totals,
+                 shards=[result_summary(r) | {"split": lay.units[r.unit].split, "shard_id": lay.units[r.unit].shard_id}
+                         for r in results],
+                 figures=figures, notes=notes)
+    if config.quarantine:
+        _drop_systematic(bad_units, len(results), notes)
+    if config.quarantine and bad_units:
+        from laionprep.validate.quarantine import quarantine
+
+        rep.quarantined = quarantine(lay, rep, bad_units)
+    if config.report:
+        from laionprep.validate.report import write_report
+
+        rep.files = write_report(rep, config.report)
+    return rep
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    """At most MAX_LISTED problems of each kind are listed (the counts cover all of them)."""
+    seen: collections.Counter = collections.Counter()
+    out = []
+    for p in problems:
+        seen[p.kind] += 1
+        if seen[p.kind] <= MAX_LISTED:
+            out.append(p)
+    return out
+
+
+def _drop_systematic(bad_units: dict, n_units: int, notes: list) -> None:
+    """A settings-sensitive problem found in every shard points at the settings (--dataset, --image-size, --sha256)
+    or at how the whole dataset was made, not at damage: re-downloading would not help, so it moves nothing."""
+    if n_units < 2:
+        return
+    for kind in SETTINGS_SENSITIVE:
+        if sum(1 for kinds in bad_units.values() if kind in kinds) == n_units:
+            for u in list(bad_units):
+                bad_units[u].discard(kind)
+                if not bad_units[u]:
+                    del bad_units[u]
+            notes.append(f"quarantine: {kind} is in every shard, which points at the settings or at how the whole "
+                         "dataset was made, not at damage; no shard was moved for it")
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    order = {c: i for i, c in enumerate(CHECK_ORDER)}
+    return sorted(problems, key=lambda p: (order.get(p.check, 9), p.kind, p.file or "", p.record or 0))
+
+
+# ------------------------------------------------------------------------------------------------- dataset-wide
+def _check_types(lay, results, problems, counts, mx) -> None:
+    """One type per key across the dataset; keys other records have must be in every record."""
+    types: dict[str, dict[str, list]] = collections.defaultdict(dict)  # key -> kind -> [count, (unit, idx)]
+    present: collections.Counter = collections.Counter()
+    parsed = 0
+    first_missing: dict[str, tuple] = {}
+    per_unit_sigs = []
+    for r in results:
+        parsed += r.records
+        per_unit_sigs.append((r, r.signatures))
+        for sig, (n, first) in r.signatures.items():
+            for k, kind in sig:
+                kname = KIND_NAMES[kind]
+                cur = types[k].get(kname)
+                if cur is None:
+                    types[k][kname] = [n, (r.unit, first)]
+                else:
+                    cur[0] += n
+                    cur[1] = min(cur[1], (r.unit, first))
+                present[k] += n
+    declared = dict(lay.checks.declared)
+    for k, kinds in sorted(types.items()):
+        if len(kinds) < 2 or k in declared:
+            continue
+        major = max(kinds, key=lambda kk: kinds[kk][0])
+        desc = ", ".join(f"{kk} in {v[0]:,} record{'s' if v[0] != 1 else ''}" for kk, v in
+                         sorted(kinds.items(), key=lambda kv: -kv[1][0]))
+        for kk, (n, (unit, idx)) in kinds.items():
+            if kk == major:
+                continue
+            counts["mixed_type"] += n
+            problems.append(Problem("mixed_type", f"'{k}' has {len(kinds)} types: {desc}; first {kk} record here"
+                                    + (" (img2dataset writes a null as bytes b''; `laionprep reshard` normalises "
+                                       "types)" if kk in ("bytes", "empty") else ""),
+                                    file=results[unit].label, record=idx, count=n, unit=unit))
+    for k, want in sorted(lay.expected_kinds.items()):
+        kinds = types.get(k)
+        if not kinds or k in declared:
+            continue
+        major = max(kinds, key=lambda kk: kinds[kk][0])
+        if major == want:
+            continue  # the odd records, if any, are reported as mixed_type
+        n = sum(v[0] for kk, v in kinds.items() if kk != want)
+        unit, idx = kinds[major][1]
+        counts["wrong_type"] += n
+        problems.append(Problem("wrong_type", f"'{k}' is {major} in {kinds[major][0]:,} records, {want} expected "
+                                              "(the dataset's column type)", file=results[unit].label, record=idx,
+                                count=n, unit=unit))
+    required = set(lay.checks.required)
+    for k in sorted(present):
+        if k in required or present[k] == parsed:
+            continue
+        missing_total = parsed - present[k]
+        loc = None
+        for r, sigs in per_unit_sigs:
+            for sig, (n, first) in sigs.items():
+                if k not in {kk for kk, _ in sig}:
+                    cand = (r.unit, first)
+                    loc = cand if loc is None or cand < loc else loc
+        counts["missing_key"] += missing_total
+        unit, idx = loc if loc else (None, None)
+        problems.append(Problem("missing_key", f"'{k}' is in {present[k]:,} records but absent from "
+                                               f"{missing_total:,}; first record without it here",
+                                file=results[unit].label if unit is not None else None, record=idx,
+                                count=missing_total, unit=unit))
+
+
+def _check_duplicates(lay, results, problems, counts, bad_units, mx) -> None:
+    arrays = [r.keys for r in results if r.keys is not None and len(r.keys)]
+    if not arrays:
+        return
+    keys = np.concatenate(arrays)
+    units = np.concatenate([np.full(len(r.keys), r.unit, dtype=np.int64) for r in results
+                            if r.keys is not None and len(r.keys)])
+    recs = np.concatenate([r.key_records for r in results if r.keys is not None and len(r.keys)])
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    same = sk[1:] == sk[:-1]
+    if not same.any():
+        return
+    n = len(sk)
+    is_start = np.r_[True, ~same]
+    start = np.maximum.accumulate(np.where(is_start, np.arange(n), 0))
+    dup_pos = np.nonzero(same)[0] + 1
+    counts["duplicate_key"] += len(dup_pos)
+    for j, p in enumerate(dup_pos.tolist()):
+        a, b = order[start[p]], order[p]
+        ua, ub = int(units[a]), int(units[b])
+        bad_units[ua].add("duplicate_key")
+        bad_units[ub].add("duplicate_key")
+        if j < mx * 5:
+            key = bytes(sk[p]).decode("utf-8", "backslashreplace")
+            problems.append(Problem("duplicate_key", f"key also in {results[ua].label} record {int(recs[a])}",
+                                    file=results[ub].label, record=int(recs[b]), key=key, unit=ub))
+
+
+def _check_sha256(config, results, problems, counts, bad_units, notes) -> None:
+    checked = sum(r.sha["checked"] for r in results)
+    verified = sum(r.sha["verified"] for r in results)
+    differs = sum(r.sha["differs"] for r in results)
+    if config.sha256 == "off" or not checked:
+        return
+    errors = config.sha256 == "stored" or (verified > 0 and verified >= 0.9 * checked)
+    if differs and errors:
+        counts["sha256_mismatch"] += differs
+        for r in results:
+            problems.extend(r.sha_differs)
+            if r.sha["differs"]:
+                bad_units[r.unit].add("sha256_mismatch")
+        if config.sha256 == "auto":
+            notes.append(f"sha256: {verified:,} of {checked:,} checked images match their sha256, so the hashes "
+                         "are of the stored bytes and the others are reported as mismatches")
+    elif differs:
+        notes.append(f"sha256: {differs:,} of {checked:,} checked images differ from their sha256, which "
+                     "img2dataset computes over the ORIGINAL downloaded bytes before resizing/re-encoding: not "
+                     "comparable (pass --sha256 stored if this dataset's hashes are of the stored bytes)"
+                     + (f"; {verified:,} match" if verified else ""))
+    else:
+        notes.append(f"sha256: all {checked:,} checked images match their sha256")
+
+
+def _check_manifest(lay, results, figures, problems, counts) -> None:
+    m = lay.manifest
+    st = (m.get("stages") or {}).get("download")
+    if not st:
+        return
+
+    def add(msg):
+        problems.append(Problem("manifest_mismatch", msg, file="manifest.json"))
+        counts["manifest_mismatch"] += 1
+
+    if m.get("status") not in (None, "complete"):
+        add(f"manifest status is {m.get('status')!r}: the download did not finish (re-run it to resume)")
+    records = sum(r.frames for r in results)
+    if isinstance(st.get("success"), int) and st["success"] != records:
+        add(f"manifest says {st['success']:,} images downloaded, the shards hold {records:,} records")
+    dl = figures.get("download")
+    if dl and isinstance(st.get("failed"), dict):
+        found = {k: v for k, v in dl["status"].items() if k != "success" and v}
+        want = {k: v for k, v in st["failed"].items() if v}
+        if found != want:
+            add(f"manifest failures {want} != the shard parquets' {found}")
+    if dl and isinstance(st.get("rows_in"), int) and st["rows_in"] != dl["rows"]:
+        add(f"manifest says {st['rows_in']:,} rows went to the downloader, the shard parquets hold {dl['rows']:,}")
+    acc = m.get("accounting") or {}
+    if acc.get("balanced") is False:
+        add(f"manifest accounting does not balance: {acc}")
+
+
+def _check_tfds_read(lay, results, problems, counts) -> None:
+    """TFDS's own reader must load (and decode) the first example of each split."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder_from_directory(lay.tfds_dir)
+    except Exception as e:  # already reported by the layout step if it failed there
+        problems.append(Problem("tfds_unreadable", f"{type(e).__name__}: {e}", file="dataset_info.json"))
+        counts["tfds_unreadable"] += 1
+        return
+    for split in lay.splits:
+        try:
+            for _ in builder.as_dataset(split=split, shuffle_files=False).take(1):
+                pass
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            problems.append(Problem("tfds_unreadable", f"split {split}: tfds cannot read its first example: "
+                                                       f"{type(e).__name__}: {msg}", file="dataset_info.json"))
+            counts["tfds_unreadable"] += 1
+
+
+# ------------------------------------------------------------------------------------------------- figures
+def _int_summary(bc: np.ndarray, cap: int) -> dict:
+    n = int(bc.sum())
+    if not n:
+        return {"n": 0}
+    values = np.arange(len(bc))
+    cum = np.cumsum(bc)
+    pct = lambda q: int(values[np.searchsorted(cum, q * n)])  # noqa: E731
+    nz = np.nonzero(bc)[0]
+    return {"n": n, "mean": float((bc * values).sum() / n), "min": int(nz[0]), "max": int(nz[-1]),
+            "p50": pct(0.5), "p99": pct(0.99), "capped_at": cap,
+            "counts": {int(v): int(bc[v]) for v in nz}}
+
+
+def _figures(lay, results) -> dict:
+    fig: dict[str, Any] = {}
+    floats: dict[str, FloatStats] = {}
+    ints: dict[str, np.ndarray] = {}
+    cats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    status: collections.Counter = collections.Counter()
+    errors: collections.Counter = collections.Counter()
+    rows = 0
+    have_parquet = False
+    for r in results:
+        for k, s in r.floats.items():
+            floats.setdefault(k, FloatStats()).merge(s)
+        for k, bc in r.ints.items():
+            ints[k] = bc if k not in ints else ints[k] + bc
+        for k, c in r.categories.items():
+            cats[k].update(c)
+        if r.parquet:
+            have_parquet = True
+            status.update(r.parquet["status"])
+            errors.update(r.parquet["errors"])
+            rows += r.parquet["rows"]
+    if have_parquet:
+        fig["download"] = {"rows": rows, "success": status.get("success", 0),
+                           "success_rate": status.get("success", 0) / rows if rows else None,
+                           "status": dict(status), "top_errors": errors.most_common(20),
+                           "distinct_errors": len(errors)}
+    fig["categories"] = {k: dict(c.most_common()) for k, c in cats.items()}
+    fig["floats"] = {}
+    for k, s in sorted(floats.items()):
+        fig["floats"][k] = {"n": s.n, "mean": s.sum / s.n if s.n else None, "min": s.min if s.n else None,
+                            "max": s.max if s.n else None, "sentinel_-1": s.sentinel, "nan": s.nan,
+                            "below_-1": s.under, "above_1": s.over, "edges": [round(float(e), 4) for e in FLOAT_EDGES],
+                            "counts": s.hist.tolist() if s.hist is not None else []}
+    fig["ints"] = {k: _int_summary(v, INT_HIST_CAP[k]) for k, v in ints.items()}
+    fig["records_per_shard"] = [{"file": r.label, "records": r.frames} for r in results]
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------- CLI output
+def print_summary(rep: Report) -> None:
+    """The CLI's ending: problems by kind (with the first location of each), notes, then totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from laionprep.progress import print_table
+
+    if rep.counts:
+        t = Table(title=f"problems in {rep.folder}", title_justify="left")
+        for h in ("check", "kind", "count", "first at", "what"):
+            t.add_column(h, justify="right" if h == "count" else "left", overflow="fold")
+        for row in rep.problem_rows():
+            t.add_row(*[f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+        Console().print(t)
+    for n in rep.notes:
+        print(f"note: {n}")
+    for q in rep.quarantined:
+        print(f"quarantined {q['file']} ({', '.join(q['kinds'])}) -> {q['moved_to'][0].rsplit('/', 1)[0]}")
+    print_table(f"laionprep validate {rep.folder}: " + ("OK" if rep.ok else "PROBLEMS FOUND"), rep.total_rows(),
+                ["", ""])
+    if rep.files:
+        print(f"report: {rep.files['html']} (and report.json)")

@@ -1,0 +1,388 @@
+"""Recognise what kind of dataset folder we were given and list its shards with what the metadata says about them.
+
+Three kinds (see the formats section of the README):
+
+* ``download``: ``DIR/manifest.json`` + ``DIR/tfrecord/NNNNN.{tfrecord,parquet}`` + ``NNNNN_stats.json`` (or an
+  img2dataset TFRecord folder without a manifest, or ``DIR/tfrecord`` itself);
+* ``resharded``: ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY`` + ``OUT/counts.json`` (+ ``OUT/manifest.json``);
+* ``tfds``: a folder with ``dataset_info.json`` (``ROOT/NAME/VERSION``), loadable with
+  ``tfds.builder_from_directory``.  ``ROOT`` or ``ROOT/NAME`` are accepted when they hold exactly one version.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from typing import Any
+
+from laionprep import fs as lfs
+from laionprep import shards as lshards
+from laionprep.datasets import DatasetSpec, SPECS
+from laionprep.errors import UsageError
+from laionprep.validate.problems import Problem
+from laionprep.validate.shard_check import Checks, Unit
+
+FLIP_KEYS = ("jpg", "txt", "key", "width", "height")
+
+
+@dataclasses.dataclass
+class Layout:
+    kind: str  # download, resharded, tfds
+    root: str  # the dataset folder (download: DIR, the one holding manifest.json when there is one)
+    units: list[Unit]
+    checks: Checks
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    manifest: dict = dataclasses.field(default_factory=dict)
+    spec: DatasetSpec | None = None
+    data_folder: str = ""  # download: the folder holding the shards
+    expected_total: int | None = None  # records the metadata promises in all
+    splits: dict = dataclasses.field(default_factory=dict)  # split -> {"num_examples", "num_shards"}
+    tfds_dir: str | None = None
+    expected_kinds: dict = dataclasses.field(default_factory=dict)  # key -> bytes/int64/float (dataset level)
+
+
+def _rel(path: str, root: str) -> str:
+    p, r = lfs.normalise(path), lfs.normalise(root)
+    return p[len(r) + 1:] if p.startswith(r + "/") else path
+
+
+def _find_value(obj: Any, name: str, depth: int = 0):
+    """The first value of a key ``name`` in a nested manifest (tolerant of where each stage puts it)."""
+    if depth > 6:
+        return None
+    if isinstance(obj, dict):
+        if name in obj and obj[name] is not None and not isinstance(obj[name], (dict, list)):
+            return obj[name]
+        for v in obj.values():
+            found = _find_value(v, name, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _spec_for(name: str | None, where: str) -> DatasetSpec | None:
+    if name is None:
+        return None
+    if name not in SPECS:
+        raise UsageError(f"unknown dataset {name!r}", where=where, fix="use one of: " + ", ".join(SPECS))
+    return SPECS[name]
+
+
+def detect(path: str) -> tuple[str, str]:
+    """(kind, folder) for the folder given on the command line."""
+    path = str(path).rstrip("/") or "/"
+    if not lfs.exists(path):
+        raise UsageError(f"no such folder: {path}", where="DIR", fix="pass a download, resharded or TFDS folder")
+    j = lambda *p: lfs.join(path, *p)  # noqa: E731
+    if lfs.exists(j("dataset_info.json")):
+        return "tfds", path
+    if lfs.exists(j("counts.json")):
+        return "resharded", path
+    if lfs.exists(j("manifest.json")) and lfs.exists(j("tfrecord")):
+        return "download", path
+    if lfs.glob(j("*_stats.json")) or lfs.glob(j("[0-9]*.tfrecord")):
+        parent = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
+        if posixpath.basename(path) == "tfrecord" and lfs.exists(lfs.join(parent, "manifest.json")):
+            return "download", parent
+        return "download", path
+    infos = lfs.glob(j("*", "dataset_info.json")) + lfs.glob(j("*", "*", "dataset_info.json"))
+    if len(infos) == 1:
+        return "tfds", infos[0].rsplit("/", 1)[0]
+    if len(infos) > 1:
+        raise UsageError(f"{path} holds {len(infos)} TFDS dataset versions", where="DIR",
+                         fix="pass one of: " + ", ".join(i.rsplit("/", 1)[0] for i in infos[:10]))
+    raise UsageError(f"{path} is not a dataset folder laionprep knows", where="DIR",
+                     fix="pass a `laionprep download` folder (manifest.json + tfrecord/), an img2dataset TFRecord "
+                         "folder (NNNNN.tfrecord + NNNNN_stats.json), a resharded folder (counts.json) or a TFDS "
+                         "folder (dataset_info.json)")
+
+
+_COLUMN_KINDS = {"float": "float", "int": "int64", "str": "bytes", "json": "bytes"}
+FLIP_KINDS = {"jpg": "bytes", "txt": "bytes", "key": "bytes", "width": "int64", "height": "int64"}
+
+
+def _base_checks(spec: DatasetSpec | None, carried: dict[str, str] | None) -> tuple[tuple[str, ...], dict, list]:
+    """Required keys: FLIP's plus the carried columns (the manifest's list, else the spec's), and their types."""
+    notes = []
+    if carried is None and spec is not None:
+        carried = {c.name: c.kind for c in spec.extra_columns}
+    if carried is None:
+        notes.append("dataset unknown (no manifest naming it, no --dataset): only FLIP's keys "
+                     f"{', '.join(FLIP_KEYS)} are required")
+        carried = {}
+    kinds = dict(FLIP_KINDS)
+    for k, kind in carried.items():
+        kinds.setdefault(k, _COLUMN_KINDS.get(kind, "bytes"))
+    return FLIP_KEYS + tuple(k for k in carried if k not in FLIP_KEYS), kinds, notes
+
+
+def _size_settings(manifest: dict, cfg, notes: list) -> dict:
+    """The download's image settings: a reshard manifest's ``images``, a download manifest's
+    ``stages.download`` / ``parameters.download``, else the first such key anywhere in the manifest."""
+    src = manifest
+    for cand in (manifest.get("images"), (manifest.get("stages") or {}).get("download"),
+                 (manifest.get("parameters") or {}).get("download")):
+        if isinstance(cand, dict) and cand.get("image_size") is not None:
+            src = cand
+            break
+    size = cfg.image_size if cfg.image_size is not None else _find_value(src, "image_size")
+    mode = _find_value(src, "resize_mode") or "keep_ratio"
+    only_bigger = bool(_find_value(src, "resize_only_if_bigger") or False)
+    if size is None:
+        notes.append("image size unknown (not in a manifest): image sizes are not checked; pass --image-size")
+    return {"image_size": int(size) if size is not None else None, "resize_mode": mode,
+            "resize_only_if_bigger": only_bigger}
+
+
+def build(cfg) -> Layout:
+    kind, folder = detect(cfg.path)
+    if kind == "download":
+        return _download(folder, cfg)
+    if kind == "resharded":
+        return _resharded(folder, cfg)
+    return _tfds(folder, cfg)
+
+
+def _checks(cfg, **kw) -> Checks:
+    return Checks(decode_fraction=cfg.decode_fraction, sha256=cfg.sha256, max_examples=cfg.max_examples, **kw)
+
+
+# ------------------------------------------------------------------------------------------------- download
+def _download(root: str, cfg) -> Layout:
+    has_manifest = lfs.exists(lfs.join(root, "manifest.json"))
+    manifest = lfs.read_json(lfs.join(root, "manifest.json")) if has_manifest else {}
+    data = lshards.resolve_download_folder(root)
+    notes = [] if has_manifest else ["no manifest.json: totals are not compared with one"]
+    spec = _spec_for(cfg.dataset, "--dataset") or _spec_for(manifest.get("dataset"), lfs.join(root, "manifest.json"))
+    carried = (manifest.get("stages", {}).get("prefilter", {}) or {}).get("columns") or None
+    if cfg.dataset:
+        carried = None
+    required, kinds, n2 = _base_checks(spec, carried)
+    notes += n2
+    size = _size_settings(manifest, cfg, notes)
+    scan = lshards.scan(data)
+    problems = []
+    units = []
+    for i, s in enumerate(scan.shards):
+        units.append(Unit(index=i, path=s.tfrecord, label=_rel(s.tfrecord, root), expected=s.count,
+                          expected_source="_stats.json", parquet=s.parquet, stats=s.stats, shard_id=s.id))
+    for sid in scan.gaps:
+        problems.append(Problem("missing_shard", f"shard {sid:05d} is missing (no tfrecord, parquet or _stats.json) "
+                                                 "between finished shards", file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
+    expected_shards = _find_value(manifest.get("stages", {}).get("download", {}), "shards_expected")
+    found = {s.id for s in scan.shards} | set(scan.gaps) | set(scan.missing_tfrecord)
+    if isinstance(expected_shards, int):
+        for sid in range(expected_shards):
+            if sid not in found:
+                problems.append(Problem("missing_shard", f"shard {sid:05d} is missing: manifest.json expects "
+                                                         f"{expected_shards} shards",
+                                        file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
+    for sid in scan.missing_tfrecord:
+        problems.append(Problem("missing_file", f"shard {sid:05d} has a _stats.json but no tfrecord",
+                                file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
+    for p in scan.orphans:
+        problems.append(Problem("incomplete_shard", "shard file without a _stats.json (an unfinished download; "
+                                                    "resume the download to finish it)", file=_rel(p, root)))
+    checks = _checks(cfg, required=required, **size)
+    return Layout(kind="download", root=root, units=units, checks=checks, problems=problems, notes=notes,
+                  manifest=manifest, spec=spec, data_folder=data, expected_total=scan.total, expected_kinds=kinds)
+
+
+# ------------------------------------------------------------------------------------------------- resharded
+def _expand(template: str, name: str, split: str, i: int, n: int) -> str:
+    return (template.replace("{SHARD_X_OF_Y}", f"{i:05d}-of-{n:05d}").replace("{SHARD_INDEX}", f"{i:05d}")
+            .replace("{NUM_SHARDS}", f"{n:05d}").replace("{SPLIT}", split).replace("{DATASET}", name)
+            .replace("{FILEFORMAT}", "tfrecord"))
+
+
+def _resharded(root: str, cfg) -> Layout:
+    counts_path = lfs.join(root, "counts.json")
+    problems, notes = [], []
+    try:
+        counts = lfs.read_json(counts_path)
+        splits = counts["splits"]
+        name = counts.get("name", "")
+    except Exception as e:
+        raise UsageError(f"counts.json is unreadable or lacks 'splits': {type(e).__name__}: {e}", where=counts_path,
+                         fix="re-run `laionprep reshard` (counts.json is written last, when the output is complete)")
+    manifest = lfs.read_json(lfs.join(root, "manifest.json")) if lfs.exists(lfs.join(root, "manifest.json")) else {}
+    if not manifest:
+        notes.append("no manifest.json next to counts.json")
+    ds_name = cfg.dataset or manifest.get("dataset") or _find_value(manifest.get("parameters", {}), "dataset")
+    spec = _spec_for(ds_name, "--dataset") if (cfg.dataset or ds_name in SPECS) else None
+    schema = manifest.get("schema")
+    if isinstance(schema, dict) and schema and not cfg.dataset:
+        # the reshard manifest's output schema: every record holds exactly these keys with these types
+        kinds = {k: v for k, v in schema.items() if v in ("bytes", "int64", "float")}
+        required = FLIP_KEYS + tuple(k for k in kinds if k not in FLIP_KEYS)
+        kinds = {**FLIP_KINDS, **kinds}
+    else:
+        required, kinds, n2 = _base_checks(spec, None)
+        notes += n2
+    size = _size_settings(manifest, cfg, notes)
+    units = []
+    listed = set()
+    info = {}
+    for split, s in splits.items():
+        try:
+            n = int(s["num_shards"])
+            lengths = [int(x) for x in s["shard_lengths"]]
+            template = s.get("filename_template") or f"{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
+        except Exception as e:
+            problems.append(Problem("bad_metadata", f"split {split!r}: {type(e).__name__}: {e}", file="counts.json"))
+            continue
+        info[split] = {"num_examples": s.get("num_examples"), "num_shards": n}
+        if len(lengths) != n:
+            problems.append(Problem("count_mismatch", f"split {split}: num_shards {n} but {len(lengths)} shard "
+                                                      "lengths", file="counts.json"))
+        if s.get("num_examples") is not None and int(s["num_examples"]) != sum(lengths):
+            problems.append(Problem("count_mismatch", f"split {split}: num_examples {s['num_examples']} != "
+                                                      f"sum of shard_lengths {sum(lengths)}", file="counts.json"))
+        for i in range(n):
+            fname = _expand(template, name, split, i, n)
+            path = lfs.join(root, fname)
+            listed.add(lfs.normalise(path))
+            expected = lengths[i] if i < len(lengths) else None
+            if not lfs.exists(path):
+                problems.append(Problem("missing_shard", f"split {split}: shard {i} of {n} is missing", file=fname,
+                                        count=1))
+                continue
+            units.append(Unit(index=len(units), path=path, label=fname, expected=expected,
+                              expected_source="counts.json", split=split))
+    for p in lfs.glob(lfs.join(root, "*.tfrecord*")):
+        if lfs.normalise(p) not in listed and lfs.TMP_MARK not in p:
+            problems.append(Problem("unexpected_file", "a TFRecord file counts.json does not list (a trainer that "
+                                                       "globs the folder would read it)", file=_rel(p, root)))
+    _compare_manifest_splits(manifest, info, problems)
+    checks = _checks(cfg, required=required, **size)
+    total = sum(u.expected or 0 for u in units)
+    return Layout(kind="resharded", root=root, units=units, checks=checks, problems=problems, notes=notes,
+                  manifest=manifest, spec=spec, expected_total=total, splits=info, expected_kinds=kinds)
+
+
+def _compare_manifest_splits(manifest: dict, info: dict, problems: list) -> None:
+    """If the reshard manifest gives rows out per split, they must equal counts.json's num_examples."""
+    rows_out = _find_dict(manifest, "rows_out")
+    if not isinstance(rows_out, dict):
+        return
+    for split, v in info.items():
+        got = rows_out.get(split)
+        if isinstance(got, dict):
+            got = got.get("rows", got.get("num_examples"))
+        if isinstance(got, int) and v.get("num_examples") is not None and got != int(v["num_examples"]):
+            problems.append(Problem("manifest_mismatch", f"split {split}: manifest.json rows_out {got} != "
+                                                         f"counts.json num_examples {v['num_examples']}",
+                                    file="manifest.json"))
+
+
+def _find_dict(obj: Any, name: str, depth: int = 0):
+    if depth > 6 or not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get(name), dict):
+        return obj[name]
+    for v in obj.values():
+        found = _find_dict(v, name, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- tfds
+def _serialized_kinds(features) -> dict[str, str]:
+    """``{flat key: bytes|int64|float}`` as the records must hold them, from TFDS's serialized info."""
+    import numpy as np
+
+    out = {}
+
+    def walk(info, prefix):
+        if isinstance(info, dict):
+            for k, v in info.items():
+                walk(v, f"{prefix}/{k}" if prefix else k)
+            return
+        dt = np.dtype(info.np_dtype)
+        if dt.kind in "OSU":
+            out[prefix] = "bytes"
+        elif dt.kind == "f":
+            out[prefix] = "float"
+        else:  # ints and bools are int64 features
+            out[prefix] = "int64"
+
+    walk(features.get_serialized_info(), "")
+    return out
+
+
+def _tfds(folder: str, cfg) -> Layout:
+    from laionprep._env import import_tf
+
+    import_tf()
+    import tensorflow_datasets as tfds
+
+    problems, notes = [], []
+    info_path = lfs.join(folder, "dataset_info.json")
+    try:
+        builder = tfds.builder_from_directory(folder)
+        info = builder.info
+    except Exception as e:
+        raise UsageError(f"TFDS cannot open this folder: {type(e).__name__}: {e}", where=info_path,
+                         fix="check dataset_info.json and features.json (re-run `laionprep build-tfds`)") from e
+    kinds = _serialized_kinds(info.features)
+    image_key, image_format = None, None
+    for k, feat in info.features.items():
+        if isinstance(feat, tfds.features.Image):
+            image_key = k
+            image_format = getattr(feat, "_encoding_format", None) or None
+            break
+    if image_key is None and "jpg" in kinds:
+        image_key, image_format = "jpg", "jpeg"
+    # provenance: `laionprep build-tfds` writes metadata.json {"laionprep": {"source": DIR, "dataset": ...}}; the
+    # source's manifest.json has the download's image settings
+    manifest, prov = {}, {}
+    meta_path = lfs.join(folder, "metadata.json")
+    if lfs.exists(meta_path):
+        try:
+            prov = (lfs.read_json(meta_path) or {}).get("laionprep") or {}
+        except Exception:  # not ours, or unreadable: no provenance
+            prov = {}
+    for cand in ([lfs.join(prov["source"], "manifest.json")] if isinstance(prov.get("source"), str) else []) + [
+            lfs.join(folder, "manifest.json")]:
+        if lfs.exists(cand):
+            manifest = lfs.read_json(cand)
+            notes.append(f"image settings from {cand}")
+            break
+    ds_name = cfg.dataset or prov.get("dataset")
+    spec = _spec_for(ds_name, "--dataset") if (cfg.dataset or ds_name in SPECS) else None
+    size = _size_settings(manifest, cfg, notes)
+    units = []
+    split_info = {}
+    for split_name, si in info.splits.items():
+        lengths = list(si.shard_lengths)
+        try:
+            paths = [str(p) for p in si.filepaths]
+        except Exception as e:
+            problems.append(Problem("tfds_unreadable", f"split {split_name}: cannot list its files: {e}",
+                                    file="dataset_info.json"))
+            continue
+        split_info[split_name] = {"num_examples": si.num_examples, "num_shards": len(paths)}
+        if len(paths) != len(lengths):
+            problems.append(Problem("tfds_shard_length", f"split {split_name}: {len(paths)} files but "
+                                                         f"{len(lengths)} shard lengths", file="dataset_info.json"))
+        for i, p in enumerate(paths):
+            label = _rel(p, folder)
+            if not lfs.exists(p):
+                problems.append(Problem("missing_shard", f"split {split_name}: shard {i} listed in "
+                                                         "dataset_info.json does not exist", file=label))
+                continue
+            units.append(Unit(index=len(units), path=p, label=label, split=split_name,
+                              expected=lengths[i] if i < len(lengths) else None, expected_source="dataset_info.json"))
+    required = tuple(kinds)
+    if spec is not None:
+        required += tuple(c.name for c in spec.extra_columns if c.name not in kinds)
+    checks = _checks(cfg, required=required, declared=tuple(sorted(kinds.items())), image_key=image_key,
+                     image_format=image_format, caption_key="txt" if "txt" in kinds else None,
+                     key_key="key" if "key" in kinds else None,
+                     category_keys=tuple(k for k in ("NSFW",) if k in kinds), **size)
+    return Layout(kind="tfds", root=folder, units=units, checks=checks, problems=problems, notes=notes,
+                  manifest=manifest, spec=spec, expected_total=sum(v["num_examples"] for v in split_info.values()),
+                  splits=split_info, tfds_dir=folder)
+
