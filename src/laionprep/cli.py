@@ -116,15 +116,24 @@ def _add_demo(sub):
     p.add_argument("--rows", type=int, default=3000, help="metadata rows to generate (default 3000)")
     p.add_argument("--processes", type=int, default=0, help="download processes (default: one per core)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-per-class", type=int, default=10, help="evaluation images per class (30 classes)")
+    p.add_argument("--no-train", action="store_true", help="stop after registering the TFDS datasets")
+    p.add_argument("--train-config", default="flip_tiny", help="trainer config (default flip_tiny)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, accepts_extra=True)
 
 
 def _cmd_demo(args) -> int:
     from laionprep.demo import run as demo_run
 
-    return demo_run.main(demo_run.DemoConfig(workdir=args.workdir, rows=args.rows, processes=args.processes,
-                                             seed=args.seed, progress=not args.no_progress))
+    bad = [a for a in args.extra if not a.startswith("--config.")]
+    if bad:
+        raise UsageError(f"unrecognized arguments: {' '.join(bad)}", where="laionprep demo",
+                         fix="extra arguments must be trainer overrides like --config.total_steps=100")
+    return demo_run.main(demo_run.DemoConfig(
+        workdir=args.workdir, rows=args.rows, processes=args.processes, seed=args.seed,
+        progress=not args.no_progress, eval_per_class=args.eval_per_class, train=not args.no_train,
+        train_config=args.train_config, train_overrides=tuple(args.extra)))
 
 
 # ----------------------------------------------------------------------------------------------------- validate
