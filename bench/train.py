@@ -1,0 +1,277 @@
+"""Benchmark of the reference FLIP trainer (issue #6).
+
+1. Training speed: steps/s of the same model at image mask ratios 0, 0.5 and 0.75 in one run, and the speed-ups
+   (FLIP's targets: >= 1.8x at 0.5, >= 3.0x at 0.75).  The default model is one whose image tower dominates, as in
+   FLIP's large models: 224 px images in 16 px patches (196 patches), a 192-wide 6-layer ViT, a 128-wide 2-layer
+   text tower.  Batches are synthetic and already on the devices, so this measures the model step only.  The
+   ratios are timed in interleaved rounds and the median is reported, so a machine shared with other work biases
+   all three alike.  ``--config flip_b16 --config.batch_size=...`` benchmarks a bundled config instead.
+2. Input pipeline: images/s per CPU core of the full training pipeline (TFRecord read, shuffle, random-resized
+   crop decoding only the crop, flip, resize, tokenize, batch) next to the plain crop-decode rate of the same
+   images and the same crop windows (target >= 0.8x), both on one thread.  The images are JPEGs with a 480 px
+   short side (what img2dataset writes), rendered by the demo generator.
+
+    PYTHONPATH=src .venv/bin/python bench/train.py                # both parts, ~3-5 min on 2 CPU cores
+    PYTHONPATH=src .venv/bin/python bench/train.py --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+
+def bench_config(args):
+    from laionprep.train_ref import config_lib
+
+    if args.config:
+        return config_lib.load_config(args.config, args.overrides)
+    c = config_lib.load_config("flip_tiny")
+    c.model.dtype = args.dtype
+    c.model.embed_dim = 128
+    c.model.image.update(image_size=224, patch_size=16, width=192, depth=6, num_heads=3, mlp_dim=768)
+    c.model.text.update(width=128, depth=2, num_heads=2, mlp_dim=512, vocab_size=1024)
+    c.tokenizer.max_len = 32
+    c.batch_size = args.batch
+    c.num_train_steps = 10_000
+    c.warmup_steps = 10
+    config_lib.apply_overrides(c, config_lib.parse_overrides(args.overrides))
+    return c
+
+
+def bench_model(args) -> dict:
+    import jax
+    import numpy as np
+
+    from laionprep.train_ref import models, runtime, train
+
+    cfg = bench_config(args)
+    mesh = runtime.make_mesh()
+    B, S, T = cfg.batch_size, cfg.model.image.image_size, cfg.tokenizer.max_len
+    vocab = cfg.model.text.vocab_size or 1024
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(4, vocab, size=(B, T)).astype(np.int32)
+    lengths = rng.integers(4, T, size=B)
+    tokens[np.arange(T)[None, :] >= lengths[:, None]] = 0
+    host = {"image": rng.integers(0, 256, size=(B, S, S, 3), dtype=np.uint8), "text": tokens}
+    batch = runtime.global_batch(host, runtime.batch_sharding(mesh))
+    L = (S // cfg.model.image.patch_size) ** 2
+    runs = {}
+    for ratio in args.ratios:
+        c = cfg.copy_and_resolve_references()
+        c.model.image.mask_ratio = ratio
+        model = models.build_model(c.model, vocab, T)
+        tx, sched = train.make_optimizer(c, *train.schedule_steps(c))
+        init = train._init_fn(model, tx, c)
+        key = jax.random.PRNGKey(0)
+        sh = runtime.state_shardings(jax.eval_shape(init, key), mesh, c.partition_states)
+        sh["step"] = runtime.replicated(mesh)
+        state = jax.jit(init, out_shardings=sh)(key)
+        step = train.compile_train_step(train.make_train_step(model, tx, sched, c, mesh), sh, mesh)
+        t0 = time.time()
+        for _ in range(2):  # compile + warm up
+            state, m = step(state, batch)
+        jax.block_until_ready(m)
+        runs[ratio] = {"step": step, "state": state, "rates": [], "compile_s": time.time() - t0,
+                       "kept": models.num_kept(L, ratio)}
+        n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state["params"]))
+        print(f"  mask {ratio:.2f}: compiled ({runs[ratio]['compile_s']:.1f}s), {runs[ratio]['kept']}/{L} patches, "
+              f"{n_params / 1e6:.2f}M params", flush=True)
+    for r in range(args.rounds):
+        for ratio in args.ratios:
+            run = runs[ratio]
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(args.steps):
+                run["state"], m = run["step"](run["state"], batch)
+            jax.block_until_ready(m)
+            run["rates"].append(args.steps / (time.perf_counter() - t0))
+            run["cpu_rates"] = run.get("cpu_rates", []) + [args.steps / (time.process_time() - c0)]
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{ratio:.2f}: {runs[ratio]['rates'][-1]:.3f} steps/s"
+                                                             for ratio in args.ratios), flush=True)
+    base = statistics.median(runs[args.ratios[0]]["rates"])
+    base_cpu = statistics.median(runs[args.ratios[0]]["cpu_rates"])
+    out = {"batch_size": B, "image_size": S, "patch_size": cfg.model.image.patch_size,
+           "image_width": cfg.model.image.width, "image_depth": cfg.model.image.depth,
+           "text_width": cfg.model.text.width, "text_depth": cfg.model.text.depth, "dtype": cfg.model.dtype,
+           "devices": jax.device_count(), "platform": jax.devices()[0].platform, "ratios": {}}
+    for ratio in args.ratios:
+        med = statistics.median(runs[ratio]["rates"])
+        med_cpu = statistics.median(runs[ratio]["cpu_rates"])
+        out["ratios"][str(ratio)] = {"steps_per_s": med, "images_per_s": med * B, "speedup": med / base,
+                                     "steps_per_cpu_s": med_cpu, "speedup_cpu_time": med_cpu / base_cpu,
+                                     "kept_patches": runs[ratio]["kept"], "all_rates": runs[ratio]["rates"],
+                                     "all_cpu_rates": runs[ratio]["cpu_rates"]}
+    return out
+
+
+def _write_images(out_dir: str, n: int, short_side: int = 480) -> list[str]:
+    """``n`` demo-generator images with a ``short_side`` px short side, as img2dataset TFRecords (2 files)."""
+    from laionprep._env import import_tf
+    from laionprep.demo import synth
+
+    tf = import_tf()
+    os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)
+    paths = [os.path.join(out_dir, "tfrecord", f"{k:05d}.tfrecord") for k in range(2)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    rnd = random.Random(0)
+    size = 0
+    for i in range(n):
+        s = synth.sample(0, i)
+        aspect = max(s.width, s.height) / min(s.width, s.height)
+        w, h = (round(short_side * aspect), short_side) if s.width >= s.height else (short_side, round(short_side * aspect))
+        s = dataclasses.replace(s, width=w, height=h)
+        buf = io.BytesIO()
+        synth.render(s).save(buf, format="JPEG", quality=90)
+        size += buf.tell()
+        feat = {"jpg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
+                "txt": tf.train.Feature(bytes_list=tf.train.BytesList(value=[synth.caption(s, rnd).encode()]))}
+        writers[i % 2].write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+    for w_ in writers:
+        w_.close()
+    print(f"  wrote {n} JPEGs, short side {short_side}px, mean {size / n / 1024:.0f} KiB", flush=True)
+    return paths
+
+
+def _rate(ds, n_batches: int, batch: int, warmup: int = 2) -> tuple[float, float]:
+    """(images per CPU-second of this process, images per wall-clock second)."""
+    it = iter(ds)
+    for _ in range(warmup):
+        next(it)
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(n_batches):
+        next(it)
+    return n_batches * batch / (time.process_time() - c0), n_batches * batch / (time.perf_counter() - w0)
+
+
+def bench_pipeline(args) -> dict:
+    from laionprep._env import import_tf
+    from laionprep.train_ref import input_pipeline as ip
+    from laionprep.train_ref import tokenizer as tokenizer_lib
+
+    tf = import_tf()
+    tmp = tempfile.mkdtemp(prefix="flip_bench_")
+    files = _write_images(tmp, args.pipeline_images)
+    tok = tokenizer_lib.Tokenizer(tokenizer_lib.learn_vocab(tmp, 300), 32)
+    S, B = args.pipeline_image_size, args.pipeline_batch
+    area, aspect = (0.5, 1.0), (3 / 4, 4 / 3)
+
+    def one_thread(ds):
+        o = tf.data.Options()
+        o.threading.private_threadpool_size = 1
+        o.threading.max_intra_op_parallelism = 1
+        o.deterministic = True
+        return ds.with_options(o)
+
+    def full(threads, npc):
+        return ip.train_dataset(tmp, tok, image_size=S, batch_size=B, seed=0, shuffle_buffer=256,
+                                num_parallel_calls=npc, threads=threads)
+
+    def plain(threads=1):
+        """The same records and crop windows, decoded with decode_and_crop_jpeg and nothing else."""
+        spec = {"jpg": tf.io.FixedLenFeature([], tf.string)}
+        base = tf.constant([0, 0], tf.int64)
+
+        def crop(i, rec):
+            data = tf.io.parse_single_example(rec, spec)["jpg"]
+            seed = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(base, i), 2)[0]
+            win = ip._crop_window(tf.image.extract_jpeg_shape(data), seed, area, aspect)
+            img = tf.image.decode_and_crop_jpeg(data, win, channels=3)
+            return tf.reduce_sum(tf.cast(img[::97, ::97, 0], tf.int32))  # touch the pixels; nothing to move
+
+        ds = tf.data.TFRecordDataset(files).repeat().enumerate().map(crop, num_parallel_calls=1 if threads else None)
+        ds = ds.batch(B).prefetch(2)
+        return one_thread(ds) if threads else ds
+
+    n = args.pipeline_batches
+    rates = {"full": [], "plain": []}
+    for r in range(args.pipeline_rounds):
+        rates["plain"].append(_rate(plain(), n, B))
+        rates["full"].append(_rate(full(1, 1), n, B))
+        print(f"  round {r + 1}/{args.pipeline_rounds}: one thread: pipeline {rates['full'][-1][0]:.0f} img/CPU-s "
+              f"({rates['full'][-1][1]:.0f} img/s wall), plain crop-decode {rates['plain'][-1][0]:.0f} img/CPU-s "
+              f"({rates['plain'][-1][1]:.0f} img/s wall)", flush=True)
+    all_cores = _rate(full(0, -1), n * 2, B)[1]
+    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rates.items()}
+    return {"images": args.pipeline_images, "short_side": 480, "image_size": S, "batch": B,
+            "pipeline_images_per_cpu_s": med["full"][0], "plain_crop_decode_images_per_cpu_s": med["plain"][0],
+            "ratio": med["full"][0] / med["plain"][0],
+            "pipeline_images_per_s_one_thread_wall": med["full"][1],
+            "plain_crop_decode_images_per_s_one_thread_wall": med["plain"][1],
+            "ratio_wall": med["full"][1] / med["plain"][1],
+            "pipeline_images_per_s_all_cores": all_cores, "cores": os.cpu_count(), "all_rounds": rates}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32, help="global batch of the model benchmark")
+    ap.add_argument("--dtype", default="float32", help="compute dtype of the default benchmark model")
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5, 0.75])
+    ap.add_argument("--config", default="", help="benchmark a config file / bundled config instead of the default")
+    ap.add_argument("--pipeline-images", type=int, default=256)
+    ap.add_argument("--pipeline-batches", type=int, default=12)
+    ap.add_argument("--pipeline-rounds", type=int, default=7)
+    ap.add_argument("--pipeline-batch", type=int, default=32)
+    ap.add_argument("--pipeline-image-size", type=int, default=224)
+    ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--json", default="", help="also write the results here")
+    args, rest = ap.parse_known_args(argv)
+    args.overrides = rest
+    import jax
+
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+           f"{jax.devices()[0].device_kind} x{jax.device_count()}", "jax": jax.__version__}
+    try:
+        res["load_average_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    if not args.skip_model:
+        print("training steps/s by mask ratio:", flush=True)
+        m = bench_model(args)
+        res["model"] = m
+    if not args.skip_pipeline:
+        print("input pipeline:", flush=True)
+        res["pipeline"] = bench_pipeline(args)
+    print()
+    print(f"FLIP trainer benchmark, {res['date']}, {res['machine']}")
+    if "model" in res:
+        m = res["model"]
+        print(f"model: ViT {m['image_size']}px/{m['patch_size']} width {m['image_width']} depth {m['image_depth']}, "
+              f"text width {m['text_width']} depth {m['text_depth']}, batch {m['batch_size']}, {m['dtype']}, "
+              f"{m['devices']} {m['platform']} device(s)")
+        targets = {"0.5": 1.8, "0.75": 3.0}
+        for r, v in m["ratios"].items():
+            t = targets.get(r)
+            print(f"  mask {float(r):.2f} ({v['kept_patches']:3d} patches): {v['steps_per_s']:.3f} steps/s "
+                  f"({v['images_per_s']:.1f} img/s)  speed-up {v['speedup']:.2f}x"
+                  + (f"  (target >= {t}x: {'met' if v['speedup'] >= t else 'NOT met'})" if t else "")
+                  + f"   [by CPU time: {v['steps_per_cpu_s']:.3f} steps/CPU-s, {v['speedup_cpu_time']:.2f}x]")
+    if "pipeline" in res:
+        p = res["pipeline"]
+        print(f"input pipeline ({p['short_side']}px-short-side JPEGs -> {p['image_size']}px, batch {p['batch']}):")
+        print(f"  per core: {p['pipeline_images_per_cpu_s']:.0f} img/CPU-s  vs plain crop-decode "
+              f"{p['plain_crop_decode_images_per_cpu_s']:.0f} img/CPU-s  = {p['ratio']:.2f}x "
+              f"(target >= 0.8x: {'met' if p['ratio'] >= 0.8 else 'NOT met'})")
+        print(f"  one thread, wall clock: {p['pipeline_images_per_s_one_thread_wall']:.0f} vs "
+              f"{p['plain_crop_decode_images_per_s_one_thread_wall']:.0f} img/s = {p['ratio_wall']:.2f}x")
+        print(f"  all {p['cores']} cores (AUTOTUNE), wall clock: {p['pipeline_images_per_s_all_cores']:.0f} img/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return res
+
+
+if __name__ == "__main__":
+    main()

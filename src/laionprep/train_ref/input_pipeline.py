@@ -1,0 +1,547 @@
+"""tf.data input pipelines for the FLIP trainer (TensorFlow on the CPU only; accelerators belong to JAX).
+
+Training data (image-text pairs) is read from any of:
+
+* a TFDS dataset by name (``data.source=laion_demo``, ``data.data_dir=ROOT``) or by builder directory
+  (``ROOT/NAME/VERSION``, or ``ROOT/NAME`` for its newest version): ``jpg`` is read undecoded
+  (``tfds.decode.SkipDecoding``) so that only the crop is decoded;
+* raw TFRecords, FLIP's own path: a glob, one file, or a folder -- an img2dataset download (``DIR/tfrecord/*.tfrecord``)
+  or a reshard output (``NAME-train.tfrecord-00000-of-00004``; files of the wanted split are picked by name).
+
+Only the ``jpg`` (JPEG bytes) and ``txt`` (caption) features are read; every other feature is ignored.
+
+Per process: files are sharded ``files[process_index::process_count]`` (TFDS: ``tfds.split_for_jax_process``),
+shuffled, interleaved, repeated, example-shuffled, then each example is random-resized-cropped by decoding only
+the crop window (``tf.image.decode_and_crop_jpeg``), flipped, resized, batched, tokenized and prefetched.  Random
+choices are stateless functions of ``(seed, process, example counter)``, so the iterator can be checkpointed with
+``tf.train.Checkpoint`` and a resumed run sees exactly the examples it would have seen.  Images leave the pipeline
+as uint8 (4x less host->device traffic than float32) and are normalised on the device by :func:`normalize`.
+
+Zero-shot evaluation data (labelled images) comes from a TFDS classification dataset (``image`` + ``label``
+features, e.g. ``imagenet2012`` or one built by ``build-tfds --mode image-folder``) or a plain folder
+``DIR/SPLIT/<class>/*.jpg`` (with an optional ``DIR/class_names.txt`` of prompt names).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from laionprep._env import import_tf
+from laionprep.errors import DataError, UsageError
+
+# ImageNet statistics (FLIP / MAE normalisation), in 0..255 units.
+MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+_SPLIT_IN_NAME = re.compile(r"-(train|validation|valid|val|test|eval)\.tfrecord")
+
+
+def normalize(images, dtype=None):
+    """uint8 ``[..., 3]`` images -> normalised floats (runs inside the jitted step on the accelerator)."""
+    import jax.numpy as jnp
+
+    dtype = dtype or jnp.float32
+    x = images.astype(jnp.float32)
+    x = (x - jnp.asarray(MEAN_RGB, jnp.float32)) / jnp.asarray(STDDEV_RGB, jnp.float32)
+    return x.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------------- sources
+
+
+@dataclasses.dataclass
+class Source:
+    """Where examples come from: a list of TFRecord files, or a TFDS builder + split."""
+
+    kind: str  # "files" | "tfds" | "folder" (image folder, evaluation only)
+    description: str
+    split: str = "train"
+    files: list[str] = dataclasses.field(default_factory=list)
+    builder: Any = None
+    root: str = ""  # folder sources: the directory holding the class folders
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _version_key(v: str):
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def _tfds_builder_dir(path: str) -> str | None:
+    """``path`` itself if it holds dataset_info.json, else its newest ``VERSION/`` (or ``CONFIG/VERSION``) subdir."""
+    tf = import_tf()
+    if tf.io.gfile.exists(os.path.join(path, "dataset_info.json")):
+        return path
+    candidates = []
+    for pattern in ("*/dataset_info.json", "*/*/dataset_info.json"):
+        for info in tf.io.gfile.glob(os.path.join(path, pattern)):
+            d = os.path.dirname(info)
+            candidates.append((_version_key(os.path.basename(d)), d))
+    if candidates:
+        return max(candidates)[1]
+    return None
+
+
+def _tfrecord_files_in(path: str, split: str) -> list[str]:
+    tf = import_tf()
+    files: list[str] = []
+    for pattern in ("*.tfrecord*", os.path.join("tfrecord", "*.tfrecord*"), "*.tfrec"):
+        files.extend(tf.io.gfile.glob(os.path.join(path, pattern)))
+    files = sorted({f for f in files if not f.endswith((".tmp", ".json", ".parquet", ".crc"))})
+    named = [f for f in files if _SPLIT_IN_NAME.search(os.path.basename(f))]
+    if named:
+        wanted = [f for f in named if f"-{split}.tfrecord" in os.path.basename(f)]
+        if not wanted:
+            have = sorted({_SPLIT_IN_NAME.search(os.path.basename(f)).group(1) for f in named})
+            raise UsageError(f"no '{split}' files in {path} (it has: {', '.join(have)})", where=path,
+                             fix=f"pick one of those splits (data.split / eval.split)")
+        return wanted
+    return files
+
+
+def resolve_source(source: str, data_dir: str = "", split: str = "train", *, allow_folder: bool = False) -> Source:
+    """Work out what ``source`` names.  See the module docstring for what is accepted."""
+    tf = import_tf()
+    if not source:
+        raise UsageError("no data source given", where="--config.data.source",
+                         fix="set --config.data.source to a TFDS name, a TFDS builder dir, a TFRecord folder or glob")
+    if _is_glob(source):
+        files = sorted(tf.io.gfile.glob(source))
+        if not files:
+            raise DataError(f"no files match {source}", where=source)
+        return Source("files", f"{len(files)} TFRecord files matching {source}", split, files=files)
+    if tf.io.gfile.isdir(source):
+        bdir = _tfds_builder_dir(source)
+        if bdir:
+            import tensorflow_datasets as tfds
+
+            builder = tfds.builder_from_directory(bdir)
+            return Source("tfds", f"TFDS {builder.info.full_name} at {bdir}", split, builder=builder)
+        files = _tfrecord_files_in(source, split)
+        if files:
+            return Source("files", f"{len(files)} TFRecord files in {source}", split, files=files)
+        if allow_folder:
+            root = source
+            for cand in ([split] if split else ["val", "validation", "test"]):
+                if tf.io.gfile.isdir(os.path.join(source, cand)):
+                    root = os.path.join(source, cand)
+                    break
+            return Source("folder", f"image folder {root}", split, root=root)
+        raise DataError(f"{source} holds no TFDS dataset and no *.tfrecord files", where=source,
+                        fix="point at an img2dataset download, a reshard output folder, or a TFDS dataset dir")
+    if tf.io.gfile.exists(source):
+        return Source("files", f"TFRecord file {source}", split, files=[source])
+    if "/" in source and not re.match(r"^[\w]+(/[\w.\-]+)?(:[\w.*]+)?$", source):
+        raise UsageError(f"data source not found: {source}", where=source,
+                         fix="give an existing folder, file or glob, or a TFDS dataset name")
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(source, data_dir=data_dir or None)
+        if not builder.is_prepared():
+            raise FileNotFoundError(f"no prepared data in {builder.data_dir}")
+        if split:
+            builder.info.splits[split]  # noqa: B018 -- raises when the split is missing
+    except Exception as e:  # DatasetNotFoundError, a missing split, ...
+        raise UsageError(f"TFDS dataset {source!r} (split {split!r}) not found"
+                         + (f" under {data_dir}" if data_dir else "") + f": {type(e).__name__}: {e}",
+                         where=source, fix="build/register it first (laionprep build-tfds) or set data_dir") from e
+    return Source("tfds", f"TFDS {builder.info.full_name} in {builder.data_dir}", split, builder=builder)
+
+
+def shard_files(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
+    """This process's files: ``files[process_index::process_count]`` (each file read by exactly one process)."""
+    files = list(files)
+    if len(files) < process_count:
+        raise DataError(f"{len(files)} files cannot be shared by {process_count} processes", where="data.source",
+                        fix="reshard into at least one file per host (laionprep reshard --num-shards N)")
+    return files[process_index::process_count]
+
+
+def _check_record_keys(path: str, needed: Sequence[str]) -> None:
+    """Read the first record of ``path`` and make sure it is a tf.train.Example with the ``needed`` keys."""
+    tf = import_tf()
+    for raw in tf.data.TFRecordDataset(path).take(1):
+        ex = tf.train.Example()
+        try:
+            ex.ParseFromString(raw.numpy())
+        except Exception as e:
+            raise DataError(f"{path} does not hold tf.train.Example records", where=path) from e
+        missing = [k for k in needed if k not in ex.features.feature]
+        if missing:
+            raise DataError(f"records in {path} lack feature(s) {', '.join(missing)} "
+                            f"(they have: {', '.join(sorted(ex.features.feature))})", where=path,
+                            fix="train on img2dataset TFRecords or a laionprep TFDS dataset (keys jpg/txt)")
+        return
+    # empty file: fine as long as another file has records (checked by the caller)
+
+
+def _nonempty(files: Sequence[str]) -> bool:
+    tf = import_tf()
+    return any(tf.io.gfile.stat(f).length > 0 for f in files)
+
+
+def _record_spec(keys):
+    tf = import_tf()
+    return {k: tf.io.FixedLenFeature([], tf.string, default_value="" if k == "txt" else None) for k in keys}
+
+
+def _pair_examples(src: Source, *, seed: int, process_index: int, process_count: int, shuffle_files: bool,
+                   repeat: bool, keys=("jpg", "txt"), parse: bool = True):
+    """A dataset of ``{'jpg': bytes, 'txt': bytes}`` for this process (TFDS or raw files).  With ``parse=False``
+    raw-file sources yield the serialized records (parsed later, fused with decoding)."""
+    tf = import_tf()
+    if src.kind == "tfds":
+        import tensorflow_datasets as tfds
+
+        feats = src.builder.info.features
+        missing = [k for k in keys if k not in feats]
+        if missing:
+            raise DataError(f"{src.description} has no feature(s) {', '.join(missing)} "
+                            f"(it has: {', '.join(sorted(feats.keys()))})", where=src.description)
+        if src.split not in src.builder.info.splits:
+            raise UsageError(f"{src.description} has no split {src.split!r} "
+                             f"(it has: {', '.join(src.builder.info.splits.keys())})", where="data.split")
+        if src.builder.info.splits[src.split].num_examples == 0:
+            raise DataError(f"{src.description} split {src.split} is empty", where=src.description)
+        split = tfds.split_for_jax_process(src.split, process_index=process_index, process_count=process_count)
+        decoders = {"jpg": tfds.decode.SkipDecoding()} if "jpg" in keys else None
+        ds = src.builder.as_dataset(
+            split=split, shuffle_files=shuffle_files, decoders=decoders,
+            read_config=tfds.ReadConfig(shuffle_seed=seed, skip_prefetch=True, try_autocache=False,
+                                        shuffle_reshuffle_each_iteration=True))
+        ds = ds.map(lambda ex: {k: ex[k] for k in keys})
+        return ds.repeat() if repeat else ds
+    if src.kind != "files":
+        raise UsageError(f"{src.description} is not image-text data", where="data.source")
+    files = shard_files(src.files, process_index, process_count)
+    if not _nonempty(files):
+        raise DataError(f"{src.description}: the files of process {process_index} hold no records", where=files[0])
+    _check_record_keys(next(f for f in files if tf.io.gfile.stat(f).length > 0), keys)
+    fds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        fds = fds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        fds = fds.repeat()
+    spec = _record_spec(keys)
+    ds = fds.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
+                        cycle_length=min(16, len(files)), block_length=1,
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not parse:
+        return ds
+    return ds.map(lambda r: tf.io.parse_single_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True)
+
+
+def caption_dataset(source: str, *, data_dir: str = "", split: str = "train"):
+    """All captions (``txt``) of a source, once, in file order: for learning a tokenizer vocabulary."""
+    src = resolve_source(source, data_dir, split)
+    ds = _pair_examples(src, seed=0, process_index=0, process_count=1, shuffle_files=False, repeat=False,
+                        keys=("txt",))
+    return ds.map(lambda ex: ex["txt"])
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+
+
+def _crop_window(shape, seed, area_range, aspect_ratio_range):
+    """A random-resized-crop window ``[y, x, h, w]`` (int32) for an image of ``shape`` (FLIP: area 0.5..1)."""
+    tf = import_tf()
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.cast(shape, tf.int32),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]), seed=seed,
+        min_object_covered=0.0, aspect_ratio_range=aspect_ratio_range, area_range=area_range, max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    return tf.concat([begin[:2], size[:2]], 0)
+
+
+def _resize(img, image_size: int, antialias: bool = False):
+    """Bilinear resize (half-pixel centres, as tf.image.resize) of a uint8 HxWx3 image -> uint8.  Training uses the
+    raw op (the per-image work is small enough that the wrapper's extra ops show); evaluation antialiases."""
+    tf = import_tf()
+    if antialias:
+        out = tf.image.resize(img, [image_size, image_size], method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(out + 0.5, 0.0, 255.0), tf.uint8)
+    out = tf.raw_ops.ResizeBilinear(images=img[None], size=[image_size, image_size], half_pixel_centers=True)[0]
+    return _to_uint8(out)
+
+
+def _to_uint8(img):
+    """Round a bilinearly resized uint8 image back to uint8.  Bilinear interpolation never leaves [0, 255], so
+    adding 0.5 and truncating rounds without a clip."""
+    tf = import_tf()
+    return tf.cast(img + 0.5, tf.uint8)
+
+
+def decode_jpeg_crop(image_bytes, window, out_size: int):
+    """Decode only ``window`` ([y, x, h, w]) of a JPEG, and at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, far
+    cheaper than decoding at full size and resizing) when the window is at least that many times larger than the
+    ``out_size`` it will be resized to -- e.g. 32 px training crops of 480 px downloads.  uint8 HxWx3."""
+    tf = import_tf()
+    short = tf.minimum(window[2], window[3])
+    # branch index: 0 -> full scale, 1 -> 1/2, 2 -> 1/4, 3 -> 1/8 (one switch op, not a chain of conds)
+    index = tf.reduce_sum(tf.cast(short >= tf.constant([2, 4, 8], tf.int32) * out_size, tf.int32))
+    branches = [lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)]
+    for r in (2, 4, 8):
+        branches.append(lambda r=r: tf.image.decode_and_crop_jpeg(image_bytes, window // r, channels=3, ratio=r))
+    return tf.switch_case(index, branches)
+
+
+def decode_random_crop(image_bytes, seed, image_size: int, area_range=(0.5, 1.0),
+                       aspect_ratio_range=(3 / 4, 4 / 3), flip: bool = True):
+    """Random-resized-crop of an encoded image, decoding only the crop window when it is a JPEG -> uint8 HxWx3."""
+    tf = import_tf()
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(image_bytes)
+        win = _crop_window(shape, seeds[0], area_range, aspect_ratio_range)
+        return decode_jpeg_crop(image_bytes, win, image_size)
+
+    def other():  # PNG/GIF/BMP/WebP-in-a-JPEG-column: decode all, then crop the same way
+        img = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        win = _crop_window(tf.shape(img), seeds[0], area_range, aspect_ratio_range)
+        return img[win[0]:win[0] + win[2], win[1]:win[1] + win[3], :]
+
+    img = _resize(tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other), image_size)
+    if flip:  # mirror half of the images (only the branch taken runs)
+        coin = tf.random.stateless_uniform([], seed=seeds[1]) < 0.5
+        img = tf.cond(coin, lambda: tf.reverse(img, axis=[1]), lambda: img)
+    img.set_shape([image_size, image_size, 3])
+    return img
+
+
+def decode_center_crop(image_bytes, image_size: int, crop_fraction: float = 1.0):
+    """Evaluation preprocessing: the central square (``crop_fraction`` of the short side), resized -> uint8."""
+    tf = import_tf()
+
+    def window(shape):
+        h, w = shape[0], shape[1]
+        side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * crop_fraction, tf.int32)
+        side = tf.maximum(side, 1)
+        return tf.stack([(h - side) // 2, (w - side) // 2, side, side])
+
+    def jpeg():
+        return tf.image.decode_and_crop_jpeg(image_bytes, window(tf.image.extract_jpeg_shape(image_bytes)), channels=3)
+
+    def other():
+        img = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        win = window(tf.shape(img))
+        return img[win[0]:win[0] + win[2], win[1]:win[1] + win[3], :]
+
+    img = _resize(tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other), image_size, antialias=True)
+    img.set_shape([image_size, image_size, 3])
+    return img
+
+
+# ------------------------------------------------------------------------------------------- train data
+
+
+def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: int, seed: int = 0,
+                  process_index: int = 0, process_count: int = 1, data_dir: str = "", shuffle_buffer: int = 10_000,
+                  shuffle_files: bool = True, area_range=(0.5, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+                  flip: bool = True, num_parallel_calls: int = -1, prefetch: int = 2, threads: int = 0):
+    """This process's endless stream of batches ``{'image': uint8 [B,S,S,3], 'text': int32 [B,max_len]}``.
+
+    ``batch_size`` is the per-process batch.  ``num_parallel_calls=-1`` is AUTOTUNE; ``threads`` > 0 caps the
+    pipeline's private thread pool (used by the benchmark to measure one core).
+    """
+    tf = import_tf()
+    if isinstance(src, str):
+        src = resolve_source(src, data_dir, "train")
+    auto = tf.data.AUTOTUNE
+    npc = auto if num_parallel_calls in (-1, None) else num_parallel_calls
+    raw = src.kind == "files"  # shuffle serialized records; parse them in the same map that decodes
+    ds = _pair_examples(src, seed=seed, process_index=process_index, process_count=process_count,
+                        shuffle_files=shuffle_files, repeat=True, parse=not raw)
+    if shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + process_index, reshuffle_each_iteration=True)
+    base = tf.constant([seed, process_index], tf.int64)
+    spec = _record_spec(("jpg", "txt"))
+
+    def prep(i, ex):
+        if raw:
+            ex = tf.io.parse_single_example(ex, spec)
+        s = tf.random.experimental.stateless_fold_in(base, i)
+        image = decode_random_crop(ex["jpg"], s, image_size, tuple(area_range), tuple(aspect_ratio_range), flip)
+        return {"image": image, "txt": ex["txt"]}
+
+    ds = ds.enumerate().map(prep, num_parallel_calls=npc, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda b: {"image": b["image"], "text": tokenizer.tokenize(b["txt"])}, num_parallel_calls=npc,
+                deterministic=True)
+    ds = ds.prefetch(prefetch)
+    opts = tf.data.Options()
+    opts.deterministic = True
+    if threads:
+        opts.threading.private_threadpool_size = threads
+        opts.threading.max_intra_op_parallelism = 1
+    return ds.with_options(opts)
+
+
+# -------------------------------------------------------------------------------------------- eval data
+
+
+@dataclasses.dataclass
+class EvalData:
+    dataset: Any  # batches {'image': uint8, 'label': int32, 'mask': bool}
+    num_batches: int  # the same on every process
+    num_examples: int  # over all processes
+    label_names: list[str]  # folder / ClassLabel names, in label order
+    class_names: list[str]  # prompt names, in label order
+    description: str
+
+
+def read_class_names(path: str) -> list[str] | dict[str, str]:
+    """A class-names file: ``.txt`` one prompt name per line (label order), or ``.json`` -- a list in label order
+    or a ``{label_name: prompt_name}`` mapping."""
+    tf = import_tf()
+    with tf.io.gfile.GFile(path, "r") as f:
+        text = f.read()
+    if path.endswith(".json"):
+        import json
+
+        data = json.loads(text)
+        if isinstance(data, dict):
+            return {str(k): str(v) for k, v in data.items()}
+        return [str(x) for x in data]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _norm_name(s: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", s.strip().lower())
+
+
+def prompt_names(label_names: Sequence[str], class_names_file: str = "", *, where: str = "") -> list[str]:
+    """Prompt names for each label.
+
+    From ``class_names_file`` (one name per line) when given: matched to the labels by name (``red_circle`` ->
+    ``red circle``) when every label has a match, else by position.  Without a file: the label names with ``_``
+    and ``-`` as spaces.  ImageNet's WordNet ids (``n01440764``) are not names: a file is required for them.
+    """
+    if class_names_file:
+        names = read_class_names(class_names_file)
+        if isinstance(names, dict):
+            missing = [lbl for lbl in label_names if lbl not in names]
+            if missing:
+                raise DataError(f"{class_names_file} has no name for {len(missing)} labels (e.g. {missing[0]})",
+                                where=class_names_file)
+            return [names[lbl] for lbl in label_names]
+        by_norm = {_norm_name(n): n for n in names}
+        if all(_norm_name(lbl) in by_norm for lbl in label_names):
+            return [by_norm[_norm_name(lbl)] for lbl in label_names]
+        if len(names) != len(label_names):
+            raise DataError(f"{class_names_file} has {len(names)} names for {len(label_names)} classes",
+                            where=class_names_file, fix="one prompt name per line, in label order")
+        return names
+    if label_names and all(re.fullmatch(r"n\d{8}", n) for n in label_names):
+        raise UsageError(f"the labels of {where or 'the eval dataset'} are WordNet ids (e.g. {label_names[0]}), "
+                         "not names to put in a prompt", where="--config.eval.class_names",
+                         fix="give a file of class names, one per line in label order "
+                             "(for ImageNet: CLIP's curated class names)")
+    return [_norm_name(n) for n in label_names]
+
+
+def _stored_class_names(src: Source, n: int) -> list[str] | None:
+    """Prompt names a TFDS dataset carries in its ``metadata.json`` (``class_names``), as written by
+    ``build-tfds --mode image-folder``; None when there are none."""
+    if src.kind != "tfds":
+        return None
+    import json
+
+    tf = import_tf()
+    meta = os.path.join(str(src.builder.data_dir), "metadata.json")
+    if not tf.io.gfile.exists(meta):
+        return None
+    with tf.io.gfile.GFile(meta) as f:
+        names = json.load(f).get("class_names")
+    return [str(x) for x in names] if isinstance(names, list) and len(names) == n else None
+
+
+def eval_dataset(source: str, *, image_size: int, batch_size: int, data_dir: str = "", split: str = "",
+                 process_index: int = 0, process_count: int = 1, crop_fraction: float = 1.0,
+                 class_names_file: str = "", image_key: str = "image", label_key: str = "label") -> EvalData:
+    """Labelled evaluation batches for this process, padded (``mask`` False) so every process runs as many."""
+    tf = import_tf()
+    src = resolve_source(source, data_dir, split, allow_folder=True)
+    if src.kind == "folder":
+        root = src.root
+        label_names = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root)
+                             if tf.io.gfile.isdir(os.path.join(root, d)))
+        if not label_names:
+            raise DataError(f"{root} has no class folders", where=root, fix="lay it out as SPLIT/<class>/*.jpg")
+        items = []
+        for label, name in enumerate(label_names):
+            for fn in sorted(tf.io.gfile.listdir(os.path.join(root, name))):
+                if fn.lower().endswith(IMAGE_EXTENSIONS):
+                    items.append((os.path.join(root, name, fn), label))
+        if not items:
+            raise DataError(f"no images under {root}", where=root)
+        if not class_names_file:
+            for cand in (os.path.join(root, "class_names.txt"), os.path.join(os.path.dirname(root.rstrip("/")),
+                                                                              "class_names.txt")):
+                if tf.io.gfile.exists(cand):
+                    class_names_file = cand
+                    break
+        n_total = len(items)
+        mine = items[process_index::process_count]
+        paths = [p for p, _ in mine]
+        labels = np.array([lbl for _, lbl in mine], np.int32)
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+            lambda p, lbl: {"bytes": tf.io.read_file(p), "label": lbl})
+        n_local_max = math.ceil(n_total / process_count)
+        description = src.description
+    else:
+        if src.kind != "tfds":
+            raise UsageError(f"{src.description}: zero-shot evaluation reads a TFDS classification dataset or an "
+                             "image folder, not raw TFRecords", where="--config.eval.source")
+        import tensorflow_datasets as tfds
+
+        info = src.builder.info
+        if not split:
+            split = next((s for s in ("validation", "val", "test", "train") if s in info.splits), "")
+        if split not in info.splits:
+            raise UsageError(f"{src.description} has no split {split!r} (it has: {', '.join(info.splits.keys())})",
+                             where="--config.eval.split")
+        for k in (image_key, label_key):
+            if k not in info.features:
+                raise DataError(f"{src.description} has no feature {k!r} (it has: {', '.join(info.features.keys())})",
+                                where="--config.eval.image_key/label_key")
+        label_names = list(info.features[label_key].names)
+        if not class_names_file:  # what `build-tfds --mode image-folder` stores next to the dataset
+            for fn in ("class_names.txt", "class_names.json"):
+                cand = os.path.join(str(src.builder.data_dir), fn)
+                if tf.io.gfile.exists(cand):
+                    class_names_file = cand
+                    break
+        n_total = info.splits[split].num_examples
+        psplit = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+        ds = src.builder.as_dataset(split=psplit, shuffle_files=False,
+                                    decoders={image_key: tfds.decode.SkipDecoding()})
+        ds = ds.map(lambda ex: {"bytes": ex[image_key], "label": tf.cast(ex[label_key], tf.int32)})
+        n_local_max = math.ceil(n_total / process_count)
+        description = f"{src.description} split {split}"
+    stored = _stored_class_names(src, len(label_names)) if not class_names_file else None
+    class_names = stored or prompt_names(label_names, class_names_file, where=description)
+    num_batches = max(1, math.ceil(n_local_max / batch_size))
+
+    def prep(ex):
+        return {"image": decode_center_crop(ex["bytes"], image_size, crop_fraction), "label": ex["label"],
+                "mask": tf.constant(True)}
+
+    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    pad = tf.data.Dataset.from_tensors({"image": tf.zeros([image_size, image_size, 3], tf.uint8),
+                                        "label": tf.constant(-1, tf.int32), "mask": tf.constant(False)}).repeat()
+    ds = ds.concatenate(pad).take(num_batches * batch_size).batch(batch_size, drop_remainder=True)
+    return EvalData(ds.prefetch(2), num_batches, n_total, label_names, class_names, description)
