@@ -149,6 +149,23 @@ def _to_number(raw: bytes, kind: str):
     return int(text)
 
 
+def _numbers_from_bytes(values, kind: str, sentinel):
+    """Parse bytes values as ``kind`` numbers: b'' (img2dataset's null) -> sentinel ("null"), unparsable ->
+    sentinel ("invalid"), else "cast".  Returns (what happened, values)."""
+    what, out = "cast", []
+    for v in values:
+        if v.strip() == b"":
+            what = "null"
+            out.append(sentinel)
+            continue
+        try:
+            out.append(_to_number(v, kind))
+        except ValueError:
+            what = "invalid"
+            out.append(sentinel)
+    return what, out
+
+
 class RecordProcessor:
     """Normalises, filters and routes records of one job (built once per worker; not thread-safe)."""
 
@@ -186,35 +203,13 @@ class RecordProcessor:
                 elif which == "float_list":  # NaN
                     what, value = "null", [sentinel if v != v else v for v in values]
                 else:
-                    value = []
-                    what = "cast"
-                    for v in values:
-                        if v.strip() == b"":
-                            what = "null"
-                            value.append(sentinel)
-                        else:
-                            try:
-                                value.append(_to_number(v, "float"))
-                            except ValueError:
-                                what = "invalid"
-                                value.append(sentinel)
+                    what, value = _numbers_from_bytes(values, "float", sentinel)
             elif kind == "int64":
                 if which == "float_list":
                     what = "cast"
                     value = [int(round(v)) if math.isfinite(v) else sentinel for v in values]
                 else:
-                    value = []
-                    what = "cast"
-                    for v in values:
-                        if v.strip() == b"":
-                            what = "null"
-                            value.append(sentinel)
-                        else:
-                            try:
-                                value.append(_to_number(v, "int64"))
-                            except ValueError:
-                                what = "invalid"
-                                value.append(sentinel)
+                    what, value = _numbers_from_bytes(values, "int64", sentinel)
             else:  # bytes from a number
                 what, value = "cast", [repr(v).encode() if isinstance(v, float) else str(v).encode() for v in values]
         if not isinstance(value, list):
