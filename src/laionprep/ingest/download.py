@@ -202,10 +202,13 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
             proc = subprocess.Popen([sys.executable, "-m", "laionprep.ingest.img2dataset_runner", cfg_path],
                                     stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
             try:
-                while proc.poll() is None:
-                    time.sleep(0.5)
-                    if progress:
-                        progress.update(task, completed=_rows_done(output_dir, expected))
+                while True:
+                    try:
+                        proc.wait(timeout=0.5)  # returns as soon as img2dataset exits
+                        break
+                    except subprocess.TimeoutExpired:
+                        if progress:
+                            progress.update(task, completed=_rows_done(output_dir, expected))
             except BaseException:  # Ctrl-C or an error in the parent: stop img2dataset
                 proc.terminate()
                 try:
