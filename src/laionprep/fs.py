@@ -142,3 +142,17 @@ def exclusive_lock(folder: str, what: str):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def replace_local_dir(tmp: str, final: str) -> None:
+    """Publish the finished local folder ``tmp`` as ``final``, replacing an older ``final`` with two renames (the old
+    one is moved aside first and removed after), so readers never see a half-written folder."""
+    import shutil
+
+    if os.path.lexists(final):
+        old = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:10]}")
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)

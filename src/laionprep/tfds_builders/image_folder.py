@@ -232,13 +232,7 @@ def run(cfg: ImageFolderConfig, *, progress=None) -> ImageFolderResult:
         info.write_to_directory(tmp)
         with open(os.path.join(tmp, "class_names.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(prompts or [c.replace("_", " ") for c in classes]) + "\n")
-        if os.path.lexists(final):
-            old = os.path.join(parent, f".{cfg.version}.old-{uuid.uuid4().hex[:10]}")
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        lfs.replace_local_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -443,13 +443,7 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
         info.write_to_directory(tmp)
         if cfg.check_read:
             _check_first_record(tmp)
-        if os.path.lexists(final):
-            old = os.path.join(parent, f".{cfg.version}.old-{uuid.uuid4().hex[:10]}")
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        lfs.replace_local_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
