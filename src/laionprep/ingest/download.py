@@ -175,14 +175,18 @@ def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_col
     return account(output_dir, expected, seconds=time.time() - start)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """Linux: the img2dataset child gets SIGKILL when its parent dies (kill -9 of `laionprep download`)."""
+def _pdeathsig_preexec():
+    """A ``preexec_fn`` that makes the img2dataset child get SIGKILL when its parent dies (Linux PR_SET_PDEATHSIG),
+    so a kill -9 of ``laionprep download`` does not leave it writing.  libc is loaded here, in the parent: between
+    fork and exec the child only makes the prctl call (loading a library there could deadlock a threaded parent)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    sig = int(signal.SIGKILL)
+    return lambda: prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
 
 
 def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: str | None, progress) -> None:
@@ -200,7 +204,7 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
         with open(log_path, "ab") as log:
             # Same process group as the caller: a Ctrl-C or a kill of the group stops img2dataset's workers too.
             proc = subprocess.Popen([sys.executable, "-m", "laionprep.ingest.img2dataset_runner", cfg_path],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_pdeathsig_preexec())
             try:
                 while True:
                     try:
