@@ -105,33 +105,20 @@ def kind_of(arrow_type: pa.DataType) -> str:
     return "json"
 
 
-def _url_hashes(urls: pa.Array) -> np.ndarray:
-    """64-bit hashes of the URLs (vectorised; collisions at LAION scale are ~1e-2 for the whole 2B set)."""
-    import pandas as pd
-
-    return pd.util.hash_array(np.asarray(urls.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
-
-
 def _duplicates(urls: pa.Array, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(duplicate mask, hashes of the distinct new URLs) for ``urls`` given the sorted hashes already ``seen``.
+    """(duplicate mask, hashes of the URLs kept) for ``urls`` given the hashes of URLs kept from earlier files.
 
-    Within the file, dictionary encoding numbers URLs in order of first appearance, so a row is a first occurrence
-    exactly where the running maximum of the codes grows (O(n), no sort).  Only distinct URLs are hashed; hashes
-    of the URLs kept so far are carried across files, sorted for searchsorted.
+    URLs are compared by a 64-bit hash (polars' vectorised string hash, read straight from the Arrow buffers; about
+    30x cheaper than hashing Python strings).  A row is a duplicate if an earlier row of this file or an earlier file
+    has its hash.  Collisions over 2B URLs: ~0.1 expected (such a pair would count as a duplicate).
     """
-    enc = pc.dictionary_encode(urls)
-    codes = enc.indices.to_numpy(zero_copy_only=False)
-    running = np.maximum.accumulate(codes)
-    first = np.empty(len(codes), dtype=bool)
-    first[0] = True
-    first[1:] = running[1:] > running[:-1]
-    hashes = _url_hashes(enc.dictionary)
+    import polars as pl
+
+    h = pl.from_arrow(urls).hash(seed=0)
+    dup = ~h.is_first_distinct().to_numpy()
     if len(seen):
-        pos = np.minimum(np.searchsorted(seen, hashes), len(seen) - 1)
-        earlier = seen[pos] == hashes
-    else:
-        earlier = np.zeros(len(hashes), dtype=bool)
-    return ~first | earlier[codes], hashes[~earlier]
+        dup |= h.is_in(pl.Series(seen).implode()).to_numpy()
+    return dup, h.to_numpy()[~dup]
 
 
 def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: Filters, *,
@@ -239,7 +226,7 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             dup, new_hashes = _duplicates(out_cols["url"].take(pa.array(idx)), seen)
             file_dropped["duplicate_url"] += int(dup.sum())
             alive[idx[dup]] = False
-            seen = np.sort(np.concatenate([seen, new_hashes]))
+            seen = np.concatenate([seen, new_hashes])
         kept = int(alive.sum())
         check_accounting(n, kept, file_dropped, stage=f"prefilter {path}")
         out = pa.table(out_cols).filter(pa.array(alive))
