@@ -73,7 +73,6 @@ def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: s
     target = _arrow_type(col.kind)
     if arr is None:
         return pa.array([col.sentinel] * n, type=target), n
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if col.kind == "json":
         nulls = arr.null_count
         values = [col.sentinel if v is None else json.dumps(v, separators=(",", ":")) for v in arr.to_pylist()]
@@ -89,9 +88,11 @@ def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: s
         ) from e
     nulls = cast.null_count
     if pa.types.is_floating(target):
-        nulls += int(pc.sum(pc.is_nan(cast)).as_py() or 0) if len(cast) else 0
-        cast = pc.if_else(pc.is_nan(cast), pa.scalar(None, target), cast)
-    return pc.fill_null(cast, pa.scalar(col.sentinel, target)), nulls
+        nan = int(pc.sum(pc.is_nan(cast)).as_py() or 0) if len(cast) else 0
+        if nan:
+            nulls += nan
+            cast = pc.if_else(pc.is_nan(cast), pa.scalar(None, target), cast)
+    return (pc.fill_null(cast, pa.scalar(col.sentinel, target)) if nulls else cast), nulls
 
 
 def kind_of(arrow_type: pa.DataType) -> str:
@@ -182,11 +183,9 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                     raise DataError(f"column {col_name!r} has type {arr.type}, expected text", where=where,
                                     fix="this does not look like image-text metadata for this dataset") from e
-            return arr.combine_chunks()
+            return pc.fill_null(arr, "") if arr.null_count else arr  # no copy when there is nothing to fill
 
-        url = text(mapping["url"])
-        cap = text(mapping["caption"])
-        out_cols = {"url": pc.fill_null(url, ""), "caption": pc.fill_null(cap, "")}
+        out_cols = {"url": text(mapping["url"]), "caption": text(mapping["caption"])}
         nulls = {}
         for c in columns:
             src = table.column(mapping[c.name]) if mapping.get(c.name) else None
