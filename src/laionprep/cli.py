@@ -110,6 +110,10 @@ def _cmd_download(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- demo
+# `laionprep demo --variant V` trains the bundled config VARIANTS[V] at its end.
+VARIANTS = {"flip": "flip_tiny", "clipa": "clipa_tiny", "clippo": "clippo_tiny"}
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole pipeline, offline, on a generated mini-LAION served from 127.0.0.1")
     p.add_argument("--workdir", required=True, help="folder for everything the demo writes")
@@ -118,7 +122,11 @@ def _add_demo(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-per-class", type=int, default=10, help="evaluation images per class (30 classes)")
     p.add_argument("--no-train", action="store_true", help="stop after registering the TFDS datasets")
-    p.add_argument("--train-config", default="flip_tiny", help="trainer config (default flip_tiny)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="flip",
+                   help="which trainer the demo ends with: flip (flip_tiny), clipa (clipa_tiny: low-resolution "
+                        "pre-training + full-resolution fine-tune) or clippo (clippo_tiny: one ViT, captions "
+                        "rendered as images); default flip")
+    p.add_argument("--train-config", default="", help="trainer config file or bundled name (overrides --variant)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_demo, accepts_extra=True)
 
@@ -133,7 +141,7 @@ def _cmd_demo(args) -> int:
     return demo_run.main(demo_run.DemoConfig(
         workdir=args.workdir, rows=args.rows, processes=args.processes, seed=args.seed,
         progress=not args.no_progress, eval_per_class=args.eval_per_class, train=not args.no_train,
-        train_config=args.train_config, train_overrides=tuple(args.extra)))
+        train_config=args.train_config or VARIANTS[args.variant], train_overrides=tuple(args.extra)))
 
 
 # ----------------------------------------------------------------------------------------------------- validate
