@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory system-deps
 	@touch $@
 
-# Debian packages some checks use (a headless browser for the HTML report test, GNU Unifont for CLIPPO).
+# Debian packages some checks use (a headless browser for the HTML report test, GNU Unifont for CLIPPO's text
+# rendering, the WordNet database for CLIPA's syntax-based text-token reduction).
 # Installed only where we are root with apt-get; elsewhere the tests that need them say what is missing.
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -28,7 +29,7 @@ system-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || echo "warning: could not install$$missing"; fi; \
 	fi
 
-SYSTEM_PACKAGES ?= chromium
+SYSTEM_PACKAGES ?= chromium unifont wordnet-base
 
 demo: $(STAMP)
 	$(BIN)/laionprep demo --workdir $(WORKDIR)
