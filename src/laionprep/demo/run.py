@@ -55,8 +55,9 @@ def download_demo(cfg: DemoConfig, server: DemoServer, progress=None) -> dict:
     synth.write_metadata(paths["source"], cfg.rows, server.base_url, seed=cfg.seed, files=cfg.files)
     icfg = pipeline.IngestConfig(
         dataset="demo", output=paths["download"], metadata_source=paths["source"],
+        # the demo's own server is on 127.0.0.1, which the fetcher refuses unless told otherwise
         download=DownloadOptions(processes=cfg.processes, threads=16, timeout=10,
-                                 number_sample_per_shard=cfg.number_sample_per_shard),
+                                 number_sample_per_shard=cfg.number_sample_per_shard, allow_private_addresses=True),
     )
     return pipeline.run(icfg, progress=progress)
 

@@ -6,10 +6,15 @@ marker: a shard without it is incomplete (a killed run), is redone by img2datase
 run, and is never counted or read by later stages.  Nothing else may write ``*.json`` into the output folder
 (img2dataset's resume reads every ``*.json`` there as a shard marker), so the manifest and reports live one level
 up.
+
+Every URL is fetched by laionprep's own fetcher (:mod:`laionprep.ingest.safe_fetch`, installed in img2dataset's
+workers): public http(s) addresses only unless ``allow_private_addresses``, byte and pixel limits, one deadline
+per URL.  Its failure messages map to stable reasons (:func:`normalise_error`).
 """
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -24,6 +29,7 @@ from typing import Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
+from laionprep.ingest import safe_fetch
 
 STATS_RE = re.compile(r"(\d+)_stats\.json$")
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
@@ -47,6 +53,18 @@ class DownloadOptions:
     spark_master: str | None = None
     extract_exif: bool = True
     user_agent_token: str | None = "laionprep"
+    # laionprep's fetcher (safe_fetch): address safety and limits per URL
+    allow_private_addresses: bool = False  # True only for servers you run yourself (the demo, the tests)
+    allowed_networks: tuple[str, ...] = ()  # CIDRs allowed even when private addresses are refused
+    max_image_bytes: int = safe_fetch.DEFAULT_MAX_IMAGE_BYTES
+    max_image_pixels: int = safe_fetch.DEFAULT_MAX_IMAGE_PIXELS
+    max_redirects: int = safe_fetch.DEFAULT_MAX_REDIRECTS
+
+    def fetch_options(self) -> safe_fetch.FetchOptions:
+        return safe_fetch.FetchOptions(
+            allow_private_addresses=self.allow_private_addresses, allowed_networks=tuple(self.allowed_networks),
+            max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels,
+            max_redirects=self.max_redirects)
 
     def validate(self) -> None:
         if self.distributor not in DISTRIBUTORS:
@@ -64,9 +82,18 @@ class DownloadOptions:
             except ImportError:
                 raise UsageError("--distributor pyspark needs the pyspark package", where="--distributor",
                                  fix="pip install 'laionprep[spark]' (and Java 17+), or use multiprocessing") from None
-        for name in ("image_size", "threads", "number_sample_per_shard", "timeout"):
+        for name in ("image_size", "threads", "number_sample_per_shard", "timeout", "max_image_bytes",
+                     "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}", where="--" + name.replace("_", "-"))
+        if self.max_redirects < 0:
+            raise UsageError(f"max_redirects must be >= 0, got {self.max_redirects}", where="--max-redirects")
+        for net in self.allowed_networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as e:
+                raise UsageError(f"not a network: {net!r} ({e})", where="--allow-network",
+                                 fix="give an address or CIDR, e.g. 10.1.2.0/24 or 10.1.2.3") from None
         if self.resize_mode not in ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"):
             raise UsageError(f"unknown resize mode {self.resize_mode!r}", where="--resize-mode",
                              fix="use keep_ratio (short side = image size), center_crop, border, keep_ratio_largest or no")
@@ -86,6 +113,7 @@ class DownloadResult:
     failure_reasons: dict[str, int]  # "status: error message" -> count (all of them)
     incomplete_shards: list[int]
     seconds: float
+    peak_worker_rss_mib: float | None = None  # largest download worker of this run (None: nothing was run)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -167,12 +195,15 @@ def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_col
     check_output_folder(output_dir)
     expected = expected_shards(rows_per_file, opts.number_sample_per_shard)
     cfg = {"download": img2dataset_config(input_dir, output_dir, extra_columns, verify_sha256, opts),
-           "spark_master": opts.spark_master}
+           "spark_master": opts.spark_master, "fetch": dataclasses.asdict(opts.fetch_options())}
     start = time.time()
     set_aside_broken_markers(output_dir)
+    peak = None
     if expected and len(list_done(output_dir)) < len(expected):
-        _run_child(cfg, output_dir, expected, log_path, progress)
-    return account(output_dir, expected, seconds=time.time() - start)
+        peak = _run_child(cfg, output_dir, expected, log_path, progress)
+    res = account(output_dir, expected, seconds=time.time() - start)
+    res.peak_worker_rss_mib = peak
+    return res
 
 
 def _pdeathsig_preexec():
@@ -189,11 +220,14 @@ def _pdeathsig_preexec():
     return lambda: prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
 
 
-def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: str | None, progress) -> None:
+def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: str | None,
+               progress) -> float | None:
+    """Run the img2dataset child; returns the peak RSS (MiB) of its largest worker process, when it reported one."""
     log_path = log_path or os.devnull
     if log_path != os.devnull:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     cfg_path = lfs.tmp_name(os.path.abspath(log_path if log_path != os.devnull else "img2dataset") + ".config.json")
+    rusage_path = cfg["rusage_path"] = cfg_path + ".rusage"
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
     total_rows = sum(expected.values())
@@ -227,8 +261,14 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
                 f"img2dataset exited with status {proc.returncode}" + _tail(log_path),
                 where=log_path, fix="read the log; re-running the same command resumes from the finished shards",
             )
+        try:
+            with open(rusage_path) as f:
+                return round(json.load(f)["children_max_rss_kib"] / 1024, 1)
+        except (OSError, ValueError, KeyError):
+            return None
     finally:
-        os.path.exists(cfg_path) and os.remove(cfg_path)
+        for p in (cfg_path, rusage_path):
+            os.path.exists(p) and os.remove(p)
 
 
 def _tail(path: str, n: int = 15) -> str:
@@ -300,9 +340,13 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
 
 
 def normalise_error(msg: str | None) -> str:
-    """Shorten an img2dataset error message into a reason (URLs and long tails removed)."""
+    """Shorten an error message into a reason: the stable reason of laionprep's fetcher (its details dropped, e.g.
+    ``refused: loopback address``), else img2dataset's message with URLs and long tails removed."""
     if not msg:
         return "no message"
+    reason = safe_fetch.reason_of(str(msg))
+    if reason:
+        return reason
     msg = re.sub(r"https?://\S+", "<url>", str(msg))
     msg = re.sub(r"\s+", " ", msg).strip()
     return msg[:160]

@@ -4,6 +4,10 @@ img2dataset spawns worker processes, installs a SIGINT handler (main thread only
 Running it in its own interpreter, under a ``__main__`` guard, makes it work the same way from the CLI, from tests,
 from a user's script without a guard and from a Beam worker, and lets the parent stop the whole process group.
 
+Before ``img2dataset.download`` the child makes img2dataset's workers fetch with laionprep's fetcher
+(:mod:`laionprep.ingest.safe_downloader`, limits from ``cfg["fetch"]``).  At the end it writes the peak resident
+memory of its child processes (img2dataset's download workers) to ``cfg["rusage_path"]``.
+
 With ``distributor == "pyspark"`` the child first creates the Spark session itself (``spark_master``, default
 ``local[processes]``, with a driver memory that fits the machine) so img2dataset uses it instead of its own
 16 GB-driver default; on a cluster, pass the cluster's master URL.
@@ -47,12 +51,27 @@ def main(argv: list[str]) -> int:
         spark.sparkContext.setLogLevel("ERROR")
     from img2dataset import download
 
+    from laionprep.ingest import safe_fetch
+    from laionprep.ingest.safe_downloader import use_in_img2dataset
+
+    use_in_img2dataset(safe_fetch.FetchOptions(**cfg.get("fetch", {})))
     try:
         download(**cfg["download"])
     finally:
         if spark is not None:
             spark.stop()
+        if cfg.get("rusage_path"):
+            _write_rusage(cfg["rusage_path"])
     return 0
+
+
+def _write_rusage(path: str) -> None:
+    """Peak RSS (ru_maxrss, KiB on Linux) of the largest finished child (a download worker) and of this process."""
+    import resource
+
+    with open(path, "w") as f:
+        json.dump({"children_max_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                   "self_max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}, f)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         "shards_expected": res.shards_expected, "shards_done": res.shards_done,
         "incomplete_shards": res.incomplete_shards, "image_size": cfg.download.image_size,
         "resize_mode": cfg.download.resize_mode, "resize_only_if_bigger": cfg.download.resize_only_if_bigger,
-        "seconds": res.seconds,
+        "seconds": res.seconds, "peak_worker_rss_mib": res.peak_worker_rss_mib,
     }
     complete = not res.incomplete_shards
     accounting = {
@@ -220,8 +220,8 @@ def _layout_dict(lay: Layout) -> dict:
             "log": "logs/img2dataset.log"}
 
 
-def summary_rows(m: dict) -> list[tuple[str, int | str]]:
-    """Rows for the summary table printed by the CLI and the demo."""
+def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:
+    """Rows for the summary table printed by the CLI and the demo: each failed status with its reasons."""
     st = m["stages"]
     rows: list[tuple[str, int | str]] = [("metadata rows", st["metadata"]["rows"])]
     if m["accounting"].get("not_read_max_samples"):
@@ -229,7 +229,17 @@ def summary_rows(m: dict) -> list[tuple[str, int | str]]:
     rows.append(("kept by prefilter", st["prefilter"]["rows_out"]))
     rows += [(f"  dropped: {k}", v) for k, v in st["prefilter"]["dropped"].items() if v]
     rows.append(("downloaded OK", st["download"]["success"]))
-    rows += [(f"  failed: {k}", v) for k, v in st["download"]["failed"].items() if v]
+    reasons = st["download"].get("failure_reasons", {})
+    for status, n in st["download"]["failed"].items():
+        if not n:
+            continue
+        rows.append((f"  failed: {status}", n))
+        mine = sorted(((k.split(": ", 1)[1], v) for k, v in reasons.items() if k.startswith(status + ": ")),
+                      key=lambda kv: -kv[1])
+        rows += [(f"    {k}", v) for k, v in mine[:max_reasons]]
+        if len(mine) > max_reasons:
+            rows.append((f"    ({len(mine) - max_reasons} more reasons in the manifest)",
+                         sum(v for _, v in mine[max_reasons:])))
     rows.append(("shards", f'{st["download"]["shards_done"]}/{st["download"]["shards_expected"]}'))
     return rows
 

@@ -1,0 +1,33 @@
+"""The img2dataset ``Downloader`` that fetches with :mod:`laionprep.ingest.safe_fetch`.
+
+img2dataset pickles its ``Downloader`` into every worker process (spawned by multiprocessing, or run by Spark or
+Ray executors), where its ``download_shard`` calls ``img2dataset.downloader.download_image_with_retry``.  This
+subclass carries the :class:`~laionprep.ingest.safe_fetch.FetchOptions` along and installs laionprep's fetcher in
+the worker before each shard; the rest of img2dataset (reading, resizing, writing, stats) is unchanged.  Only the
+download child imports this module (it imports img2dataset, cv2 and their dependencies).
+"""
+from __future__ import annotations
+
+import functools
+
+from img2dataset.downloader import Downloader
+
+from laionprep.ingest import safe_fetch
+
+
+class SafeDownloader(Downloader):
+    def __init__(self, *args, fetch_options: safe_fetch.FetchOptions, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fetch_options = fetch_options
+
+    def __call__(self, row):
+        safe_fetch.install(self.fetch_options)
+        return super().__call__(row)
+
+
+def use_in_img2dataset(opts: safe_fetch.FetchOptions) -> None:
+    """In the download child, before ``img2dataset.download``: make it build a SafeDownloader with ``opts``."""
+    import img2dataset.main
+
+    img2dataset.main.Downloader = functools.partial(SafeDownloader, fetch_options=opts)
+    safe_fetch.install(opts)  # also in this process (the pyspark distributor may run tasks here)
