@@ -60,7 +60,8 @@ def bench_download(rows: int, repeats: int, processes: int, work: str) -> dict:
                 if which == "ours":
                     cmd = [sys.executable, "-m", "laionprep.cli", "download", "--dataset", "demo", "--metadata-source",
                            source, "--output", out, "--processes", str(processes), "--threads", "16",
-                           "--number-sample-per-shard", str(shard), "--no-progress"]
+                           "--number-sample-per-shard", str(shard), "--no-progress",
+                           "--allow-private-addresses"]
                     ours.append(timed(cmd, os.path.join(work, "bench.log")))
                     prefiltered = os.path.join(out, "prefiltered")
                 else:

@@ -35,7 +35,8 @@ def download(hub, out, token):
         env["HF_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "laionprep.cli", "download", "--dataset", "demo", "--metadata-source",
-         "hf://datasets/laion/fake", "--output", str(out), "--processes", "1", "--threads", "4", "--no-progress"],
+         "hf://datasets/laion/fake", "--output", str(out), "--processes", "1", "--threads", "4", "--no-progress",
+         "--allow-private-addresses"],
         capture_output=True, text=True, env=env, timeout=300)
 
 

@@ -21,7 +21,8 @@ def test_pyspark_distributor(tmp_path, demo_server):
     out = str(tmp_path / "spark")
     cfg = pipeline.IngestConfig(
         dataset="demo", output=out, metadata_source=source,
-        download=DownloadOptions(processes=2, threads=4, number_sample_per_shard=40, distributor="pyspark"),
+        download=DownloadOptions(processes=2, threads=4, number_sample_per_shard=40, distributor="pyspark",
+                                 allow_private_addresses=True),
     )
     m = pipeline.run(cfg)
     assert m["status"] == "complete" and m["accounting"]["balanced"]

@@ -19,7 +19,8 @@ def cli(*args):
 
 def download_args(source, out, shard_size=60):
     return cli("download", "--dataset", "demo", "--metadata-source", source, "--output", out, "--processes", "2",
-               "--threads", "4", "--number-sample-per-shard", str(shard_size), "--no-progress")
+               "--threads", "4", "--number-sample-per-shard", str(shard_size), "--no-progress",
+               "--allow-private-addresses")
 
 
 def key_set(download_dir):

@@ -25,6 +25,7 @@ path                       behaviour
 /cl-short.jpg              Content-Length half the JPEG; the whole JPEG is sent
 /robots/noai.jpg           a valid JPEG with ``X-Robots-Tag: noai``
 /robots/otherbot.jpg       a valid JPEG with ``X-Robots-Tag: otherbot: noai`` (not for us: allowed)
+/flaky/ID.jpg              503 on the first request for ID, a valid JPEG afterwards
 =========================  ======================================================================================
 
 The server counts requests per path (``hits``) and, for the drip and stall paths, records how long each connection
@@ -202,6 +203,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(body)
                 self.close_connection = True
                 return None
+            if parts[0] == "flaky":
+                with srv.lock:
+                    first = srv.hits[path] == 1
+                return self._send(503, b"busy", "text/plain") if first else self._send(200, body)
             if path == "/robots/noai.jpg":
                 return self._send(200, body, headers=(("X-Robots-Tag", "noai"),))
             if path == "/robots/otherbot.jpg":

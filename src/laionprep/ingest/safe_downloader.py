@@ -27,7 +27,9 @@ class SafeDownloader(Downloader):
 
 def use_in_img2dataset(opts: safe_fetch.FetchOptions) -> None:
     """In the download child, before ``img2dataset.download``: make it build a SafeDownloader with ``opts``."""
-    import img2dataset.main
+    import importlib
 
-    img2dataset.main.Downloader = functools.partial(SafeDownloader, fetch_options=opts)
+    # the module: the package's attribute ``main`` is img2dataset's CLI function of the same name
+    i2d_main = importlib.import_module("img2dataset.main")
+    i2d_main.Downloader = functools.partial(SafeDownloader, fetch_options=opts)
     safe_fetch.install(opts)  # also in this process (the pyspark distributor may run tasks here)
