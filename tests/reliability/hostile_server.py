@@ -75,6 +75,53 @@ def bomb_png(side: int = BOMB_SIDE) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", rows) + _chunk(b"IEND", b"")
 
 
+def behaviours(max_bytes: int, max_pixels: int) -> dict[str, str | None]:
+    """Path (``{k}``: a copy number) -> the reason laionprep's fetcher must give its URLs (None: a record), for a
+    download with these limits, the default 5 redirects and private addresses allowed."""
+    return {
+        "/ok/{k}.jpg": None,
+        "/ok/{k}.png": None,
+        "/redirect/ok/{k}": None,
+        "/chain/3": None,  # 4 redirects: within the default 5
+        "/robots/otherbot.jpg": None,  # an X-Robots-Tag for another user agent
+        "/status/404": "HTTP Error 404: Not Found",
+        "/status/403": "HTTP Error 403: Forbidden",
+        "/status/500": "HTTP Error 500: Internal Server Error",
+        "/loop/a": "redirect loop",
+        "/redirect/self": "redirect loop",
+        "/chain/9": "too many redirects",
+        "/redirect/nolocation": "redirect without location",
+        "/redirect/to?url=file:///etc/passwd": "refused: scheme file not allowed",
+        "/redirect/to?url=ftp://127.0.0.1/x.jpg": "refused: scheme ftp not allowed",
+        "/redirect/to?url=gopher://127.0.0.1:70/x": "refused: scheme gopher not allowed",
+        "/redirect/to?url=data:image/png;base64,iVBORw0KGgo=": "refused: scheme data not allowed",
+        "/drip.jpg": "timeout",
+        "/stall.jpg": "timeout",
+        "/stall-headers": "timeout",
+        "/truncated.jpg": "truncated image",
+        "/cl-short.jpg": "truncated image",
+        "/cl-long.jpg": "incomplete body",
+        "/html.jpg": "not an image",
+        "/garbage.jpg": "not an image",
+        "/empty.jpg": "empty body",
+        "/bomb.png": f"image over {max_pixels} pixels",
+        "/huge.jpg": f"body over {max_bytes} bytes",
+        "/huge-nolength.jpg": f"body over {max_bytes} bytes",
+        "/robots/noai.jpg": "Use of image disallowed by X-Robots-Tag directive",
+    }
+
+
+def urls_of(srv: "HostileServer", pattern: str, copies: int) -> list[str]:
+    """``copies`` distinct URLs for one behaviour (a ``copy=`` query where the path has no ``{k}``)."""
+    out = []
+    for k in range(copies):
+        path = pattern.format(k=k)
+        if "{k}" not in pattern:
+            path += ("&" if "?" in path else "?") + f"copy={k}"
+        out.append(srv.url(path))
+    return out
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 

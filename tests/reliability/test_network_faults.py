@@ -15,6 +15,7 @@ from laionprep.ingest import pipeline
 from laionprep.ingest import safe_fetch as sf
 from laionprep.ingest.download import DownloadOptions, normalise_error
 
+import hostile_server
 from reliability_helpers import url_status, write_urls
 
 TIMEOUT = 2  # seconds per URL in these tests (the default is 10)
@@ -22,55 +23,14 @@ MAX_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = sf.DEFAULT_MAX_IMAGE_PIXELS
 COPIES = 3  # each behaviour is tried with this many distinct URLs
 
-# path -> the reason its URLs must end with (None: a record)
-BEHAVIOURS = {
-    "/ok/{k}.jpg": None,
-    "/ok/{k}.png": None,
-    "/redirect/ok/{k}": None,
-    "/chain/3": None,  # 4 redirects: within the default 5
-    "/robots/otherbot.jpg": None,  # an X-Robots-Tag for another user agent
-    "/status/404": "HTTP Error 404: Not Found",
-    "/status/403": "HTTP Error 403: Forbidden",
-    "/status/500": "HTTP Error 500: Internal Server Error",
-    "/loop/a": "redirect loop",
-    "/redirect/self": "redirect loop",
-    "/chain/9": "too many redirects",
-    "/redirect/nolocation": "redirect without location",
-    "/redirect/to?url=file:///etc/passwd": "refused: scheme file not allowed",
-    "/redirect/to?url=ftp://127.0.0.1/x.jpg": "refused: scheme ftp not allowed",
-    "/redirect/to?url=gopher://127.0.0.1:70/x": "refused: scheme gopher not allowed",
-    "/redirect/to?url=data:image/png;base64,iVBORw0KGgo=": "refused: scheme data not allowed",
-    "/drip.jpg": "timeout",
-    "/stall.jpg": "timeout",
-    "/stall-headers": "timeout",
-    "/truncated.jpg": "truncated image",
-    "/cl-short.jpg": "truncated image",
-    "/cl-long.jpg": "incomplete body",
-    "/html.jpg": "not an image",
-    "/garbage.jpg": "not an image",
-    "/empty.jpg": "empty body",
-    "/bomb.png": f"image over {MAX_PIXELS} pixels",
-    "/huge.jpg": f"body over {MAX_BYTES} bytes",
-    "/huge-nolength.jpg": f"body over {MAX_BYTES} bytes",
-    "/robots/noai.jpg": "Use of image disallowed by X-Robots-Tag directive",
-}
-
-
-def urls_of(srv, pattern: str) -> list[str]:
-    out = []
-    for k in range(COPIES):
-        path = pattern.format(k=k)
-        if "{k}" == pattern or "{k}" not in pattern:
-            path += ("&" if "?" in path else "?") + f"copy={k}"
-        out.append(srv.url(path))
-    return out
+BEHAVIOURS = hostile_server.behaviours(MAX_BYTES, MAX_PIXELS)  # path -> the reason its URLs end with
 
 
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory, hostile):
     """One `laionprep download` (the pipeline, in-process) of every behaviour, private addresses allowed."""
     work = tmp_path_factory.mktemp("hostile")
-    expected = {u: reason for pattern, reason in BEHAVIOURS.items() for u in urls_of(hostile, pattern)}
+    expected = {u: reason for pattern, reason in BEHAVIOURS.items() for u in hostile_server.urls_of(hostile, pattern, COPIES)}
     source = write_urls(str(work / "source"), list(expected))
     out = str(work / "laion")
     cfg = pipeline.IngestConfig(
