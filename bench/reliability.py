@@ -7,10 +7,10 @@
 2. Peak RSS of the largest download worker (the manifest's peak_worker_rss_mib) for three runs of --mem-urls URLs
    each: valid images only (the baseline), decompression bombs only (30000x30000 PNG), 200 MB bodies only (half
    with Content-Length, half without), all with the default limits.
-3. With --compare-img2dataset: the same bomb and 200 MB runs through plain img2dataset (its urllib fetch), for
-   the record of what the limits prevent.  It allocates several GB: run it on a machine with room.
+3. With --compare-img2dataset N: N URLs of the bomb and 200 MB runs through plain img2dataset (its urllib
+   fetch), for the record of what the limits prevent.  It allocates several GB: run it on a machine with room.
 
-    .venv/bin/python bench/reliability.py [--copies 10] [--mem-urls 30] [--timeout 2] [--compare-img2dataset]
+    .venv/bin/python bench/reliability.py [--copies 10] [--mem-urls 30] [--timeout 2] [--compare-img2dataset 3]
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def faults(copies: int, timeout: int) -> dict:
                 "peak_worker_rss_mib": m["stages"]["download"]["peak_worker_rss_mib"], "behaviours": rows}
 
 
-def memory(n: int, timeout: int, compare: bool) -> dict:
+def memory(n: int, timeout: int, compare: int) -> dict:
     cases = {"valid images (baseline)": [f"/ok/{i % 40}.jpg?c={i}" for i in range(n)],
              "30000x30000 PNG bombs": [f"/bomb.png?c={i}" for i in range(n)],
              "200 MB bodies": [f"/huge{'' if i % 2 else '-nolength'}.jpg?c={i}" for i in range(n)]}
@@ -89,7 +89,7 @@ def memory(n: int, timeout: int, compare: bool) -> dict:
                          "peak_worker_rss_mib": dl["peak_worker_rss_mib"], "seconds": round(secs, 1),
                          "server_bytes_sent_max": max((x for v in srv.huge_sent.values() for x in v), default=0)}
             if compare and name != "valid images (baseline)":
-                res[name]["img2dataset_alone"] = direct(urls, work, timeout)
+                res[name]["img2dataset_alone"] = direct(urls[:compare], work, timeout)
     return res
 
 
@@ -126,7 +126,8 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=10, help="URLs per behaviour (default 10)")
     ap.add_argument("--mem-urls", type=int, default=30, help="URLs per memory run (default 30)")
     ap.add_argument("--timeout", type=int, default=2, help="--timeout of the downloads (default 2 s)")
-    ap.add_argument("--compare-img2dataset", action="store_true", help="also run plain img2dataset (needs GBs)")
+    ap.add_argument("--compare-img2dataset", type=int, default=0, metavar="N",
+                    help="also run plain img2dataset on N URLs of each memory case (needs several GB)")
     args = ap.parse_args()
     f = faults(args.copies, args.timeout)
     print(f"{'behaviour':<58} {'urls':>4}  outcome")
