@@ -303,6 +303,7 @@ class HostileServer:
         return self.base_url + path
 
     def __enter__(self) -> "HostileServer":
+        bomb_png()  # built before serving (about 1 s), so no request waits for it
         threading.Thread(target=self._httpd.serve_forever, name="hostile-server", daemon=True).start()
         return self
 
