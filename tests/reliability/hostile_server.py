@@ -276,11 +276,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
 
 
-class HostileServer:
-    """``with HostileServer() as srv: srv.url("/drip.jpg")``."""
+def self_signed(folder: str, names=("localhost",), ips=("127.0.0.1",)) -> tuple[str, str]:
+    """A self-signed certificate for ``names`` and ``ips`` (files cert.pem, key.pem in ``folder``)."""
+    import datetime
+    import ipaddress
 
-    def __init__(self, drip_interval: float = 1.0):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(san), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class HostileServer:
+    """``with HostileServer() as srv: srv.url("/drip.jpg")``; ``HostileServer(tls=self_signed(dir))`` for https."""
+
+    def __init__(self, drip_interval: float = 1.0, tls: tuple[str, str] | None = None):
+        """``tls``: (certificate file, key file) to serve https instead of http."""
         self.drip_interval = drip_interval
+        self.scheme = "https" if tls else "http"
         self.hits: collections.Counter = collections.Counter()
         self.held: dict[str, list[float]] = collections.defaultdict(list)
         self.huge_sent: dict[str, list[int]] = collections.defaultdict(list)
@@ -289,11 +320,17 @@ class HostileServer:
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.hostile = self  # type: ignore[attr-defined]
+        if tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
 
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     @property
     def port(self) -> int:

@@ -14,6 +14,7 @@ import pytest
 from laionprep.ingest import safe_fetch as sf
 from laionprep.ingest.download import normalise_error
 
+import hostile_server
 from reliability_helpers import url_status, write_urls
 
 ROBOTS = {"noai", "noimageai", "noindex", "noimageindex"}
@@ -128,6 +129,28 @@ def test_a_stalled_fetch_ends_at_its_deadline(hostile):
         data, err = fetch(hostile.url(path), opts, timeout=1)
         assert data is None and sf.reason_of(err) == "timeout", (path, err)
         assert time.monotonic() - t < 5, path
+
+
+def test_https_checks_the_certificate_against_the_name(tmp_path, monkeypatch):
+    """https goes through the same checked connection, with TLS verification against the URL's name (SNI)."""
+    cert = hostile_server.self_signed(str(tmp_path), names=("localhost",), ips=("127.0.0.1",))
+    (tmp_path / "other").mkdir()
+    other = hostile_server.self_signed(str(tmp_path / "other"), names=("other.test",), ips=())
+    opts = sf.FetchOptions(allow_private_addresses=True)
+    with hostile_server.HostileServer(tls=cert) as srv:
+        url = srv.url("/ok/1.jpg")
+        assert url.startswith("https://127.0.0.1:")
+        assert sf.reason_of(fetch(url, opts)[1]) == "tls error"  # not signed by a trusted CA
+        monkeypatch.setenv("SSL_CERT_FILE", cert[0])  # trust it: the default context reads this
+        data, err = fetch(url, opts)
+        assert err is None and data == hostile_server.image(1)
+        data, err = fetch(f"https://localhost:{srv.port}/redirect/ok/2", opts)
+        assert err is None and data == hostile_server.image(2)
+        assert sf.reason_of(fetch(url, sf.FetchOptions())[1]) == "refused: loopback address"
+    with hostile_server.HostileServer(tls=other) as srv:  # a trusted certificate for another name
+        monkeypatch.setenv("SSL_CERT_FILE", other[0])
+        data, err = fetch(srv.url("/ok/1.jpg"), opts)
+        assert sf.reason_of(err) == "tls error" and "mismatch" in err.lower(), err
 
 
 def test_download_refuses_private_addresses_by_default(tmp_path, hostile):

@@ -318,17 +318,21 @@ def _request(parts, watch: _Watch, opts: FetchOptions, networks, user_agent_toke
         if watch.fired or isinstance(last, socket.timeout):
             raise FetchError("timeout", f"connecting to {host}", transient=True)
         raise FetchError("connection failed", f"{host}: {last}", transient=True)
-    if https:
-        ctx = ssl.create_default_context()
-        sock = ctx.wrap_socket(sock, server_hostname=host)
-        watch.set_socket(sock)
-        conn = http.client.HTTPSConnection(host, port, timeout=watch.remaining(), context=ctx)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=watch.remaining())
-    conn.sock = sock  # already connected to the checked address: http.client will not connect by name
-    conn.request("GET", _target(parts), headers={"User-Agent": user_agent(user_agent_token),
-                                                 "Accept-Encoding": "identity", "Connection": "close"})
-    return conn.getresponse(), conn
+    try:
+        if https:
+            ctx = ssl.create_default_context()
+            sock = ctx.wrap_socket(sock, server_hostname=host)
+            watch.set_socket(sock)
+            conn = http.client.HTTPSConnection(host, port, timeout=watch.remaining(), context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=watch.remaining())
+        conn.sock = sock  # already connected to the checked address: http.client will not connect by name
+        conn.request("GET", _target(parts), headers={"User-Agent": user_agent(user_agent_token),
+                                                     "Accept-Encoding": "identity", "Connection": "close"})
+        return conn.getresponse(), conn
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _read_body(resp, watch: _Watch, opts: FetchOptions) -> bytes:
