@@ -113,7 +113,8 @@ class DownloadResult:
     failure_reasons: dict[str, int]  # "status: error message" -> count (all of them)
     incomplete_shards: list[int]
     seconds: float
-    peak_worker_rss_mib: float | None = None  # largest download worker of this run (None: nothing was run)
+    # largest child process of the img2dataset child (multiprocessing: a download worker); None: nothing was run
+    peak_worker_rss_mib: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
