@@ -12,7 +12,7 @@ text tower: a caption is drawn as an image and the same ViT that sees the photos
   resampling; 224 px -> 14 lines of 28 half-width or 14 full-width characters), lines top to bottom from the
   top-left corner.  Text is lower-cased (Unicode-aware) and greedily **word-wrapped** at spaces; a word longer than
   a line is broken between characters.  What does not fit in the last line is dropped (truncated).  Spaces at a
-  line break are not carried to the next line.
+  line break are not carried to the next line; a run of spaces (or other whitespace) counts as one space.
 * **Characters.**  A half-width glyph takes half a cell, a full-width glyph (CJK, most symbols Unifont draws 16 px
   wide) a whole cell; one is never split across lines.  Whitespace and control characters are drawn as a space.  A
   code point the font has no glyph for (and everything outside the Basic Multilingual Plane, which ``unifont.hex``
@@ -175,11 +175,14 @@ class TextRenderer:
         (``2 * first_half + width - 1``), line and half-cell column of each character, and whether it is drawn."""
         tf = import_tf()
         captions = tf.convert_to_tensor(captions, tf.string)
-        if self.lower:
+        # one space for every run of whitespace / control characters: then a line break skips exactly one
+        # character, and the first K = rows * (cols + 1) + 1 code points hold everything that can be drawn (a
+        # fixed K keeps every shape static)
+        captions = tf.strings.regex_replace(captions, r"[\s\p{Z}\p{Cc}]+", " ")
+        if self.lower:  # (after the replace: the UTF-8 lower-casing op stops at a NUL byte)
             captions = tf.strings.lower(captions, encoding="utf-8")
         cps = tf.strings.unicode_decode(captions, "UTF-8", errors="replace", replacement_char=REPLACEMENT)
-        # more than rows x cols characters can never be drawn: a fixed K = rows * cols keeps every shape static
-        cps = cps.to_tensor(default_value=-1, shape=[None, self.rows * self.cols])  # [n, K]
+        cps = cps.to_tensor(default_value=-1, shape=[None, self.rows * (self.cols + 1) + 1])  # [n, K]
         valid = cps >= 0
         safe = tf.where(valid & (cps < BMP), cps, REPLACEMENT)
         packed = tf.gather(tf.constant(self._table), safe)
