@@ -103,6 +103,10 @@ def test_text_is_truncated_to_fit(r64, r224):
     # 224 px: 14 lines of 28 characters; an unbroken string fills the grid exactly
     _, row, col, keep = [x.numpy()[0] for x in r224.layout(["x" * 1000])]
     assert keep.sum() == 14 * 28 and row[keep].max() == 13 and col[keep].max() == 27
+    # a size that is not a multiple of the cell: whole cells only, the remainder stays background
+    odd = text_render.TextRenderer(_font_path(), image_size=40)(["x" * 100])
+    assert odd.shape == (1, 40, 40, 3)
+    assert (odd[0, 16:32, 24:32] == FG).any() and (odd[0, 32:] == BG).all() and (odd[0, :, 32:] == BG).all()
 
 
 def test_missing_glyphs_whitespace_and_control_characters(r224):

@@ -241,27 +241,32 @@ class TextRenderer:
                          tf.stack([tf.gather_nd(bidx, sel2), tf.gather_nd(slot, sel2) + 1], 1)], 0)
         vals = tf.concat([tf.gather_nd(first, sel), tf.gather_nd(first, sel2) + 1], 0)
         grid = tf.tensor_scatter_nd_update(tf.zeros([n, slots], tf.int32), idx, vals)
-        bits = tf.gather(tf.constant(self._halves), grid)  # [n, slots, 16] one byte per pixel row
-        shifts = tf.constant([7, 6, 5, 4, 3, 2, 1, 0], tf.uint8)
-        px = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits[..., None], shifts), 1)  # [n, slots, 16, 8]
-        px = tf.reshape(px, [n, self.rows, self.cols, GLYPH_H, HALF_W])
-        px = tf.transpose(px, [0, 1, 3, 2, 4])
+        bits = tf.cast(tf.gather(tf.constant(self._halves), grid), tf.int32)  # [n, slots, 16]: a byte per pixel row
+        bits = tf.transpose(tf.reshape(bits, [n, self.rows, self.cols, GLYPH_H]), [0, 1, 3, 2])  # [n, rows, 16, cols]
         h, w = self.rows * GLYPH_H, self.cols * HALF_W
-        ink = tf.cast(tf.reshape(px, [n, h, w]), tf.float32)  # 0/1 at 16 px cells
-        if self.cell_size < GLYPH_H:  # average f x f blocks: anti-aliased smaller glyphs
+        bg, fg = self.background_brightness, self.text_brightness
+        if self.cell_size >= GLYPH_H:  # binary glyphs: each byte of a glyph row -> its 8 RGB pixels, in place
+            img = tf.reshape(tf.gather(tf.constant(_byte_pixels(fg, bg)), bits), [n, h, w, 3])
+            if self.cell_size > GLYPH_H:
+                f = self.cell_size // GLYPH_H
+                img = tf.repeat(tf.repeat(img, f, axis=1), f, axis=2)
+        else:  # ink coverage 0/1, averaged over f x f blocks: anti-aliased smaller glyphs
+            ink = tf.reshape(tf.gather(tf.constant(_byte_pixels(1.0, 0.0, np.float32)[:, :, 0]), bits), [n, h, w])
             f = GLYPH_H // self.cell_size
             ink = tf.reduce_mean(tf.reshape(ink, [n, h // f, f, w // f, f]), axis=[2, 4])
-        elif self.cell_size > GLYPH_H:
-            f = self.cell_size // GLYPH_H
-            ink = tf.repeat(tf.repeat(ink, f, axis=1), f, axis=2)
-        bg, fg = float(self.background_brightness), float(self.text_brightness)
-        img = bg + (fg - bg) * ink
-        used = self.rows * self.cell_size
-        pad = self.image_size - used  # a remainder narrower than a cell stays background
-        img = tf.pad(img, [[0, 0], [0, pad], [0, pad]], constant_values=bg)
-        img = tf.cast(tf.round(img), tf.uint8)
-        img = tf.tile(img[..., None], [1, 1, 1, 3])
+            img = tf.cast(tf.round(float(bg) + float(fg - bg) * ink), tf.uint8)
+            img = tf.broadcast_to(img[..., None], [n, h // f, w // f, 3])
+        pad = self.image_size - self.rows * self.cell_size  # a remainder narrower than a cell stays background
+        if pad:
+            img = tf.pad(img, [[0, 0], [0, pad], [0, pad], [0, 0]], constant_values=bg)
         return tf.ensure_shape(img, [None, self.image_size, self.image_size, 3])
+
+
+@functools.lru_cache(maxsize=8)
+def _byte_pixels(on, off, dtype=np.uint8) -> np.ndarray:
+    """``[256, 8, 3]``: the 8 RGB pixels (most significant bit left) of each byte value, ``on`` where the bit is set."""
+    bits = (np.arange(256)[:, None] >> np.arange(7, -1, -1)[None, :]) & 1
+    return np.repeat(np.where(bits == 1, on, off)[:, :, None], 3, axis=2).astype(dtype)
 
 
 def renderer_from_config(config) -> TextRenderer:
