@@ -1,7 +1,8 @@
 """The FLIP training loop: data parallel over every device (jax.sharding), AdamW + warmup/cosine, orbax checkpoints.
 
 ``train_and_evaluate(config, workdir)`` trains ``config`` (see configs/flip_tiny.py for every field) and writes
-into ``workdir``: ``checkpoints/<step>/`` (orbax: params, optimizer state, step, input position), ``vocab.txt``,
+into ``workdir``: ``checkpoints/<step>/`` (orbax: params, optimizer state, step, input position), ``vocab.txt``
+(FLIP; CLIPPO -- ``text_input=render`` -- renders captions instead, see clippo.py),
 ``config.json``, ``metrics.jsonl``, ``tensorboard/`` and ``eval_results.json``.  Run it again with the same workdir
 and it resumes exactly where it stopped.  ``config.pretrain_dir`` starts a fresh run (new optimizer, step 0) from
 another run's parameters -- FLIP's unmasked tuning.
