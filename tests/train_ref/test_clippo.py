@@ -66,6 +66,28 @@ def test_published_clippo_b16_recipe():
         clippo.text_input(config_lib.load_config("clippo_tiny", ["--config.text_input=pixels"]))
 
 
+def test_clippo_b16_is_one_vit_b16():
+    """clippo_b16's parameters are FLIP-B/16's image tower (ViT-B/16) with a 768-wide head and nothing for text
+    (shapes only: nothing is allocated)."""
+    from laionprep.train_ref import models
+
+    def count(tree):
+        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+    c = config_lib.load_config("clippo_b16")
+    m = clippo.build_model(c.model)
+    p = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)), clippo.example_text(c),
+                                      train=False))["params"]
+    f = config_lib.load_config("flip_b16")
+    fm = models.build_model(f.model, 30522, 32)
+    fp = jax.eval_shape(lambda: fm.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)),
+                                        jnp.zeros((1, 32), jnp.int32), train=False))["params"]
+    assert count(p["tower"]) == count(fp["image"]) - 768 * 512 + 768 * 768
+    assert count(p) == count(p["tower"]) + 1  # + the temperature; no text tower, no token embedding
+    assert count(fp) - count(p) == count(fp["text"]) + 768 * 512 - 768 * 768
+    assert count(p) < 0.62 * count(fp)  # 86.2M vs FLIP-B/16's 139.8M (its text tower has a 30k-token embedding)
+
+
 def test_rsqrt_schedule_warmup_decay_cooldown():
     s = train.rsqrt_schedule(1e-3, warmup_steps=100, total_steps=10_000, timescale=1_000, cooldown_steps=1_000)
     assert float(s(0)) == 0.0 and float(s(50)) == pytest.approx(5e-4)
