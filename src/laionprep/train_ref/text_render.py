@@ -103,7 +103,8 @@ def load_atlas(path: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         raw = np.frombuffer(bytes.fromhex(b"".join(hexes).decode("ascii")), np.uint8)
     except ValueError as e:
-        raise DataError(f"{path} has a glyph with non-hex digits", where=path, fix="use GNU Unifont's unifont.hex") from e
+        raise DataError(f"{path} has a glyph with non-hex digits", where=path,
+                        fix="use GNU Unifont's unifont.hex") from e
     first = 1 + np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)  # after the blank half 0
     halves = np.zeros((1 + int(widths.sum()), GLYPH_H), np.uint8)
     offs = np.concatenate([[0], np.cumsum(widths * 16)[:-1]])
@@ -136,7 +137,8 @@ class TextRenderer:
     def __init__(self, unifont_path: str = "", *, image_size: int = 224, cell_size: int = 16, lower: bool = True,
                  text_brightness: int = 0, background_brightness: int = 127):
         if not (cell_size >= 4 and (GLYPH_H % cell_size == 0 or cell_size % GLYPH_H == 0)):
-            raise UsageError(f"text_render.cell_size={cell_size} is not supported", where="--config.text_render.cell_size",
+            raise UsageError(f"text_render.cell_size={cell_size} is not supported",
+                             where="--config.text_render.cell_size",
                              fix="use 16 (Unifont's own size), 4 or 8 (downsampled), or a multiple of 16")
         if image_size < cell_size:
             raise UsageError(f"image size {image_size} is smaller than one text cell ({cell_size} px)",

@@ -112,7 +112,8 @@ def make_optimizer(config, total_steps: int, warmup_steps: int):
     opt, shape = config.get("optimizer", "adamw"), config.get("lr_schedule", "cosine")
     if opt not in OPTIMIZERS or shape not in LR_SCHEDULES:
         bad, choices = ("optimizer", OPTIMIZERS) if opt not in OPTIMIZERS else ("lr_schedule", LR_SCHEDULES)
-        raise UsageError(f"unknown {bad} {config[bad]!r}", where=f"--config.{bad}", fix=f"use one of {', '.join(choices)}")
+        raise UsageError(f"unknown {bad} {config[bad]!r}", where=f"--config.{bad}",
+                         fix=f"use one of {', '.join(choices)}")
     if shape == "rsqrt":
         sched = rsqrt_schedule(peak_learning_rate(config), warmup_steps, total_steps, config.rsqrt_timescale,
                                config.cooldown_steps)
