@@ -127,7 +127,7 @@ def test_adafactor_factors_large_matrices_and_trains():
 
 def test_clippo_trains_checkpoints_and_eval_restores(tmp_path, flip_data, eval_folder):
     """A few real steps with CLIPPO's own optimizer and schedule; `eval` of the run gives the numbers the run
-    reported; no tokenizer vocabulary is learned or written."""
+    reported; no tokenizer vocabulary is learned or written; the run resumes from its checkpoint."""
     w = str(tmp_path / "run")
     cfg = _tiny(optimizer="adafactor", lr_schedule="rsqrt", rsqrt_timescale=10, cooldown_steps=2,
                 learning_rate=1e-2, batch_size=16, num_train_steps=6, warmup_steps=2, log_every_steps=1,
@@ -143,6 +143,15 @@ def test_clippo_trains_checkpoints_and_eval_restores(tmp_path, flip_data, eval_f
     assert lrs[0] == pytest.approx(0.0) and max(lrs) == pytest.approx(1e-2 * 16 / 256)
     ev = evaluate.evaluate(cfg, w)
     assert ev["step"] == 6 and ev["top1"] == pytest.approx(res["top1"]) and ev["top5"] == pytest.approx(res["top5"])
+    # a longer schedule in the same workdir resumes from the checkpoint, input position (the renderer is part of
+    # the checkpointed tf.data pipeline) and Adafactor state included
+    cfg.num_train_steps = 8
+    cfg.eval.source = ""
+    res2 = train.train_and_evaluate(cfg, w, quiet=True)
+    assert res2["step"] == 8 and np.isfinite(res2["loss"])
+    with open(os.path.join(w, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f if "train/loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 @pytest.mark.slow
