@@ -19,6 +19,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
+from laionprep.errors import UsageError
 from laionprep.train_ref import input_pipeline, models, runtime
 
 TEXT_INPUTS = ("tokens", "render")
@@ -28,8 +29,6 @@ def text_input(config) -> str:
     """``tokens`` (WordPiece ids + a text tower: FLIP) or ``render`` (rendered captions + the image tower: CLIPPO)."""
     mode = config.get("text_input", "tokens")
     if mode not in TEXT_INPUTS:
-        from laionprep.errors import UsageError
-
         raise UsageError(f"unknown text_input {mode!r}", where="--config.text_input",
                          fix=f"use one of {', '.join(TEXT_INPUTS)}")
     return mode
@@ -40,6 +39,8 @@ def uses_rendered_text(config) -> bool:
 
 
 class CLIPPO(nn.Module):
+    """One ViT (``tower``) for photos and rendered captions, plus the learnable temperature."""
+
     tower: models.ImageEncoder
     temperature_init: float = 0.1
 
