@@ -23,7 +23,7 @@ import numpy as np
 from laionprep._env import import_tf
 from laionprep.errors import UsageError
 from laionprep.train_ref import checkpointing, input_pipeline, models, runtime
-from laionprep.train_ref import tokenizer as tokenizer_lib
+from laionprep.train_ref import clippo, text_render, tokenizer as tokenizer_lib
 
 SIMPLE_TEMPLATES = ("a photo of a {}.",)
 
@@ -83,7 +83,7 @@ def _encode_text_fn(model, mesh):
 
     @jax.jit
     def enc(params, tokens):
-        return model.apply({"params": params}, tokens, method=models.FLIP.encode_text)
+        return model.apply({"params": params}, tokens, method="encode_text")  # FLIP or CLIPPO
 
     def run(params, tokens: np.ndarray) -> np.ndarray:
         return np.asarray(jax.device_get(enc(params, jax.device_put(tokens, rep))))
@@ -101,7 +101,7 @@ def build_classifier(model, params, tokenizer, class_names: Sequence[str], templ
         names = class_names[i:i + prompts_per_chunk]
         tokens = tokenizer([t.format(c) for c in names for t in templates])
         pad = (-len(tokens)) % 64  # few distinct shapes -> few compilations
-        tokens = np.concatenate([tokens, np.zeros((pad, tokens.shape[1]), tokens.dtype)]) if pad else tokens
+        tokens = np.concatenate([tokens, np.zeros((pad, *tokens.shape[1:]), tokens.dtype)]) if pad else tokens
         emb = enc(params, tokens)[: len(names) * len(templates)]
         emb = emb.reshape(len(names), len(templates), -1).mean(axis=1)
         out.append(emb / np.linalg.norm(emb, axis=-1, keepdims=True))
@@ -127,7 +127,7 @@ def zero_shot(model, params, tokenizer, config, mesh, *, log: Callable[[str], No
     @jax.jit
     def step(params, weights, batch):
         images = input_pipeline.normalize(batch["image"], dtype)
-        z = model.apply({"params": params}, images, train=False, method=models.FLIP.encode_image)
+        z = model.apply({"params": params}, images, train=False, method="encode_image")
         logits = z @ weights.T
         _, top = jax.lax.top_k(logits, k)
         label, mask = batch["label"], batch["mask"]
@@ -171,8 +171,11 @@ def evaluate(config, workdir: str) -> dict:
                              fix="train first, or set --config.pretrain_dir to a run to evaluate")
         run_dir = config.pretrain_dir
     vocab_dir = run_dir if tf.io.gfile.exists(os.path.join(run_dir, "vocab.txt")) else workdir
-    tok = tokenizer_lib.tokenizer_from_config(config, vocab_dir)
-    model = models.build_model(config.model, tok.vocab_size, config.tokenizer.max_len)
+    if clippo.uses_rendered_text(config):  # CLIPPO: prompts are rendered, one ViT
+        tok, model = text_render.renderer_from_config(config), clippo.build_model(config.model)
+    else:
+        tok = tokenizer_lib.tokenizer_from_config(config, vocab_dir)
+        model = models.build_model(config.model, tok.vocab_size, config.tokenizer.max_len)
     mesh = runtime.make_mesh()
     abstract = _abstract_params(model, config)
     shard = runtime.state_shardings(abstract, mesh, config.partition_states)
@@ -192,7 +195,5 @@ def evaluate(config, workdir: str) -> dict:
 
 def _abstract_params(model, config):
     s = config.model.image.image_size
-    images = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
-    tokens = jax.ShapeDtypeStruct((1, config.tokenizer.max_len), jnp.int32)
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(images.shape),
-                                             jnp.zeros(tokens.shape, jnp.int32), train=False))["params"]
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3), jnp.float32),
+                                             clippo.example_text(config), train=False))["params"]

@@ -352,7 +352,8 @@ def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: 
                   process_index: int = 0, process_count: int = 1, data_dir: str = "", shuffle_buffer: int = 10_000,
                   shuffle_files: bool = True, area_range=(0.5, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
                   flip: bool = True, num_parallel_calls: int = -1, prefetch: int = 2, threads: int = 0):
-    """This process's endless stream of batches ``{'image': uint8 [B,S,S,3], 'text': int32 [B,max_len]}``.
+    """This process's endless stream of batches ``{'image': uint8 [B,S,S,3], 'text': int32 [B,max_len]}``
+    (``text`` is ``tokenizer.tokenize(captions)``: with CLIPPO's TextRenderer, uint8 [B,S,S,3] rendered captions).
 
     ``batch_size`` is the per-process batch.  ``num_parallel_calls=-1`` is AUTOTUNE; ``threads`` > 0 caps the
     pipeline's private thread pool (used by the benchmark to measure one core).

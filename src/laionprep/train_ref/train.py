@@ -1,7 +1,8 @@
 """The FLIP training loop: data parallel over every device (jax.sharding), AdamW + warmup/cosine, orbax checkpoints.
 
 ``train_and_evaluate(config, workdir)`` trains ``config`` (see configs/flip_tiny.py for every field) and writes
-into ``workdir``: ``checkpoints/<step>/`` (orbax: params, optimizer state, step, input position), ``vocab.txt``,
+into ``workdir``: ``checkpoints/<step>/`` (orbax: params, optimizer state, step, input position), ``vocab.txt``
+(FLIP; CLIPPO -- ``text_input=render`` -- renders captions instead, see clippo.py),
 ``config.json``, ``metrics.jsonl``, ``tensorboard/`` and ``eval_results.json``.  Run it again with the same workdir
 and it resumes exactly where it stopped.  ``config.pretrain_dir`` starts a fresh run (new optimizer, step 0) from
 another run's parameters -- FLIP's unmasked tuning.
@@ -24,8 +25,8 @@ import optax
 
 from laionprep._env import import_tf
 from laionprep.errors import UsageError
-from laionprep.train_ref import checkpointing, evaluate as evaluate_lib, input_pipeline, models, runtime
-from laionprep.train_ref import tokenizer as tokenizer_lib
+from laionprep.train_ref import checkpointing, clippo, evaluate as evaluate_lib, input_pipeline, models, runtime
+from laionprep.train_ref import text_render, tokenizer as tokenizer_lib
 
 
 def schedule_steps(config) -> tuple[int, int]:
@@ -67,11 +68,63 @@ def lr_schedule(peak: float, warmup_steps: int, total_steps: int, end: float = 0
     return sched
 
 
+def rsqrt_schedule(peak: float, warmup_steps: int, total_steps: int, timescale: int, cooldown_steps: int = 0):
+    """big_vision's ``rsqrt`` shape (CLIPPO): linear warmup to ``peak``, then ``peak / sqrt(1 + (step - warmup) /
+    timescale)``, multiplied by a linear cooldown to 0 over the last ``cooldown_steps``."""
+    warmup_steps, total_steps, cooldown_steps = int(warmup_steps), int(total_steps), int(cooldown_steps)
+
+    def sched(step):
+        step = jnp.asarray(step, jnp.float32)
+        lr = peak / jnp.sqrt(1.0 + jnp.maximum(step - warmup_steps, 0.0) / max(timescale, 1))
+        if warmup_steps:
+            lr = lr * jnp.minimum(1.0, step / warmup_steps)
+        if cooldown_steps:
+            lr = lr * jnp.clip((total_steps - step) / cooldown_steps, 0.0, 1.0)
+        return lr
+
+    return sched
+
+
+def adafactor(learning_rate, weight_decay: float, mask, *, momentum: float = 0.9, decay_rate: float = 0.8,
+              beta2_cap: float = 0.999, min_dim_size_to_factor: int = 32):
+    """The Adafactor variant of big_vision (ViT scaling paper; CLIPPO's optimizer): factored second moments with
+    a ``1 - t^-0.8`` decay capped at ``beta2_cap``, first-moment momentum kept in bfloat16, decoupled weight decay
+    (scaled by the learning rate, as AdamW's)."""
+    def decay_fn(step, exponent):
+        t = jnp.asarray(step, jnp.float32) + 1.0
+        return jnp.minimum(beta2_cap, 1.0 - t ** (-exponent))
+
+    return optax.chain(
+        optax.scale_by_factored_rms(factored=True, decay_rate=decay_rate, epsilon=1e-30,
+                                    min_dim_size_to_factor=min_dim_size_to_factor, decay_rate_fn=decay_fn),
+        optax.ema(momentum, debias=False, accumulator_dtype=jnp.bfloat16) if momentum else optax.identity(),
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate))
+
+
+OPTIMIZERS = ("adamw", "adafactor")
+LR_SCHEDULES = ("cosine", "rsqrt")
+
+
 def make_optimizer(config, total_steps: int, warmup_steps: int):
-    sched = lr_schedule(peak_learning_rate(config), warmup_steps, total_steps,
-                        float(config.min_learning_rate) * config.batch_size / 256)
-    tx = optax.adamw(sched, b1=config.b1, b2=config.b2, eps=1e-8, weight_decay=config.weight_decay,
-                     mask=weight_decay_mask)
+    """AdamW + warmup/cosine (FLIP, the default), or what ``config.optimizer`` / ``config.lr_schedule`` name
+    (CLIPPO: ``adafactor`` + ``rsqrt`` with ``rsqrt_timescale`` and ``cooldown_steps``)."""
+    opt, shape = config.get("optimizer", "adamw"), config.get("lr_schedule", "cosine")
+    if opt not in OPTIMIZERS or shape not in LR_SCHEDULES:
+        bad, choices = ("optimizer", OPTIMIZERS) if opt not in OPTIMIZERS else ("lr_schedule", LR_SCHEDULES)
+        raise UsageError(f"unknown {bad} {config[bad]!r}", where=f"--config.{bad}",
+                         fix=f"use one of {', '.join(choices)}")
+    if shape == "rsqrt":
+        sched = rsqrt_schedule(peak_learning_rate(config), warmup_steps, total_steps, config.rsqrt_timescale,
+                               config.cooldown_steps)
+    else:
+        sched = lr_schedule(peak_learning_rate(config), warmup_steps, total_steps,
+                            float(config.min_learning_rate) * config.batch_size / 256)
+    if opt == "adafactor":
+        tx = adafactor(sched, config.weight_decay, weight_decay_mask)
+    else:
+        tx = optax.adamw(sched, b1=config.b1, b2=config.b2, eps=1e-8, weight_decay=config.weight_decay,
+                         mask=weight_decay_mask)
     if config.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
     return tx, sched
@@ -81,8 +134,8 @@ def _init_fn(model, tx, config):
     s = config.model.image.image_size
 
     def init(key):
-        params = model.init(key, jnp.zeros((1, s, s, 3), jnp.float32),
-                            jnp.zeros((1, config.tokenizer.max_len), jnp.int32), train=False)["params"]
+        params = model.init(key, jnp.zeros((1, s, s, 3), jnp.float32), clippo.example_text(config),
+                            train=False)["params"]
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
     return init
@@ -145,6 +198,16 @@ def _resolve_tokenizer(config, workdir: str):
                                                data_dir=config.data.data_dir, split=config.data.split)
 
 
+def _text_side(config, workdir: str):
+    """(text processor, model): the WordPiece tokenizer and FLIP's two towers, or -- ``text_input=render``,
+    CLIPPO -- the Unifont text renderer and one shared ViT.  Both processors have ``tokenize`` (in tf.data) and
+    ``__call__`` (eager, for the zero-shot prompts)."""
+    if clippo.uses_rendered_text(config):
+        return text_render.renderer_from_config(config), clippo.build_model(config.model)
+    tok = _resolve_tokenizer(config, workdir)
+    return tok, models.build_model(config.model, tok.vocab_size, config.tokenizer.max_len)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        step_hook: Callable[[int, dict], None] | None = None, quiet: bool = False) -> dict:
     """Train (or resume) in ``workdir``; zero-shot evaluate at the end when ``config.eval.source`` is set.
@@ -162,8 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     total_steps, warmup_steps = schedule_steps(config)
 
     src = input_pipeline.resolve_source(config.data.source, config.data.data_dir, config.data.split)
-    tok = _resolve_tokenizer(config, workdir)
-    model = models.build_model(config.model, tok.vocab_size, config.tokenizer.max_len)
+    tok, model = _text_side(config, workdir)
     tx, sched = make_optimizer(config, total_steps, warmup_steps)
     init = _init_fn(model, tx, config)
     key = jax.random.PRNGKey(config.seed)
