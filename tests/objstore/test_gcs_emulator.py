@@ -213,3 +213,20 @@ def test_object_deleted_between_listing_and_read(gcs_download):
             pass
     with pytest.raises(FileNotFoundError, match=f"gs://{bucket}/gone/tfrecord/00001.tfrecord"):
         list(read_records(src.files[1]))
+
+
+def test_emulator_selects_gcsfs_json_client(gcs_server, tmp_path):
+    """With STORAGE_EMULATOR_HOST set, laionprep uses gcsfs's plain JSON client and passes the switch on to child
+    processes; without it gcsfs's default class is left alone.  (gcsfs's default first asks a gRPC API for the
+    bucket layout: against an emulator each operation then waits out a 60 s timeout.)"""
+    import subprocess
+    import sys
+
+    code = ("import os, gcsfs.core; from laionprep import fs; f = fs.get_fs('gs://b/x')[0]; "
+            "print(type(f) is gcsfs.core.GCSFileSystem, os.environ.get('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    emu = subprocess.run([sys.executable, "-c", code], env={**env, "STORAGE_EMULATOR_HOST": gcs_server.endpoint},
+                         capture_output=True, text=True, timeout=120)
+    assert plain.stdout.split() == ["False", "None"], plain.stderr
+    assert emu.stdout.split() == ["True", "false"], emu.stderr
