@@ -161,6 +161,24 @@ def check_bucket(url: str, where: str | None = None) -> None:
 _BUCKETS_SEEN: set[str] = set()
 
 
+def check_tf_reaches_emulator(url: str, where: str) -> None:
+    """Refuse a gs:// path that TensorFlow's own GCS client will read or write while ``STORAGE_EMULATOR_HOST`` is
+    set but nothing routes TensorFlow there.  That client has no endpoint setting: it would silently use the real
+    Google Cloud Storage bucket of the same name (or retry for minutes offline) while gcsfs uses the emulator."""
+    if not str(url).startswith(GCS_PROTOCOLS) or gcs_emulator() is None:
+        return
+    if os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY"):
+        return
+    from laionprep.errors import UsageError
+
+    raise UsageError(
+        f"STORAGE_EMULATOR_HOST={gcs_emulator()} is set, but TensorFlow's GCS client (which reads/writes {url} "
+        "here) ignores it and would use the real Google Cloud Storage", where=where,
+        fix="unset STORAGE_EMULATOR_HOST to use real GCS, or route TensorFlow to the emulator through an HTTPS proxy "
+            "for www.googleapis.com and storage.googleapis.com (https_proxy=..., CURL_CA_BUNDLE=its CA; see "
+            "README, 'Object storage')")
+
+
 def makedirs(url: str) -> None:
     """Create folder ``url`` (on object stores there are no folders: for gs:// the bucket is checked instead)."""
     check_bucket(url)

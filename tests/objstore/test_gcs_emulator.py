@@ -230,3 +230,26 @@ def test_emulator_selects_gcsfs_json_client(gcs_server, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert plain.stdout.split() == ["False", "None"], plain.stderr
     assert emu.stdout.split() == ["True", "false"], emu.stderr
+
+
+def test_tensorflow_not_routed_to_the_emulator_is_refused(gcs_download, monkeypatch, capsys):
+    """With STORAGE_EMULATOR_HOST set but no proxy for TensorFlow's GCS client (which has no endpoint setting), the
+    stages that read/write gs:// through TensorFlow refuse to start instead of silently using the real bucket of
+    that name; gcsfs-only stages (validate) still work."""
+    from laionprep.errors import UsageError
+    from laionprep.train_ref import input_pipeline as ip
+
+    bucket, out = gcs_download
+    for var in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(var)
+    cases = [(download_argv(f"gs://{bucket}/meta", f"gs://{bucket}/dl-noproxy"), "--output"),
+             (["build-tfds", "--source", f"gs://{bucket}/tfds/x/1.0.0", "--data-dir", f"gs://{bucket}/tfds",
+               "--name", "x", "--no-progress"], "--data-dir")]
+    for argv, where in cases:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "TensorFlow's GCS client" in err and f"where: {where}" in err and "https_proxy" in err, err
+    assert not lfs.exists(f"gs://{bucket}/dl-noproxy")
+    with pytest.raises(UsageError, match="STORAGE_EMULATOR_HOST"):
+        ip.resolve_source(out)
+    assert cli.main(["validate", out, "--workers", "1", "--decode-fraction", "0", "--no-progress"]) == 0

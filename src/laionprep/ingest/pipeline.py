@@ -148,6 +148,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         raise UsageError("--max-samples must be >= 1", where="--max-samples")
     cfg.download.validate()
     check_paths(cfg)
+    lfs.check_tf_reaches_emulator(cfg.output, "--output")  # img2dataset writes its TFRecords with TensorFlow
     lay = Layout(cfg.output)
     filters = cfg.filters()
     lfs.makedirs(cfg.output)
