@@ -1,12 +1,13 @@
 """A local GCS (gcp-storage-emulator + a TLS proxy for TensorFlow, see gcs_emulator.py) for the gs:// tests.
 
-``gcs_server`` starts it once per session on 127.0.0.1 (ephemeral ports).  ``gcs`` points every client of this
-test at it through the clients' own switches, the ones a user of an emulator would set:
+``gcs_server`` starts it once per session on 127.0.0.1 (ephemeral ports).  ``gcs_module`` points every client
+of a test module at it through the clients' own switches, the ones a user of an emulator would set:
 
-* ``STORAGE_EMULATOR_HOST``: gcsfs (every laionprep stage, img2dataset's writer) and google-cloud-storage;
+* ``STORAGE_EMULATOR_HOST``: gcsfs (every laionprep stage, img2dataset's parquet and stats files) and
+  google-cloud-storage (Beam's gcsio);
 * ``NO_GCE_CHECK=true``: no probing for a GCE metadata server: with no credentials the clients go anonymous;
 * ``https_proxy`` + ``CURL_CA_BUNDLE`` + ``GOOGLE_AUTH_TOKEN_FOR_TESTING``: TensorFlow's C++ GCS client (TFDS reads,
-  the trainer's tf.data input pipeline), which has no endpoint switch;
+  the trainer's tf.data input pipeline, img2dataset's TFRecord writer), which has no endpoint switch;
 
 and yields a fresh bucket name.  Environment variables are inherited by the child processes (img2dataset's, Beam's).
 """
@@ -76,10 +77,3 @@ def gcs_module(gcs_server):
             mp.setenv(k, v)
         yield _new_bucket(gcs_server)
 
-
-@pytest.fixture
-def gcs(gcs_server, monkeypatch):
-    """A new, empty bucket on the emulator (its name), with the clients pointed at it for this test."""
-    for k, v in gcs_server.env().items():
-        monkeypatch.setenv(k, v)
-    return _new_bucket(gcs_server)

@@ -1,6 +1,6 @@
 """A local Google Cloud Storage for the tests: gcp-storage-emulator on 127.0.0.1, ephemeral ports, in a child process.
 
-    python gcs_emulator.py DATA_DIR CERT_DIR   -> prints "PORTS <emulator> <tls-proxy>" once listening; serves until killed
+    python gcs_emulator.py DATA_DIR CERT_DIR  -> prints "PORTS <emulator> <tls-proxy>" when up; serves until killed
 
 The pipeline's own processes (img2dataset's child, Beam's workers, TensorFlow's C++ GCS client) reach it over HTTP
 the way they would reach Google:

@@ -224,7 +224,8 @@ def test_emulator_selects_gcsfs_json_client(gcs_server, tmp_path):
 
     code = ("import os, gcsfs.core; from laionprep import fs; f = fs.get_fs('gs://b/x')[0]; "
             "print(type(f) is gcsfs.core.GCSFileSystem, os.environ.get('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT'))")
-    env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
+    drop = ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     emu = subprocess.run([sys.executable, "-c", code], env={**env, "STORAGE_EMULATOR_HOST": gcs_server.endpoint},
                          capture_output=True, text=True, timeout=120)
