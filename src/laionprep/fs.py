@@ -51,10 +51,15 @@ def configure_gcs() -> None:
 
 
 def get_fs(url: str):
-    """(filesystem, path-within-filesystem) for a URL or local path."""
+    """(filesystem, path-within-filesystem) for a URL or local path.
+
+    gs:// listings are not cached: gcsfs keeps each folder listing for good by default, so files that other
+    processes wrote (img2dataset's and Beam's workers) would stay invisible to this one.
+    """
     url = str(url)
     if url.startswith(GCS_PROTOCOLS):
         configure_gcs()
+        return url_to_fs(url, use_listings_cache=False)
     return url_to_fs(url)
 
 

@@ -125,6 +125,33 @@ def test_reshard_gcs_to_gcs(gcs_download, gcs_resharded):
     assert not [p for p in lfs.get_fs(dest)[0].find(dest) if lfs.TMP_MARK in p]
 
 
+def test_reshard_failed_on_gcs_resumes(gcs_download, gcs_resharded, tmp_path, monkeypatch, capsys):
+    """A reshard on gs:// whose task 0 dies mid-upload (the worker's failure hook: half its records written to its
+    temporary object, then an exception): the job fails, no partial shard carries a final name, no completion
+    marker.  Re-running the same command keeps task 1's finished shards (same object generations), redoes task 0,
+    removes the temporary object; the records equal the source's."""
+    from laionprep.sharding.worker import FAIL_ONCE_ENV
+
+    bucket, _ = gcs_resharded
+    out = f"gs://{bucket}/rs-failed"
+    fsys, root = lfs.get_fs(out)
+    argv = ["reshard", gcs_download[1], "--output", out, "--name", "laion_gcs", "--num-shards", "2",
+            "--validation-fraction", "0.25", "--no-progress"]
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"0@{tmp_path / 'failed-once'}")
+    assert cli.main(argv) == 1
+    assert "injected failure" in capsys.readouterr().err
+    names = [p.rsplit("/", 1)[1] for p in fsys.find(root)]
+    assert "counts.json" not in names and not [n for n in names if "-00000-of-" in n and lfs.TMP_MARK not in n]
+    assert [n for n in names if lfs.TMP_MARK in n]  # the failed attempt's upload stayed temporary
+    kept = {p: fsys.info(p)["generation"] for p in fsys.find(root) if "-00001-of-" in p and lfs.TMP_MARK not in p}
+    assert kept
+    assert cli.main(argv) == 0
+    assert {p: fsys.info(p)["generation"] for p in kept} == kept
+    source_keys = keys_of(lfs.glob(f"{gcs_download[1]}/tfrecord/*.tfrecord"))
+    assert keys_of(lfs.glob(f"{out}/laion_gcs-*.tfrecord-*")) == source_keys
+    assert not [p for p in fsys.find(root) if lfs.TMP_MARK in p]
+
+
 def test_build_tfds_in_place_and_tfds_reads_gcs(gcs_download, gcs_resharded):
     """`build-tfds` registers the resharded files in place on gs:// (metadata only); TFDS then reads them through
     TensorFlow's GCS client, and every record is there."""
@@ -213,6 +240,19 @@ def test_object_deleted_between_listing_and_read(gcs_download):
             pass
     with pytest.raises(FileNotFoundError, match=f"gs://{bucket}/gone/tfrecord/00001.tfrecord"):
         list(read_records(src.files[1]))
+
+
+def test_listings_see_objects_other_processes_wrote(gcs_module, gcs_server):
+    """laionprep's gs:// listings are never served from gcsfs's listing cache: an object written by another client
+    (img2dataset's or Beam's workers, here google-cloud-storage) after a listing shows up in the next one.  With
+    gcsfs's default cache a re-run reshard found none of its workers' results and failed."""
+    folder = f"gs://{gcs_module}/seen"
+    lfs.write_json(f"{folder}/a.json", {})
+    assert lfs.glob(f"{folder}/*.json") == [f"{folder}/a.json"] and not lfs.exists(f"{folder}/b.json")
+    gcs_server.client().bucket(gcs_module).blob("seen/b.json").upload_from_string(b"{}")
+    assert lfs.exists(f"{folder}/b.json")
+    assert lfs.glob(f"{folder}/*.json") == [f"{folder}/a.json", f"{folder}/b.json"]
+    assert lfs.listdir(folder) == ["a.json", "b.json"]
 
 
 def test_emulator_selects_gcsfs_json_client(gcs_server, tmp_path):
