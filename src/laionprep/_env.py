@@ -21,6 +21,9 @@ def setup_environment() -> None:
     _DONE = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no INFO/WARNING spam from TF's C++ side
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default"):
+        # gcsfs's plain JSON client, not its gRPC bucket-layout probe (see laionprep.fs.configure_gcs)
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations: no update check  # deterministic float results across runs
     # tensorflow-io's "unable to open file: libtensorflow_io_plugins.so" / "file system plugins are not loaded".
     flt = "ignore::UserWarning:tensorflow_io.python.ops"

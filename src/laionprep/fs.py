@@ -6,6 +6,7 @@ one, rename when complete.  A killed run never leaves a partial file under a fin
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -18,10 +19,48 @@ from fsspec.core import url_to_fs
 
 TMP_MARK = ".tmp-"
 
+GCS_PROTOCOLS = ("gs://", "gcs://")
+
+
+def gcs_emulator() -> str | None:
+    """The GCS emulator endpoint from ``STORAGE_EMULATOR_HOST`` (the switch gcsfs and google-cloud-storage share), or
+    None for real Google Cloud Storage."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    return None if host in ("", "default") else host
+
+
+def configure_gcs() -> None:
+    """Settings gs:// needs before gcsfs is used; set as environment variables so worker processes inherit them.
+
+    Against an emulator (``STORAGE_EMULATOR_HOST``), gcsfs's default file system first asks the gRPC storage-control
+    API for the bucket's layout (zonal / hierarchical); an emulator speaks only the JSON API, so every such probe
+    waits for its 60 s timeout before falling back to JSON -- on each operation, as the failure is not cached.
+    ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` is gcsfs's switch for its plain JSON file system; it is read when
+    gcsfs is imported, so when gcsfs already is, the plain class is registered for gs:// directly.
+    """
+    if gcs_emulator() is None:
+        return
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    if os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"].lower() not in ("false", "0"):
+        return
+    import gcsfs.core
+
+    if fsspec.get_filesystem_class("gs") is not gcsfs.core.GCSFileSystem:
+        for proto in ("gs", "gcs"):
+            fsspec.register_implementation(proto, gcsfs.core.GCSFileSystem, clobber=True)
+
 
 def get_fs(url: str):
-    """(filesystem, path-within-filesystem) for a URL or local path."""
-    return url_to_fs(str(url))
+    """(filesystem, path-within-filesystem) for a URL or local path.
+
+    gs:// listings are not cached: gcsfs keeps each folder listing for good by default, so files that other
+    processes wrote (img2dataset's and Beam's workers) would stay invisible to this one.
+    """
+    url = str(url)
+    if url.startswith(GCS_PROTOCOLS):
+        configure_gcs()
+        return url_to_fs(url, use_listings_cache=False)
+    return url_to_fs(url)
 
 
 def is_local(url: str) -> bool:
@@ -54,7 +93,100 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def size(url: str) -> int:
+    """Size in bytes of the file at ``url`` (FileNotFoundError when there is none)."""
+    fs, path = get_fs(url)
+    return int(fs.size(path))
+
+
+def version_key(url: str) -> tuple:
+    """(size, modification stamp) of a file: what changes when the file is replaced (for cache keys)."""
+    if is_local(url):
+        st = os.stat(str(url).removeprefix("file://"))
+        return st.st_size, st.st_mtime_ns
+    fs, path = get_fs(url)
+    info = fs.info(path)
+    stamp = info.get("generation") or info.get("updated") or info.get("mtime") or info.get("LastModified") or ""
+    return int(info.get("size") or 0), str(stamp)
+
+
+def listdir(url: str) -> list[str]:
+    """Names (not paths) of the entries of folder ``url``; empty when it does not exist."""
+    fs, path = get_fs(url)
+    try:
+        entries = fs.ls(path, detail=False, refresh=True) if not is_local(url) else fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    # an object store may list a folder's own marker object (``DIR/``, made by tf.io.gfile.makedirs or a console)
+    return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries if str(e).rstrip("/") != path.rstrip("/"))
+
+
+def remove(url: str) -> None:
+    fs, path = get_fs(url)
+    fs.rm(path)
+
+
+def rename(src: str, dst: str) -> None:
+    """Move ``src`` to ``dst`` (same filesystem; an atomic rename locally, a server-side move on object stores)."""
+    if is_local(src):
+        os.replace(str(src).removeprefix("file://"), str(dst).removeprefix("file://"))
+        return
+    fs, path = get_fs(src)
+    fs.mv(path, get_fs(dst)[1])
+
+
+def check_bucket(url: str, where: str | None = None) -> None:
+    """For a gs:// URL, a clear error when its bucket does not exist or these credentials may not list it (asked
+    once per bucket and process); other URLs pass.  Without it a missing output bucket shows up later as an
+    upload failing with a bare 404."""
+    url = str(url)
+    if not url.startswith(GCS_PROTOCOLS):
+        return
+    fs, path = get_fs(url)
+    bucket = path.split("/", 1)[0]
+    if bucket in _BUCKETS_SEEN:
+        return
+    from laionprep.errors import UsageError
+
+    creds = ("use credentials that may read and write it (gcloud auth application-default login, or "
+             "GOOGLE_APPLICATION_CREDENTIALS=KEY.json)")
+    try:
+        fs.call("GET", "b/{}/o", bucket, maxResults=1, json_out=True)
+    except FileNotFoundError:
+        raise UsageError(f"bucket gs://{bucket} does not exist", where=where or url,
+                         fix=f"create it (gcloud storage buckets create gs://{bucket}) or correct the name") from None
+    except OSError as e:
+        if "Forbidden" in str(e) or "401" in str(e) or "403" in str(e):
+            raise UsageError(f"no permission to list bucket gs://{bucket}: {str(e).splitlines()[-1]}",
+                             where=where or url, fix=creds) from None
+        raise
+    _BUCKETS_SEEN.add(bucket)
+
+
+_BUCKETS_SEEN: set[str] = set()
+
+
+def check_tf_reaches_emulator(url: str, where: str) -> None:
+    """Refuse a gs:// path that TensorFlow's own GCS client will read or write while ``STORAGE_EMULATOR_HOST`` is
+    set but nothing routes TensorFlow there.  That client has no endpoint setting: it would silently use the real
+    Google Cloud Storage bucket of the same name (or retry for minutes offline) while gcsfs uses the emulator."""
+    if not str(url).startswith(GCS_PROTOCOLS) or gcs_emulator() is None:
+        return
+    if os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY"):
+        return
+    from laionprep.errors import UsageError
+
+    raise UsageError(
+        f"STORAGE_EMULATOR_HOST={gcs_emulator()} is set, but TensorFlow's GCS client (which reads/writes {url} "
+        "here) ignores it and would use the real Google Cloud Storage", where=where,
+        fix="unset STORAGE_EMULATOR_HOST to use real GCS, or route TensorFlow to the emulator through an HTTPS proxy "
+            "for www.googleapis.com and storage.googleapis.com (https_proxy=..., CURL_CA_BUNDLE=its CA; see "
+            "README, 'Object storage')")
+
+
 def makedirs(url: str) -> None:
+    """Create folder ``url`` (on object stores there are no folders: for gs:// the bucket is checked instead)."""
+    check_bucket(url)
     fs, path = get_fs(url)
     fs.makedirs(path, exist_ok=True)
 
@@ -80,7 +212,7 @@ def write_json(url: str, obj: Any) -> None:
 
 
 def read_json(url: str) -> Any:
-    with fsspec.open(str(url), "rb") as f:
+    with open_file(url, "rb") as f:
         return json.loads(f.read())
 
 
@@ -106,9 +238,15 @@ def glob(pattern: str) -> list[str]:
     return matches
 
 
-def open_file(url: str, mode: str = "rb"):
+def open_file(url: str, mode: str = "rb", **kwargs):
+    """Open ``url``; a missing object on a store is a FileNotFoundError naming the URL (gcsfs names the API path)."""
     fsys, path = get_fs(url)
-    return fsys.open(path, mode)
+    if is_local(url):
+        return fsys.open(path, mode, **kwargs)
+    try:
+        return fsys.open(path, mode, **kwargs)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(errno.ENOENT, "no such object (deleted, or never written)", str(url)) from e
 
 
 @contextlib.contextmanager

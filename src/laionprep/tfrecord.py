@@ -48,7 +48,7 @@ def _open_read(url: str):
     fsys, path = lfs.get_fs(url)
     if lfs.is_local(url):
         return open(path, "rb", buffering=1 << 20)
-    return fsys.open(path, "rb", block_size=READ_BLOCK, cache_type="readahead")
+    return lfs.open_file(url, "rb", block_size=READ_BLOCK, cache_type="readahead")
 
 
 def read_records(url: str, start: int = 0, stop: int | None = None, verify: bool = True) -> Iterator[bytes]:

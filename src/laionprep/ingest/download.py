@@ -224,6 +224,12 @@ def _pdeathsig_preexec():
 def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: str | None,
                progress) -> float | None:
     """Run the img2dataset child; returns the peak RSS (MiB) of its largest worker process, when it reported one."""
+    remote_log = log_path if log_path and not lfs.is_local(log_path) else None
+    if remote_log:  # the child writes a local file; it is appended to the log on the object store when it ends
+        import tempfile
+
+        fd, log_path = tempfile.mkstemp(prefix="laionprep-img2dataset-", suffix=".log")
+        os.close(fd)
     log_path = log_path or os.devnull
     if log_path != os.devnull:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
@@ -260,7 +266,8 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
         if proc.returncode != 0:
             raise DataError(
                 f"img2dataset exited with status {proc.returncode}" + _tail(log_path),
-                where=log_path, fix="read the log; re-running the same command resumes from the finished shards",
+                where=remote_log or log_path,
+                fix="read the log; re-running the same command resumes from the finished shards",
             )
         try:
             with open(rusage_path) as f:
@@ -270,6 +277,24 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
     finally:
         for p in (cfg_path, rusage_path):
             os.path.exists(p) and os.remove(p)
+        if remote_log:
+            _append_remote_log(log_path, remote_log)
+
+
+def _append_remote_log(local: str, remote: str) -> None:
+    """Append the local log file to the log on the object store (objects cannot be appended to: rewritten)."""
+    try:
+        with open(local, "rb") as f:
+            new = f.read()
+        old = b""
+        if lfs.exists(remote):
+            with lfs.open_file(remote) as f:
+                old = f.read()
+        lfs.atomic_write_bytes(remote, old + new)
+        os.remove(local)
+    except OSError as e:  # the log is not worth failing the download for; say where it is
+        print(f"laionprep download: could not copy the img2dataset log to {remote} ({e}); it is in {local}",
+              file=sys.stderr)
 
 
 def _tail(path: str, n: int = 15) -> str:

@@ -39,6 +39,20 @@ def _spark_session(cfg: dict):
     return builder.getOrCreate()
 
 
+def _keep_tmp_folder(output_folder: str) -> None:
+    """img2dataset keeps its work files in ``OUTPUT/_tmp``, deletes each when its shard is done and finally removes
+    the folder, guarding only S3 against it being gone.  On gs:// a folder is nothing but its objects: with all
+    shards done ``_tmp`` no longer exists and the final ``rm`` fails the whole download after every shard is
+    written.  A placeholder object keeps the folder until img2dataset removes it with the rest."""
+    from laionprep import fs as lfs
+
+    if not lfs.is_local(output_folder):
+        keep = lfs.join(output_folder, "_tmp", ".keep")
+        if not lfs.exists(keep):
+            fsys, path = lfs.get_fs(keep)
+            fsys.pipe_file(path, b"")
+
+
 def main(argv: list[str]) -> int:
     from laionprep._env import setup_environment
 
@@ -51,6 +65,7 @@ def main(argv: list[str]) -> int:
         spark.sparkContext.setLogLevel("ERROR")
     from img2dataset import download
 
+    _keep_tmp_folder(cfg["download"]["output_folder"])
     from laionprep.ingest import safe_fetch
     from laionprep.ingest.safe_downloader import use_in_img2dataset
 

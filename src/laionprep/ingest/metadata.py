@@ -120,20 +120,21 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
     task = progress.add_task("metadata", total=sum(f.size or 0 for f in chosen) or None) if progress else None
     for sf in chosen:
         dest = lfs.join(dest_dir, sf.name)
-        done = os.path.exists(dest) and (sf.size is None or os.path.getsize(dest) == sf.size)
+        done = lfs.exists(dest) and (sf.size is None or lfs.size(dest) == sf.size)
         if done:
             result.skipped += 1
         else:
             _copy(sf, dest, progress, task)
             result.fetched += 1
-            result.bytes_fetched += os.path.getsize(dest)
+            result.bytes_fetched += lfs.size(dest)
         if progress and done:
             progress.advance(task, sf.size or 0)
         result.files.append(dest)
         result.sources.append(sf.url)
         if max_samples is not None:
             try:
-                rows_seen += pq.ParquetFile(dest).metadata.num_rows
+                with lfs.open_file(dest) as f:
+                    rows_seen += pq.ParquetFile(f).metadata.num_rows
             except Exception as e:
                 raise DataError(f"unreadable parquet: {e}", where=dest,
                                 fix="delete the file so it is fetched again, or fix the source file") from e
@@ -146,34 +147,35 @@ def _copy(sf: SourceFile, dest: str, progress, task) -> None:
     fsys, path = lfs.get_fs(sf.url)
     tmp = lfs.tmp_name(dest)
     try:
-        with fsys.open(path, "rb") as src, open(tmp, "wb") as out:
+        got = 0
+        with fsys.open(path, "rb") as src, lfs.open_file(tmp, "wb") as out:
             while True:
                 chunk = src.read(8 << 20)
                 if not chunk:
                     break
                 out.write(chunk)
+                got += len(chunk)
                 if progress:
                     progress.advance(task, len(chunk))
-        if sf.size is not None and os.path.getsize(tmp) != sf.size:
-            raise SourceError(f"short read: got {os.path.getsize(tmp)} of {sf.size} bytes", where=sf.url,
+        if sf.size is not None and got != sf.size:
+            raise SourceError(f"short read: got {got} of {sf.size} bytes", where=sf.url,
                               fix="re-run the same command; the fetch resumes with this file")
-        os.replace(tmp, dest)
+        lfs.rename(tmp, dest)
     except SourceError:
         raise
     except Exception as e:
         raise SourceError(f"cannot fetch {sf.url}: {type(e).__name__}: {e}", where=sf.url,
                           fix="check connectivity/credentials and re-run; finished files are not fetched again") from e
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if lfs.exists(tmp):
+            lfs.remove(tmp)
 
 
 def remove_stale_tmp(folder: str) -> None:
     """Remove temporary files a killed fetch left behind (they never carry a final name)."""
-    if os.path.isdir(folder):
-        for n in os.listdir(folder):
-            if lfs.TMP_MARK in n:
-                os.remove(os.path.join(folder, n))
+    for n in lfs.listdir(folder):
+        if lfs.TMP_MARK in n:
+            lfs.remove(lfs.join(folder, n))
 
 
 __all__: Sequence[str] = ["fetch", "list_source", "parse_parts", "FetchResult"]

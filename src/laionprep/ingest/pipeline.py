@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 from typing import Sequence
 
 import pyarrow.parquet as pq
@@ -92,7 +93,10 @@ def _columns(cfg: IngestConfig, spec: DatasetSpec, first_file: str | None) -> li
     if cfg.extra_columns is None:
         return list(spec.extra_columns)
     cols = []
-    arrow_schema = pq.ParquetFile(first_file).schema_arrow if first_file else None
+    arrow_schema = None
+    if first_file:
+        with lfs.open_file(first_file) as f:
+            arrow_schema = pq.ParquetFile(f).schema_arrow
     for name in cfg.extra_columns:
         known = spec.column(name)
         if known:
@@ -144,6 +148,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         raise UsageError("--max-samples must be >= 1", where="--max-samples")
     cfg.download.validate()
     check_paths(cfg)
+    lfs.check_tf_reaches_emulator(cfg.output, "--output")  # img2dataset writes its TFRecords with TensorFlow
     lay = Layout(cfg.output)
     filters = cfg.filters()
     lfs.makedirs(cfg.output)
@@ -156,12 +161,13 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     meta_rows = 0
     for p in fetched.files:
         try:
-            meta_rows += pq.ParquetFile(p).metadata.num_rows
+            with lfs.open_file(p) as f:
+                meta_rows += pq.ParquetFile(f).metadata.num_rows
         except Exception as e:
             raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=p,
                             fix="delete it and re-run to fetch it again, or fix the source file") from e
     columns = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
-    metadata_section = {"source": source, "files": [os.path.basename(p) for p in fetched.files],
+    metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
                         "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
     base = {"dataset": spec.name, "parameters": cfg.to_dict(), "layout": _layout_dict(lay)}
     manifest.update(lay.manifest, **base, status="prefiltering", stages={"metadata": metadata_section})

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import posixpath
 from collections import Counter
 from typing import Sequence
 
@@ -59,7 +60,7 @@ def params_hash(spec: DatasetSpec, filters: Filters, columns: Sequence[Column], 
     h = hashlib.sha256()
     h.update(json.dumps({
         "spec": spec.name, "filters": filters.to_dict(), "columns": [dataclasses.asdict(c) for c in columns],
-        "inputs": [(os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in inputs], "max_samples": max_samples,
+        "inputs": [(posixpath.basename(p), *lfs.version_key(p)) for p in inputs], "max_samples": max_samples,
     }, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -133,14 +134,14 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
     columns = list(spec.extra_columns if columns is None else columns)
     phash = params_hash(spec, filters, columns, inputs, max_samples)
     report_path = lfs.join(out_dir, REPORT_NAME)
-    if os.path.exists(report_path):
+    if lfs.exists(report_path):
         old = lfs.read_json(report_path)
-        if old.get("params_hash") == phash and all(os.path.exists(lfs.join(out_dir, f["output"])) for f in old["files"]):
+        if old.get("params_hash") == phash and all(lfs.exists(lfs.join(out_dir, f["output"])) for f in old["files"]):
             return PrefilterReport(**old)
     lfs.makedirs(out_dir)
-    for n in os.listdir(out_dir):  # outputs of an earlier run with other parameters or a killed run
+    for n in lfs.listdir(out_dir):  # outputs of an earlier run with other parameters or a killed run
         if n.endswith(".parquet") or lfs.TMP_MARK in n:
-            os.remove(os.path.join(out_dir, n))
+            lfs.remove(lfs.join(out_dir, n))
 
     seen = np.empty(0, dtype=np.uint64)
     total_in = 0
@@ -153,7 +154,7 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
         if max_samples is not None and total_in >= max_samples:
             break
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(lfs.open_file(path) if not lfs.is_local(path) else path)
             names = pf.schema_arrow.names
         except Exception as e:
             raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path,
@@ -231,11 +232,12 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
         out = pa.table(out_cols).filter(pa.array(alive))
         out_name = f"{i:05d}.parquet"
         tmp = lfs.tmp_name(lfs.join(out_dir, out_name))
-        pq.write_table(out, tmp)
-        os.replace(tmp, lfs.join(out_dir, out_name))
+        with lfs.open_file(tmp, "wb") as f:
+            pq.write_table(out, f)
+        lfs.rename(tmp, lfs.join(out_dir, out_name))
         dropped.update(file_dropped)
         files_report.append({
-            "input": os.path.basename(path), "output": out_name, "rows_in": n, "rows_out": kept,
+            "input": posixpath.basename(path), "output": out_name, "rows_in": n, "rows_out": kept,
             "dropped": {r: file_dropped.get(r, 0) for r in REASONS},
             "nulls_replaced": {k: v for k, v in nulls.items() if v},
         })

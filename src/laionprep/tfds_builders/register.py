@@ -279,6 +279,7 @@ def run(cfg: RegisterConfig, *, progress=None) -> RegisterResult:
     if cfg.verify not in ("sample", "all", "none"):
         raise UsageError(f"unknown --verify {cfg.verify!r}", where="--verify", fix="use sample, all or none")
     check_name(cfg.name, cfg.version)
+    lfs.check_tf_reaches_emulator(cfg.data_dir, "--data-dir")  # TFDS writes its metadata and reads with TensorFlow
     src_path = str(cfg.source).rstrip("/")
     lock_dir = src_path if (lfs.is_local(src_path) and lfs.exists(lfs.join(src_path, "manifest.json"))) else None
     if lock_dir and os.access(lfs.get_fs(lock_dir)[1], os.W_OK):

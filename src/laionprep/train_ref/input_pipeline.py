@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from laionprep import fs as lfs
 from laionprep._env import import_tf
 from laionprep.errors import DataError, UsageError
 
@@ -116,6 +117,8 @@ def resolve_source(source: str, data_dir: str = "", split: str = "train", *, all
     if not source:
         raise UsageError("no data source given", where="--config.data.source",
                          fix="set --config.data.source to a TFDS name, a TFDS builder dir, a TFRecord folder or glob")
+    lfs.check_tf_reaches_emulator(source, source)
+    lfs.check_tf_reaches_emulator(data_dir, data_dir)
     if _is_glob(source):
         files = sorted(tf.io.gfile.glob(source))
         if not files:

@@ -54,6 +54,8 @@ class ValidateConfig:
                              fix="use one of: " + ", ".join(SHA256_MODES))
         if self.image_size is not None and self.image_size < 1:
             raise UsageError("--image-size must be >= 1", where="--image-size")
+        if self.report:
+            lfs.check_bucket(self.report, where="--report")  # before the work, not when writing the report
 
     @property
     def worker_count(self) -> int:
