@@ -15,6 +15,7 @@ The patch size, widths and depths must stay the same: only the number of patches
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -56,23 +57,26 @@ def resize(table, new_grid: int, method: str = "bilinear"):
 
 
 def _checkpoint_shapes(run_dir: str, step: int | None) -> dict:
-    """``{path tuple: shape}`` of the ``params`` stored in the newest (or ``step``) checkpoint of ``run_dir``."""
+    """``{path tuple: shape}`` of the ``params`` stored in the newest (or ``step``) checkpoint of ``run_dir``
+    (read from the checkpoint's metadata: no array is loaded)."""
+    import orbax.checkpoint as ocp
+
     from laionprep.train_ref import checkpointing
 
-    mngr = checkpointing.make_manager(run_dir, read_only=True, async_save=False)
-    try:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            return {}
-        meta = mngr.item_metadata(step)
-        params = meta["params"] if "params" in meta else None
-        if params is None:
-            return {}
-        tree = getattr(params, "tree", params)
-        flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-        return {tuple(_key(p) for p in path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
-    finally:
-        mngr.close()
+    if step is None:
+        mngr = checkpointing.make_manager(run_dir, read_only=True, async_save=False)
+        try:
+            step = mngr.latest_step()
+        finally:
+            mngr.close()
+    if step is None:
+        return {}
+    meta = ocp.StandardCheckpointer().metadata(os.path.join(checkpointing.checkpoint_dir(run_dir), str(step),
+                                                            "params"))
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {tuple(_key(p) for p in path): tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
 
 
 def _key(p):
