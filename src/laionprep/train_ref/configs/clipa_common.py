@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from laionprep.errors import UsageError
 from laionprep.train_ref.configs.common import IMAGENET_EPOCH
 
 
@@ -27,7 +28,8 @@ def parse_arg(arg, default_res: int, default_text: int) -> tuple[int, int]:
         res = int(parts[0])
         text = int(parts[1]) if len(parts) > 1 else default_text
     except ValueError as e:
-        raise ValueError(f"config argument {arg!r}: expected RES or RES_TEXTLEN, e.g. 84 or 84_8") from e
+        raise UsageError(f"config argument {arg!r} is not RES or RES_TEXTLEN", where="--config",
+                         fix="e.g. --config clipa_h14:84 or clipa_h14:70_8") from e
     return res, text
 
 
@@ -35,7 +37,8 @@ def make_clipa(c: ml_collections.ConfigDict, res: int, text_len: int) -> ml_coll
     """Turn a FLIP config (model sizes) into CLIPA's two-stage schedule."""
     p = c.model.image.patch_size
     if res % p:
-        raise ValueError(f"pre-training resolution {res} is not a multiple of the patch size {p}")
+        raise UsageError(f"pre-training resolution {res} is not a multiple of the patch size {p}", where="--config",
+                         fix=f"pick a multiple of {p}, e.g. {p * (res // p)} or {p * (res // p + 1)}")
     c.data.area_range = (0.4, 1.0)
     c.model.image.mask_ratio = 0.0
     c.tokenizer.max_len = 32
