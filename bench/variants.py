@@ -1,0 +1,154 @@
+"""Benchmarks of the trainer variants of issue #7, one section each, all in one run.
+
+* ``clipa`` -- training steps/s of CLIPA's low-resolution pre-training (84 px images, captions reduced to 8
+  tokens) against the same model at full size (224 px, 32 tokens).  The model is a /14 ViT small enough for a CPU
+  (width 192, depth 6, 3 heads; text width 128, depth 2), batch 32, float32, no patch masking: 84 px is 6x6 = 36
+  patches, 224 px is 16x16 = 256 (7.1x the tokens; CLIPA's target here: >= 4x the steps/s).  Batches are
+  synthetic and already on the devices, so this measures the model step only; the two are timed in interleaved
+  rounds and the medians compared, so a machine shared with other work biases both alike.
+
+Sections are functions ``name(args) -> dict`` registered in ``SECTIONS``, each printing its own summary lines;
+``--sections a b`` runs some of them.
+
+    PYTHONPATH=src .venv/bin/python bench/variants.py                 # every section, ~2 min on 2 CPU cores
+    PYTHONPATH=src .venv/bin/python bench/variants.py --sections clipa --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+
+def _clipa_config(image_size: int, text_len: int, args):
+    from laionprep.train_ref import config_lib
+
+    c = config_lib.load_config("flip_tiny")
+    c.model.dtype = "float32"
+    c.model.embed_dim = 128
+    c.model.image.update(image_size=image_size, patch_size=14, width=192, depth=6, num_heads=3, mlp_dim=768,
+                         mask_ratio=0.0)
+    c.model.text.update(width=128, depth=2, num_heads=2, mlp_dim=512, vocab_size=1024)
+    c.tokenizer.max_len = 32
+    if text_len < 32:
+        c.text_reduction.update(strategy="truncate", length=text_len)
+    c.batch_size = args.batch
+    c.num_train_steps = 10_000
+    c.warmup_steps = 10
+    return c
+
+
+def _compiled_step(cfg, mesh, text_len: int):
+    """(jitted train step, initial state, a synthetic device batch) for ``cfg``."""
+    import jax
+    import numpy as np
+
+    from laionprep.train_ref import models, runtime, train
+
+    B, S = cfg.batch_size, cfg.model.image.image_size
+    vocab = cfg.model.text.vocab_size
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(5, vocab, size=(B, text_len)).astype(np.int32)
+    lengths = rng.integers(3, text_len + 1, size=B)
+    tokens[np.arange(text_len)[None, :] >= lengths[:, None]] = 0
+    host = {"image": rng.integers(0, 256, size=(B, S, S, 3), dtype=np.uint8), "text": tokens}
+    batch = runtime.global_batch(host, runtime.batch_sharding(mesh))
+    model = models.build_model(cfg.model, vocab, cfg.tokenizer.max_len)
+    tx, sched = train.make_optimizer(cfg, *train.schedule_steps(cfg))
+    init = train._init_fn(model, tx, cfg)
+    key = jax.random.PRNGKey(0)
+    sh = runtime.state_shardings(jax.eval_shape(init, key), mesh, cfg.partition_states)
+    sh["step"] = runtime.replicated(mesh)
+    state = jax.jit(init, out_shardings=sh)(key)
+    step = train.compile_train_step(train.make_train_step(model, tx, sched, cfg, mesh), sh, mesh)
+    return step, state, batch
+
+
+def bench_clipa(args) -> dict:
+    import jax
+
+    from laionprep.train_ref import runtime, text_reduction
+
+    mesh = runtime.make_mesh()
+    variants = {"clipa_84px_8tok": (84, 8, args.clipa_low_steps), "full_224px_32tok": (224, 32, args.clipa_steps)}
+    runs = {}
+    print("CLIPA: training steps/s, 84 px + 8 text tokens vs 224 px + 32 (same /14 model):", flush=True)
+    for name, (size, text_len, steps) in variants.items():
+        cfg = _clipa_config(size, text_len, args)
+        step, state, batch = _compiled_step(cfg, mesh, text_reduction.text_length(cfg))
+        t0 = time.time()
+        for _ in range(2):  # compile + warm up
+            state, m = step(state, batch)
+        jax.block_until_ready(m)
+        runs[name] = {"step": step, "state": state, "batch": batch, "steps": steps, "rates": [],
+                      "patches": (size // 14) ** 2, "text_tokens": text_len}
+        print(f"  {name}: compiled ({time.time() - t0:.1f}s), {(size // 14) ** 2} patches, {text_len} text tokens",
+              flush=True)
+    for r in range(args.rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(run["steps"]):
+                run["state"], m = run["step"](run["state"], run["batch"])
+            jax.block_until_ready(m)
+            run["rates"].append(run["steps"] / (time.perf_counter() - t0))
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{n}: {runs[n]['rates'][-1]:.3f} steps/s" for n in runs),
+              flush=True)
+    low, full = runs["clipa_84px_8tok"], runs["full_224px_32tok"]
+    out = {"model": "ViT /14 width 192 depth 6, text width 128 depth 2, float32", "batch_size": args.batch,
+           "devices": jax.device_count(), "platform": jax.devices()[0].platform, "variants": {}}
+    for name, run in runs.items():
+        out["variants"][name] = {"steps_per_s": statistics.median(run["rates"]), "all_rates": run["rates"],
+                                 "patches": run["patches"], "text_tokens": run["text_tokens"]}
+    speedup = out["variants"]["clipa_84px_8tok"]["steps_per_s"] / out["variants"]["full_224px_32tok"]["steps_per_s"]
+    out["speedup"] = speedup
+    out["token_ratio"] = full["patches"] / low["patches"]
+    out["summary"] = [
+        f"CLIPA ({out['model']}, batch {args.batch}, {out['devices']} {out['platform']} device(s)):",
+        f"  84 px / 8 tokens: {out['variants']['clipa_84px_8tok']['steps_per_s']:.3f} steps/s;  224 px / 32 tokens: "
+        f"{out['variants']['full_224px_32tok']['steps_per_s']:.3f} steps/s;  speed-up {speedup:.2f}x "
+        f"(image tokens {out['token_ratio']:.1f}x; target >= 4x: {'met' if speedup >= 4 else 'NOT met'})",
+    ]
+    return out
+
+
+# name -> function(args) -> dict with a "summary" list of lines.  Other variants add their section here.
+SECTIONS = {"clipa": bench_clipa}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    ap.add_argument("--batch", type=int, default=32, help="global batch of the model benchmarks")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--clipa-steps", type=int, default=3, help="224 px steps per timed round")
+    ap.add_argument("--clipa-low-steps", type=int, default=12, help="84 px steps per timed round")
+    ap.add_argument("--json", default="", help="also write the results here")
+    args = ap.parse_args(argv)
+    import jax
+
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+           f"{jax.devices()[0].device_kind} x{jax.device_count()}", "jax": jax.__version__}
+    try:
+        res["load_average_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    for name in args.sections:
+        res[name] = SECTIONS[name](args)
+    print(f"\ntrainer variants benchmark, {res['date']}, {res['machine']}")
+    for name in args.sections:
+        for line in res[name].get("summary", []):
+            print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
