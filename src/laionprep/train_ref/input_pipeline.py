@@ -386,8 +386,9 @@ def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: 
         ds = ds.map(lambda b: {"image": b["image"], "text": tokenizer.tokenize(b["txt"])}, num_parallel_calls=npc,
                     deterministic=True)
     else:
-        ds = ds.enumerate().map(lambda i, b: {"image": b["image"], "text": text_transform(tokenizer.tokenize(b["txt"]), i)},
-                                num_parallel_calls=npc, deterministic=True)
+        ds = ds.enumerate().map(
+            lambda i, b: {"image": b["image"], "text": text_transform(tokenizer.tokenize(b["txt"]), i)},
+            num_parallel_calls=npc, deterministic=True)
     ds = ds.prefetch(prefetch)
     opts = tf.data.Options()
     opts.deterministic = True

@@ -19,7 +19,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from laionprep.errors import UsageError
 
@@ -115,6 +114,3 @@ def load_params(run_dir: str, abstract_params, *, method: str = "bilinear", step
 def _has_learned(abstract_params) -> bool:
     return isinstance(abstract_params, dict) and "image" in abstract_params and "pos_embed" in abstract_params["image"]
 
-
-def grid_of(table) -> int:
-    return math.isqrt(int(np.shape(table)[0]))

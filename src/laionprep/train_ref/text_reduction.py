@@ -108,7 +108,8 @@ def text_length(config) -> int:
 def load_wordnet(wordnet_dir: str) -> dict:
     """``{'index': {pos: {lemma: synset_count}}, 'exc': {pos: {form: [lemmas]}}, 'tags': {(lemma, pos): count}}``
     from a WordNet database directory (Debian: ``wordnet-base``, ``/usr/share/wordnet``)."""
-    missing = [f"index.{n}" for n in ("noun", "adj", "verb") if not os.path.isfile(os.path.join(wordnet_dir, f"index.{n}"))]
+    missing = [f"index.{n}" for n in ("noun", "adj", "verb")
+               if not os.path.isfile(os.path.join(wordnet_dir, f"index.{n}"))]
     if missing:
         raise UsageError(f"the WordNet database is not in {wordnet_dir} (no {', '.join(missing)}): the 'syntax' text "
                          "reduction needs it for part-of-speech classes", where="--config.text_reduction.wordnet_dir",
