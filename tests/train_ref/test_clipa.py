@@ -149,6 +149,18 @@ def test_reduction_runs_inside_the_input_pipeline(flip_data, vocab_file):
         assert sum(tok.vocab[t] in ("a", "of", "on", "the") for t in content) <= 1, [tok.vocab[t] for t in content]
 
 
+def test_zero_shot_prompts_are_reduced_like_the_training_text():
+    tok = _tok(words=SYNTAX_WORDS)
+    c = config_lib.load_config("clipa_tiny")
+    assert text_reduction.eval_tokenizer(c, tok) is tok  # no reduction at the top level (the last stage's)
+    c.text_reduction.update(strategy="syntax", length=5)
+    out = text_reduction.eval_tokenizer(c, tok)(["a photo of the small red circle", "a dog"])
+    assert [[tok.vocab[i] for i in _content(row, tok)] for row in out] == [["photo", "small", "circle"], ["a", "dog"]]
+    c.text_reduction.strategy = "random"  # random choices have no place in a classifier: truncated instead
+    out = text_reduction.eval_tokenizer(c, tok)(["a photo of the small red circle"])
+    assert [tok.vocab[i] for i in _content(out[0], tok)] == ["a", "photo", "of"]
+
+
 # ------------------------------------------------------------------------------------- position embeddings
 
 
