@@ -132,10 +132,23 @@ def test_bad_text_reduction_config_is_a_usage_error(field, value, needle):
     assert needle in str(e.value)
 
 
-def test_reduction_runs_inside_the_input_pipeline(flip_data, vocab_file):
+def test_reduction_runs_inside_the_input_pipeline(tmp_path, flip_data, vocab_file):
+    from laionprep._env import import_tf
     from laionprep.train_ref import input_pipeline
 
+    tf = import_tf()
     tok = tokenizer_lib.Tokenizer(tokenizer_lib.load_vocab(vocab_file), 16)
+    red = text_reduction.TextReducer("random", 6, cls_id=tok.cls_id, sep_id=tok.sep_id, vocab=tok.vocab)
+    ds = input_pipeline.train_dataset(flip_data, tok, image_size=16, batch_size=8, shuffle_buffer=8,
+                                      text_transform=red)
+    it = iter(ds)
+    next(it)
+    tf.train.Checkpoint(iterator=it).write(str(tmp_path / "it"))  # the iterator (random choices included) saves
+    want = [next(it)["text"].numpy() for _ in range(2)]
+    it2 = iter(ds)
+    tf.train.Checkpoint(iterator=it2).read(str(tmp_path / "it")).assert_existing_objects_matched()
+    assert all(np.array_equal(w, next(it2)["text"].numpy()) for w in want)  # and replays exactly
+
     red = text_reduction.TextReducer("syntax", 6, cls_id=tok.cls_id, sep_id=tok.sep_id, vocab=tok.vocab)
     ds = input_pipeline.train_dataset(flip_data, tok, image_size=16, batch_size=8, shuffle_buffer=8,
                                       text_transform=red)
