@@ -251,6 +251,10 @@ class TextReducer:
     def __call__(self, ids, counter=0):
         tf = import_tf()
         ids = tf.convert_to_tensor(ids, tf.int32)
+        if ids.shape[1] is not None and ids.shape[1] < self.length:
+            raise UsageError(f"text_reduction.length={self.length} is longer than the tokenized captions "
+                             f"({ids.shape[1]})", where="--config.text_reduction.length",
+                             fix=f"use at most tokenizer.max_len={ids.shape[1]}")
         B, L = tf.shape(ids)[0], tf.shape(ids)[1]
         k = self.length - 2
         pos = tf.broadcast_to(tf.range(L)[None, :], [B, L])
