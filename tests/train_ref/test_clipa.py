@@ -4,6 +4,7 @@ sin-cos ones recomputed), staged schedules that cross their boundary and resume 
 configs, and clipa_tiny learning the demo data."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -23,7 +24,8 @@ SYNTAX_WORDS = ("a the on of small green red dog field runs across sky ##scraper
                 "quickly and").split()
 
 
-def _tok(max_len=32, words=WORDS):
+@functools.lru_cache(maxsize=None)
+def _tok(max_len=32, words=tuple(WORDS)):
     return tokenizer_lib.Tokenizer(tokenizer_lib.RESERVED_TOKENS + list(words), max_len)
 
 
@@ -85,7 +87,7 @@ def test_random_strategies_vary_with_the_batch_and_replay_exactly(strategy):
 
 
 def test_syntax_ranks_nouns_then_adjectives_then_verbs_keeping_order():
-    tok = _tok(words=SYNTAX_WORDS)
+    tok = _tok(words=tuple(SYNTAX_WORDS))
     wn = text_reduction.load_wordnet(text_reduction.DEFAULT_WORDNET_DIR)
     cls = {w: text_reduction.CLASS_NAMES[text_reduction.word_class(w, wn)] for w in
            ("dog", "field", "sky", "photo", "circle", "small", "green", "tall", "red", "runs", "drawn", "a", "the",
@@ -163,7 +165,7 @@ def test_reduction_runs_inside_the_input_pipeline(tmp_path, flip_data, vocab_fil
 
 
 def test_zero_shot_prompts_are_reduced_like_the_training_text():
-    tok = _tok(words=SYNTAX_WORDS)
+    tok = _tok(words=tuple(SYNTAX_WORDS))
     c = config_lib.load_config("clipa_tiny")
     assert text_reduction.eval_tokenizer(c, tok) is tok  # no reduction at the top level (the last stage's)
     c.text_reduction.update(strategy="syntax", length=5)
