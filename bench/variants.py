@@ -6,7 +6,8 @@
   patches, 224 px is 16x16 = 256 (7.1x the tokens; CLIPA's target here: >= 4x the steps/s).  Batches are
   synthetic and already on the devices, so this measures the model step only; the two are timed in interleaved
   rounds and the medians compared, so a machine shared with other work biases both alike (the ratio of steps per
-  CPU-second of the process is printed too).
+  CPU-second of the process is printed too).  Also: captions/s of the input pipeline's text stage on one thread
+  (tokenize, then reduce to 8 tokens by each strategy) next to tokenizing alone.
 
 Sections are functions ``name(args) -> dict`` registered in ``SECTIONS``, each printing its own summary lines;
 ``--sections a b`` runs some of them.
@@ -71,6 +72,44 @@ def _compiled_step(cfg, mesh, text_len: int):
     return step, state, batch
 
 
+def bench_text_reduction(args) -> dict:
+    """Captions/s of the tf.data text stage (tokenize) with and without each reduction to 8 tokens, one thread."""
+    import random
+
+    from laionprep._env import import_tf
+    from laionprep.demo import synth
+    from laionprep.train_ref import text_reduction, tokenizer as tokenizer_lib
+
+    tf = import_tf()
+    rnd = random.Random(0)
+    captions = [synth.caption(synth.sample(0, i), rnd) for i in range(args.captions)]
+    vocab = tokenizer_lib.RESERVED_TOKENS + sorted({w for c in captions for w in c.lower().split()})
+    tok = tokenizer_lib.Tokenizer(vocab, 32)
+    rates = {}
+    variants = ["none", "truncate", "random", "block", "syntax"]
+    for strategy in variants:
+        red = None if strategy == "none" else text_reduction.TextReducer(
+            strategy, 8, cls_id=tok.cls_id, sep_id=tok.sep_id, vocab=tok.vocab)
+        ds = tf.data.Dataset.from_tensor_slices(captions).batch(256).enumerate()
+        ds = ds.map((lambda i, b: tok.tokenize(b)) if red is None else (lambda i, b, r=red: r(tok.tokenize(b), i)))
+        opts = tf.data.Options()
+        opts.threading.private_threadpool_size = 1
+        ds = ds.with_options(opts)
+        for _ in ds:  # warm up (graph building)
+            pass
+        best = 0.0
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            for _ in ds:
+                pass
+            best = max(best, len(captions) / (time.perf_counter() - t0))
+        rates[strategy] = best
+    base = rates["none"]
+    return {"captions_per_s": rates, "relative": {k: v / base for k, v in rates.items()},
+            "summary": ["  text stage, one tf.data thread, demo captions -> 8 tokens (best of rounds): " + ", ".join(
+                f"{k} {v:,.0f}/s ({v / base:.2f}x)" for k, v in rates.items())]}
+
+
 def bench_clipa(args) -> dict:
     import jax
 
@@ -113,12 +152,15 @@ def bench_clipa(args) -> dict:
     out["speedup_cpu_time"] = (out["variants"]["clipa_84px_8tok"]["steps_per_cpu_s"]
                                / out["variants"]["full_224px_32tok"]["steps_per_cpu_s"])
     out["token_ratio"] = full["patches"] / low["patches"]
+    text = bench_text_reduction(args)
+    out["text_reduction"] = text
     out["summary"] = [
         f"CLIPA ({out['model']}, batch {args.batch}, {out['devices']} {out['platform']} device(s)):",
         f"  84 px / 8 tokens: {out['variants']['clipa_84px_8tok']['steps_per_s']:.3f} steps/s;  224 px / 32 tokens: "
         f"{out['variants']['full_224px_32tok']['steps_per_s']:.3f} steps/s;  speed-up {speedup:.2f}x "
         f"(image tokens {out['token_ratio']:.1f}x; target >= 4x: {'met' if speedup >= 4 else 'NOT met'})",
         f"  by CPU time (robust to other jobs on the machine): {out['speedup_cpu_time']:.2f}x",
+        *text["summary"],
     ]
     return out
 
@@ -134,6 +176,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--clipa-steps", type=int, default=3, help="224 px steps per timed round")
     ap.add_argument("--clipa-low-steps", type=int, default=12, help="84 px steps per timed round")
+    ap.add_argument("--captions", type=int, default=20_000, help="captions for the text-reduction throughput")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args(argv)
     import jax

@@ -98,7 +98,10 @@ def load_params(run_dir: str, abstract_params, *, method: str = "bilinear", step
                          where="--config.pretrain_dir", fix="keep model.image.width the same across stages")
     target = jax.tree_util.tree_map(lambda x: x, abstract_params)
     target["image"] = dict(target["image"])
-    target["image"]["pos_embed"] = jax.ShapeDtypeStruct(have, want.dtype, sharding=want.sharding)
+    sharding = want.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):  # the stored shape may not split like the new one
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    target["image"]["pos_embed"] = jax.ShapeDtypeStruct(have, want.dtype, sharding=sharding)
     params, pstep = checkpointing.load_params(run_dir, target, step=step)
     new_grid = math.isqrt(want.shape[0])
     resized = jax.jit(lambda t: resize(t, new_grid, method), out_shardings=want.sharding)(params["image"]["pos_embed"])
