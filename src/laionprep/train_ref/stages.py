@@ -107,8 +107,9 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
                  quiet: bool = False) -> dict:
     """Run (or resume) every stage of a staged config; returns the last stage's metrics plus ``stage`` and
     ``total_step`` (steps over all stages)."""
-    from laionprep.train_ref import train
+    from laionprep.train_ref import runtime, train
 
+    runtime.maybe_initialize_distributed(config.get("distributed", "auto"))  # before the checkpoint look-ups
     tf = import_tf()
     tf.io.gfile.makedirs(workdir)
     stages = plan(config, workdir)
@@ -147,6 +148,9 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
 
 def final_stage(config, workdir: str) -> tuple[ml_collections.ConfigDict, str]:
     """(config, directory) of the last stage: what ``laionprep eval`` evaluates for a staged run."""
+    from laionprep.train_ref import runtime
+
+    runtime.maybe_initialize_distributed(config.get("distributed", "auto"))
     st = plan(config, workdir)[-1]
     return st["config"], st["dir"]
 
