@@ -113,8 +113,11 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
     tf = import_tf()
     tf.io.gfile.makedirs(workdir)
     stages = plan(config, workdir)
-    with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    lead = jax_process_index() == 0
+    if lead:
+        with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    say = (lambda msg: print(msg, flush=True)) if lead and not quiet else (lambda msg: None)
     res: dict = {}
     for i, st in enumerate(stages):
         last = i == len(stages) - 1
@@ -123,13 +126,11 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
         desc = (f"stage {i + 1}/{len(stages)} '{st['name']}': {st['steps']} steps at {ic.image_size} px, "
                 f"{_text_desc(cfg)}, mask ratio {ic.mask_ratio}")
         if st["done"] and not last:
-            if not quiet:
-                print(f"[stages] {desc}: done (checkpoint at step {st['at']}) in {st['dir']}", flush=True)
+            say(f"[stages] {desc}: done (checkpoint at step {st['at']}) in {st['dir']}")
             continue
-        if not quiet:
-            state = f"resuming at step {st['at']}" if st["at"] else (
-                f"from {cfg.pretrain_dir}" if cfg.pretrain_dir else "from scratch")
-            print(f"[stages] {desc} in {st['dir']} ({state})", flush=True)
+        state = f"resuming at step {st['at']}" if st["at"] else (
+            f"from {cfg.pretrain_dir}" if cfg.pretrain_dir else "from scratch")
+        say(f"[stages] {desc} in {st['dir']} ({state})")
         hook = None
         if step_hook is not None:
             offset, name = st["offset"], st["name"]
@@ -140,7 +141,7 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
     final = stages[-1]
     res = {**res, "stage": final["name"], "total_step": final["offset"] + int(res.get("step", 0)),
            "stage_dir": final["dir"]}
-    if "top1" in res and jax_process_index() == 0:
+    if "top1" in res and lead:
         with tf.io.gfile.GFile(os.path.join(workdir, "eval_results.json"), "w") as f:
             json.dump({k: v for k, v in res.items() if isinstance(v, (int, float, str))}, f, indent=2)
     return res
