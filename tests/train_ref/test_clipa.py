@@ -405,3 +405,10 @@ def test_clipa_tiny_learns_the_demo_data(tmp_path, eval_folder):
 def test_clipa_resolution_not_a_multiple_of_the_patch_is_a_usage_error():
     with pytest.raises(UsageError, match="84 is not a multiple of the patch size 16"):
         config_lib.load_config("clipa_b16:84")
+
+
+def test_reducing_to_more_tokens_than_the_captions_have_is_a_usage_error():
+    tok = _tok(max_len=16)
+    r = text_reduction.TextReducer("truncate", 20, cls_id=tok.cls_id, sep_id=tok.sep_id)
+    with pytest.raises(UsageError, match="text_reduction.length=20 is longer than the tokenized captions"):
+        r(tok.tokenize(["w1 w2"]))
