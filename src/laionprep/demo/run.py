@@ -116,7 +116,7 @@ def main(cfg: DemoConfig) -> int:
             ("examples", metrics.get("num_examples", "")),
             ("top-1", f"{metrics['top1']:.1%}"), ("top-5", f"{metrics['top5']:.1%}"),
             ("chance top-1", f"{chance:.1%}"), ("top-1 / chance", f"{metrics['top1'] / chance:.1f}x"),
-            ("train steps", metrics.get("step", "")),
+            ("train steps", metrics.get("total_step", metrics.get("step", ""))),
         ], ["", ""])
     print(f"\ndemo finished in {time.time() - started:.0f} s; everything is under {cfg.workdir}")
     return 0

@@ -8,13 +8,16 @@ Entry points (what the CLI verbs and ``laionprep demo`` call):
 * ``tokenizer.learn_vocab(source, vocab_size, output)`` -- a WordPiece vocabulary from a dataset's captions;
 * ``train.train_demo(data, eval_data, workdir)`` -- flip_tiny on ``data`` + zero-shot on ``eval_data``.
 
+CLIPA (reduced image and text tokens, staged schedules) lives in ``text_reduction``, ``pos_embed`` and ``stages``.
+
 Submodules import JAX / TensorFlow; this package module does not, so importing it is cheap.
 """
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["config_lib", "input_pipeline", "tokenizer", "models", "train", "evaluate", "checkpointing", "runtime"]
+__all__ = ["config_lib", "input_pipeline", "tokenizer", "models", "train", "evaluate", "checkpointing", "runtime",
+           "text_reduction", "pos_embed", "stages"]
 
 
 def __getattr__(name):  # lazy submodules: `from laionprep import train_ref; train_ref.train.train_and_evaluate(...)`

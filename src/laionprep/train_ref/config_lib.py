@@ -21,7 +21,8 @@ import ml_collections
 from laionprep.errors import UsageError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-BUNDLED = ("flip_tiny", "flip_b16", "flip_l16", "flip_h14", "clippo_tiny", "clippo_b16")
+BUNDLED = ("flip_tiny", "flip_b16", "flip_l16", "flip_h14", "clipa_tiny", "clipa_b16", "clipa_l16", "clipa_h14",
+           "clippo_tiny", "clippo_b16")
 
 
 def resolve_config_path(path: str) -> str:

@@ -22,8 +22,8 @@ import numpy as np
 
 from laionprep._env import import_tf
 from laionprep.errors import UsageError
-from laionprep.train_ref import checkpointing, input_pipeline, models, runtime
-from laionprep.train_ref import clippo, text_render, tokenizer as tokenizer_lib
+from laionprep.train_ref import checkpointing, clippo, input_pipeline, models, runtime, stages, text_reduction
+from laionprep.train_ref import text_render, tokenizer as tokenizer_lib
 
 SIMPLE_TEMPLATES = ("a photo of a {}.",)
 
@@ -119,6 +119,7 @@ def zero_shot(model, params, tokenizer, config, mesh, *, log: Callable[[str], No
         process_index=jax.process_index(), process_count=jax.process_count(), crop_fraction=ecfg.crop_fraction,
         class_names_file=ecfg.class_names, image_key=ecfg.image_key, label_key=ecfg.label_key)
     templates = get_templates(ecfg.templates)
+    tokenizer = text_reduction.eval_tokenizer(config, tokenizer)  # CLIPA: prompts as short as training's text
     classifier = build_classifier(model, params, tokenizer, data.class_names, templates, mesh)
     k = min(5, len(data.class_names))
     dtype = runtime.dtype_of(config.model.dtype)
@@ -157,6 +158,8 @@ def evaluate(config, workdir: str) -> dict:
     Writes ``WORKDIR/eval_results.json`` and TensorBoard scalars ``eval/top1``, ``eval/top5``; returns the metrics
     (``top1``, ``top5``, ``num_examples``, ``num_classes``, ``step``, ...).
     """
+    if stages.is_staged(config):  # a staged run (CLIPA): its last stage
+        config, workdir = stages.final_stage(config, workdir)
     runtime.maybe_initialize_distributed(config.get("distributed", "auto"))
     tf = import_tf()
     if not config.eval.source:

@@ -354,12 +354,15 @@ def decode_center_crop(image_bytes, image_size: int, crop_fraction: float = 1.0)
 def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: int, seed: int = 0,
                   process_index: int = 0, process_count: int = 1, data_dir: str = "", shuffle_buffer: int = 10_000,
                   shuffle_files: bool = True, area_range=(0.5, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
-                  flip: bool = True, num_parallel_calls: int = -1, prefetch: int = 2, threads: int = 0):
+                  flip: bool = True, num_parallel_calls: int = -1, prefetch: int = 2, threads: int = 0,
+                  text_transform=None):
     """This process's endless stream of batches ``{'image': uint8 [B,S,S,3], 'text': int32 [B,max_len]}``
     (``text`` is ``tokenizer.tokenize(captions)``: with CLIPPO's TextRenderer, uint8 [B,S,S,3] rendered captions).
 
     ``batch_size`` is the per-process batch.  ``num_parallel_calls=-1`` is AUTOTUNE; ``threads`` > 0 caps the
-    pipeline's private thread pool (used by the benchmark to measure one core).
+    pipeline's private thread pool (used by the benchmark to measure one core).  ``text_transform(ids, counter)``
+    (optional) rewrites each batch's token ids, ``counter`` being the batch number (CLIPA's text reduction, see
+    text_reduction.py).
     """
     tf = import_tf()
     if isinstance(src, str):
@@ -383,8 +386,13 @@ def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: 
 
     ds = ds.enumerate().map(prep, num_parallel_calls=npc, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(lambda b: {"image": b["image"], "text": tokenizer.tokenize(b["txt"])}, num_parallel_calls=npc,
-                deterministic=True)
+    if text_transform is None:
+        ds = ds.map(lambda b: {"image": b["image"], "text": tokenizer.tokenize(b["txt"])}, num_parallel_calls=npc,
+                    deterministic=True)
+    else:
+        ds = ds.enumerate().map(
+            lambda i, b: {"image": b["image"], "text": text_transform(tokenizer.tokenize(b["txt"]), i)},
+            num_parallel_calls=npc, deterministic=True)
     ds = ds.prefetch(prefetch)
     opts = tf.data.Options()
     opts.deterministic = True

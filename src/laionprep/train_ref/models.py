@@ -3,8 +3,9 @@
 * Image tower: a ViT.  The image is cut into ``patch_size`` patches; during training each example keeps exactly
   ``int(L * (1 - mask_ratio))`` of its ``L`` patches, chosen by a fresh random permutation per example per step
   (the ``'mask'`` RNG stream); at evaluation nothing is masked.  Masking happens before the patch embedding, so the
-  masked patches cost nothing.  Fixed 2-D sin-cos position embeddings, pre-LN Transformer blocks, a final
-  LayerNorm, global average pooling over the visible tokens (FLIP's ``img_avg_token``) and a linear projection.
+  masked patches cost nothing.  Fixed 2-D sin-cos position embeddings (or learned ones: pos_embed.py), pre-LN
+  Transformer blocks, a final LayerNorm, global average pooling over the visible tokens (FLIP's
+  ``img_avg_token``) and a linear projection.
 * Text tower: token + learned position embeddings, a non-causal pre-LN Transformer with padding masked out, a final
   LayerNorm, mean pooling over the real tokens, a linear projection.
 * Both embeddings are L2-normalised; the learnable temperature is ``exp(logit_scale)`` with ``logit_scale``
@@ -21,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from laionprep.train_ref import pos_embed as pos_embed_lib
 
 Dtype = Any
 
@@ -129,6 +132,7 @@ class ImageEncoder(nn.Module):
     mask_ratio: float = 0.0
     dtype: Dtype = jnp.float32
     remat_policy: str = "none"
+    pos_embed: str = "sincos"  # sincos (fixed) | learn (see pos_embed.py)
 
     @property
     def num_patches(self) -> int:
@@ -139,7 +143,7 @@ class ImageEncoder(nn.Module):
         b = images.shape[0]
         x = patchify(images, self.patch_size)  # [B, L, p*p*3]
         L = x.shape[1]
-        pos = jnp.asarray(sincos_2d(self.image_size // self.patch_size, self.width))  # [L, D], not learned
+        pos = pos_embed_lib.image_pos_embed(self, self.pos_embed, self.image_size // self.patch_size, self.width)
         if train and self.mask_ratio > 0.0:
             keep = num_kept(L, self.mask_ratio)
             if keep < 1:
@@ -222,7 +226,8 @@ def build_model(mcfg, vocab_size: int, max_len: int) -> FLIP:
         raise ValueError(f"model.image.image_size={ic.image_size} is not a multiple of patch_size={ic.patch_size}")
     image = ImageEncoder(image_size=ic.image_size, patch_size=ic.patch_size, width=ic.width, depth=ic.depth,
                          num_heads=ic.num_heads, mlp_dim=ic.mlp_dim, embed_dim=mcfg.embed_dim,
-                         mask_ratio=float(ic.mask_ratio), dtype=dtype, remat_policy=mcfg.remat_policy)
+                         mask_ratio=float(ic.mask_ratio), dtype=dtype, remat_policy=mcfg.remat_policy,
+                         pos_embed=str(ic.get("pos_embed", "sincos")))
     vs = int(tc.vocab_size) or _round_up(vocab_size, 128)
     if vs < vocab_size:
         raise ValueError(f"model.text.vocab_size={vs} is smaller than the tokenizer's vocabulary ({vocab_size})")

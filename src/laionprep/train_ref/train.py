@@ -25,8 +25,9 @@ import optax
 
 from laionprep._env import import_tf
 from laionprep.errors import UsageError
-from laionprep.train_ref import checkpointing, clippo, evaluate as evaluate_lib, input_pipeline, models, runtime
-from laionprep.train_ref import text_render, tokenizer as tokenizer_lib
+from laionprep.train_ref import checkpointing, clippo, evaluate as evaluate_lib, input_pipeline, models, pos_embed
+from laionprep.train_ref import runtime, stages as stages_lib, text_reduction, text_render
+from laionprep.train_ref import tokenizer as tokenizer_lib
 
 
 def schedule_steps(config) -> tuple[int, int]:
@@ -214,7 +215,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     ``step_hook(step, metrics)`` is called after every step (metrics are host floats on logging steps, else
     empty).  Returns ``{'step', 'loss', 'images_per_sec', 'top1', 'top5', ...}`` (eval keys when evaluated).
+    A staged config (``config.stage_order``, CLIPA) runs its stages one after another: see stages.py.
     """
+    if stages_lib.is_staged(config):
+        return stages_lib.train_staged(config, workdir, step_hook=step_hook, quiet=quiet)
     runtime.maybe_initialize_distributed(config.get("distributed", "auto"))
     tf = import_tf()
     tf.io.gfile.makedirs(workdir)
@@ -226,6 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     src = input_pipeline.resolve_source(config.data.source, config.data.data_dir, config.data.split)
     tok, model = _text_side(config, workdir)
+    reducer = text_reduction.reducer_from_config(config, tok)
     tx, sched = make_optimizer(config, total_steps, warmup_steps)
     init = _init_fn(model, tx, config)
     key = jax.random.PRNGKey(config.seed)
@@ -238,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         src, tok, image_size=config.model.image.image_size, batch_size=local_bs, seed=config.seed,
         process_index=pidx, process_count=pcount, shuffle_buffer=dcfg.shuffle_buffer,
         shuffle_files=dcfg.shuffle_files, area_range=tuple(dcfg.area_range),
-        aspect_ratio_range=tuple(dcfg.aspect_ratio_range), flip=dcfg.flip)
+        aspect_ratio_range=tuple(dcfg.aspect_ratio_range), flip=dcfg.flip, text_transform=reducer)
     it = iter(ds)
 
     mngr = checkpointing.make_manager(workdir, config.keep_checkpoints, async_save=config.async_checkpointing)
@@ -254,7 +259,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state = jax.jit(init, out_shardings=shardings)(key)
         images_seen = 0
         if config.pretrain_dir:
-            params, pstep = checkpointing.load_params(config.pretrain_dir, abstract_sharded["params"])
+            params, pstep = pos_embed.load_params(config.pretrain_dir, abstract_sharded["params"], log=log.print,
+                                                  method=config.model.image.get("pos_embed_resize", "bilinear"))
             opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
             state = {"step": state["step"], "params": params, "opt_state": opt_state}
             log.print(f"[train] parameters from {config.pretrain_dir} (step {pstep}); fresh optimizer, step 0")
@@ -268,7 +274,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     L = (config.model.image.image_size // config.model.image.patch_size) ** 2
     log.print(f"[train] {src.description}; {jax.device_count()} devices ({jax.devices()[0].platform}) on "
               f"{pcount} process(es); batch {config.batch_size} ({local_bs}/process); {n_params / 1e6:.2f}M params; "
-              f"{models.num_kept(L, config.model.image.mask_ratio)}/{L} patches kept; peak lr "
+              f"{models.num_kept(L, config.model.image.mask_ratio)}/{L} patches kept; "
+              f"{'captions rendered as images' if clippo.uses_rendered_text(config) else f'{text_reduction.text_length(config)} text tokens'}; peak lr "
               f"{peak_learning_rate(config):.3g}; {total_steps} steps ({warmup_steps} warmup)")
 
     step = int(jax.device_get(state["step"]))

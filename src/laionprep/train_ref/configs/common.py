@@ -36,6 +36,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.tokenizer.learn_examples = 1_000_000  # captions read to learn it
     c.tokenizer.max_len = 32
 
+    # ---- CLIPA text token reduction (see text_reduction.py): train on `length` tokens ([CLS] + length-2 + [SEP])
+    c.text_reduction = ml_collections.ConfigDict()
+    c.text_reduction.strategy = "none"  # none | truncate | random | block | syntax
+    c.text_reduction.length = 32
+    c.text_reduction.wordnet_dir = "/usr/share/wordnet"  # syntax: WordNet database (Debian package wordnet-base)
+
     # ---- model (see models.py)
     c.model = ml_collections.ConfigDict()
     c.model.embed_dim = 512
@@ -50,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.image.num_heads = 12
     c.model.image.mlp_dim = 3072
     c.model.image.mask_ratio = 0.5  # FLIP pre-training masks half the patches; 0.0 for unmasked tuning
+    c.model.image.pos_embed = "sincos"        # sincos (fixed 2-D) | learn; see pos_embed.py
+    c.model.image.pos_embed_resize = "bilinear"  # bilinear | bicubic: learned ones loaded at another resolution
     c.model.text = ml_collections.ConfigDict()
     c.model.text.vocab_size = 0     # 0: the tokenizer's vocabulary size rounded up to a multiple of 128
     c.model.text.width = 512
@@ -94,4 +102,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.image_key = "image"
     c.eval.label_key = "label"
     c.eval.every_steps = 0          # 0: only at the end of training
+
+    # ---- staged schedules (CLIPA, see stages.py): stages.<name> holds the fields a stage changes
+    c.stages = ml_collections.ConfigDict()
+    c.stage_order = ()              # names of c.stages, run in this order; empty: one ordinary run
     return c

@@ -1,0 +1,14 @@
+"""CLIPA ViT-B/16: the towers of flip_b16, pre-trained at 112 px with 32 text tokens (12.8B samples), then fine-tuned at
+224 px with 32 text tokens (512M samples) -- two stages of one run (see clipa_common.py for the recipe and
+stages.py for how it runs).  ``--config clipa_b16:RES`` or ``clipa_b16:RES_TEXTLEN`` picks another pre-training
+resolution / text length (e.g. ``clipa_h14:70_8``, ``clipa_l16:160_16``).
+
+    laionprep train --config clipa_b16 --workdir W --config.data.source=gs://BUCKET/laion400m \
+        --config.tokenizer.vocab=bert_uncased_vocab.txt
+"""
+from laionprep.train_ref.configs import clipa_common, flip_b16
+
+
+def get_config(arg=None):
+    res, text_len = clipa_common.parse_arg(arg, 112, 32)
+    return clipa_common.make_clipa(flip_b16.get_config(), res, text_len)

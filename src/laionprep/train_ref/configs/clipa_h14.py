@@ -1,0 +1,14 @@
+"""CLIPA ViT-H/14: the towers of flip_h14, pre-trained at 84 px with 8 text tokens (12.8B samples), then fine-tuned at
+224 px with 32 text tokens (512M samples) -- two stages of one run (see clipa_common.py for the recipe and
+stages.py for how it runs).  ``--config clipa_h14:RES`` or ``clipa_h14:RES_TEXTLEN`` picks another pre-training
+resolution / text length (e.g. ``clipa_h14:70_8``, ``clipa_l16:160_16``).
+
+    laionprep train --config clipa_h14 --workdir W --config.data.source=gs://BUCKET/laion400m \
+        --config.tokenizer.vocab=bert_uncased_vocab.txt
+"""
+from laionprep.train_ref.configs import clipa_common, flip_h14
+
+
+def get_config(arg=None):
+    res, text_len = clipa_common.parse_arg(arg, 84, 8)
+    return clipa_common.make_clipa(flip_h14.get_config(), res, text_len)
