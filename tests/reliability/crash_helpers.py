@@ -1,0 +1,95 @@
+"""Helpers for the crash tests: run a ``laionprep`` command in its own process group, kill -9 the whole group at a
+moment drawn from a seeded RNG, and read back every record of a folder by key (duplicates counted, not hidden)."""
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from laionprep import fs as lfs
+from laionprep import shards
+from laionprep.tfrecord import read_records
+
+SEEDS = (0, 1, 2)
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "laionprep.cli", *args]
+
+
+def env(**extra: str) -> dict:
+    """The environment of a CLI subprocess: this checkout's ``src`` first, so the code under test is what runs."""
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    e.update(extra)
+    return e
+
+
+def run(cmd: list[str], timeout: float = 300, **kw) -> tuple[subprocess.CompletedProcess, float]:
+    """Run to completion; returns (result, seconds)."""
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=kw.pop("env", env()), **kw)
+    return r, time.monotonic() - t0
+
+
+def kill_moment(seed: int, duration: float) -> float:
+    """A kill delay drawn uniformly from [5%, 95%] of an uninterrupted run's duration, reproducible per seed."""
+    return random.Random(f"laionprep-crash-{seed}").uniform(0.05, 0.95) * duration
+
+
+def run_and_kill(cmd: list[str], delay: float, **kw) -> bool:
+    """Start ``cmd`` in a new session, SIGKILL its whole process group after ``delay`` seconds (workers, Beam SDK
+    harnesses and img2dataset processes die with it).  Returns True if it was still running when killed."""
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=kw.pop("env", env()), **kw)
+    try:
+        p.wait(timeout=delay)
+        return False  # it finished first
+    except subprocess.TimeoutExpired:
+        pass
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    _wait_group_gone(p.pid)
+    return True
+
+
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def keys_of_files(paths) -> collections.Counter:
+    """key -> number of records carrying it, over TFRecord files read with laionprep.tfrecord (CRCs verified)."""
+    out: collections.Counter = collections.Counter()
+    for p in paths:
+        for data in read_records(p):
+            out[shards.parse_example(data)["key"][1][0].decode()] += 1
+    return out
+
+
+def download_keys(download_dir: str) -> collections.Counter:
+    return keys_of_files(s.tfrecord for s in shards.scan(download_dir).shards)
+
+
+def temp_files(folder: str) -> list[str]:
+    """Files a killed run could leave behind under a temporary name."""
+    out = []
+    for root, _, files in os.walk(folder):
+        out += [os.path.join(root, f) for f in files if lfs.TMP_MARK in f]
+    return out
+
+
+def download_cmd(source: str, out: str, shard_size: int) -> list[str]:
+    """``laionprep download`` of the demo metadata at ``source`` (images served from 127.0.0.1)."""
+    return cli("download", "--dataset", "demo", "--metadata-source", source, "--output", out, "--processes", "2",
+               "--threads", "4", "--number-sample-per-shard", str(shard_size), "--no-progress")
