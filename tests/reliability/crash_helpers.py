@@ -17,6 +17,10 @@ from laionprep.tfrecord import read_records
 SEEDS = (0, 1, 2)
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
+# the other test folders' helper modules (reshard_helpers, flip_helpers), imported the way their own tests do
+for _d in ("sharding", "train_ref"):
+    if os.path.join(HERE, "..", _d) not in sys.path:
+        sys.path.insert(0, os.path.join(HERE, "..", _d))
 
 
 def cli(*args: str) -> list[str]:
@@ -38,8 +42,12 @@ def run(cmd: list[str], timeout: float = 300, **kw) -> tuple[subprocess.Complete
 
 
 def kill_moment(seed: int, duration: float) -> float:
-    """A kill delay drawn uniformly from [5%, 95%] of an uninterrupted run's duration, reproducible per seed."""
-    return random.Random(f"laionprep-crash-{seed}").uniform(0.05, 0.95) * duration
+    """A kill delay drawn at random from [5%, 95%] of an uninterrupted run's duration, reproducible per seed and
+    stratified: seed k of the n in SEEDS draws uniformly from the k-th of n equal slices of that range, so a few
+    seeds cover the start, the middle and the end of a run instead of clustering."""
+    k, n = SEEDS.index(seed), len(SEEDS)
+    width = 0.9 / n
+    return random.Random(f"laionprep-crash-{seed}").uniform(0.05 + k * width, 0.05 + (k + 1) * width) * duration
 
 
 def run_and_kill(cmd: list[str], delay: float, **kw) -> bool:

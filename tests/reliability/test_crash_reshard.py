@@ -13,9 +13,9 @@ import os
 
 import pytest
 
-from sharding.reshard_helpers import shard_bytes  # tests/sharding/reshard_helpers.py
-
 from .crash_helpers import SEEDS, cli, keys_of_files, kill_moment, run, run_and_kill, temp_files
+
+from reshard_helpers import shard_bytes  # noqa: E402  (tests/sharding/reshard_helpers.py)
 
 
 def reshard_cmd(source: str, out: str) -> list[str]:
