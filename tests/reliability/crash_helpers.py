@@ -50,11 +50,22 @@ def kill_moment(seed: int, duration: float) -> float:
     return random.Random(f"laionprep-crash-{seed}").uniform(0.05 + k * width, 0.05 + (k + 1) * width) * duration
 
 
-def run_and_kill(cmd: list[str], delay: float, **kw) -> bool:
-    """Start ``cmd`` in a new session, SIGKILL its whole process group after ``delay`` seconds (workers, Beam SDK
-    harnesses and img2dataset processes die with it).  Returns True if it was still running when killed."""
+def kill_fraction(seed: int) -> float:
+    """The fraction of a run at which seed ``seed`` kills, as :func:`kill_moment` draws it."""
+    return kill_moment(seed, 1.0)
+
+
+def run_and_kill(cmd: list[str], delay: float, *, start=None, **kw) -> bool:
+    """Start ``cmd`` in a new session, SIGKILL its whole process group ``delay`` seconds later (workers, Beam SDK
+    harnesses and img2dataset processes die with it).  With ``start`` (a callable), the delay counts from the moment
+    ``start()`` first returns True (polled every 10 ms), e.g. when a training run logs its first step.  Returns True
+    if the command was still running when killed."""
     p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=kw.pop("env", env()), **kw)
+    if start is not None:
+        deadline = time.monotonic() + 600
+        while not start() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
     try:
         p.wait(timeout=delay)
         return False  # it finished first

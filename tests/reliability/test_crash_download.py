@@ -18,6 +18,8 @@ from laionprep.demo import synth
 from .crash_helpers import SEEDS, download_cmd, download_keys, kill_moment, run, run_and_kill, temp_files
 
 
+pytestmark = pytest.mark.slow  # real img2dataset / Beam / training runs, killed and run again
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, demo_server, demo_download):
     """The session's uninterrupted download (conftest's ``demo_download``) and the same metadata written again for

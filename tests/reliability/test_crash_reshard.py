@@ -27,6 +27,8 @@ def output_keys(out: str):
     return keys_of_files(sorted(glob.glob(os.path.join(out, "demo_crash-*.tfrecord-*"))))
 
 
+pytestmark = pytest.mark.slow  # real img2dataset / Beam / training runs, killed and run again
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, demo_download):
     """An uninterrupted CLI reshard of the session's download: (output, manifest, shard bytes, keys, seconds)."""

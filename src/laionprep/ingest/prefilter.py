@@ -13,6 +13,11 @@ order:
 ``high_pwatermark``  pwatermark at or above the threshold, or null
 ``duplicate_url``    URL seen earlier in this or an earlier file (first occurrence kept)
 
+URL, caption and text columns must be text (string, binary or all-null): another type is a DataError naming the
+column and the file.  Bytes that are not UTF-8 are repaired (U+FFFD), counted per column and reported with their
+rows; captions over :data:`LONG_CAPTION_CHARS` characters are kept whole and reported; an all-null URL or caption
+column and a zero-row file are reported.  Nothing is dropped without a reason and a count.
+
 Output: ``DIR/prefiltered/NNNNN.parquet`` (one per metadata file, possibly empty) and a report with rows in,
 rows out and rows dropped per reason, per file and in total.  img2dataset stores a null as bytes and a list column
 as an EMPTY tfrecord, so normalising here is what keeps every record parseable.

@@ -15,6 +15,10 @@ Why retries and re-runs cannot duplicate anything:
 * the launcher reads exactly one result per task index (a retried bundle's output is committed once by Beam,
   and the part file is keyed by the index), and checks that every index is there.
 
+A problem with the data (a damaged input TFRecord, a record that is not an Example) is not raised into Beam: the
+DoFn writes it to ``OUT/_reshard/error-i.json`` and the launcher raises it, naming the file and record, once the job
+ends (a runner would otherwise retry a deterministic failure and print every worker's traceback).
+
 A test hook injects one failure: with ``LAIONPREP_RESHARD_FAIL_ONCE=<index>@<marker path>`` in the environment,
 the first attempt at task ``<index>`` writes half of its records to its temporary file, creates the marker file
 and raises; later attempts (the marker exists) run normally.
