@@ -20,6 +20,7 @@ from .crash_helpers import SEEDS, download_cmd, download_keys, kill_moment, run,
 
 pytestmark = pytest.mark.slow  # real img2dataset / Beam / training runs, killed and run again
 
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, demo_server, demo_download):
     """The session's uninterrupted download (conftest's ``demo_download``) and the same metadata written again for

@@ -29,6 +29,7 @@ def output_keys(out: str):
 
 pytestmark = pytest.mark.slow  # real img2dataset / Beam / training runs, killed and run again
 
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, demo_download):
     """An uninterrupted CLI reshard of the session's download: (output, manifest, shard bytes, keys, seconds)."""

@@ -53,6 +53,7 @@ def committed_steps(workdir: str) -> list[int]:
 
 pytestmark = pytest.mark.slow  # real img2dataset / Beam / training runs, killed and run again
 
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """Data, vocabulary, the JAX compilation cache the runs share, and an uninterrupted run: its losses by step and
