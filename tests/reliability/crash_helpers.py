@@ -108,7 +108,12 @@ def temp_files(folder: str) -> list[str]:
     return out
 
 
+def download_args(source: str, out: str, *extra: str, processes: int = 2) -> list[str]:
+    """The arguments of ``laionprep download`` of demo metadata at ``source`` (images served from 127.0.0.1): the one
+    place the reliability tests spell them."""
+    return ["download", "--dataset", "demo", "--metadata-source", source, "--output", out, "--processes",
+            str(processes), "--threads", "4", "--no-progress", *extra]
+
+
 def download_cmd(source: str, out: str, shard_size: int) -> list[str]:
-    """``laionprep download`` of the demo metadata at ``source`` (images served from 127.0.0.1)."""
-    return cli("download", "--dataset", "demo", "--metadata-source", source, "--output", out, "--processes", "2",
-               "--threads", "4", "--number-sample-per-shard", str(shard_size), "--no-progress")
+    return cli(*download_args(source, out, "--number-sample-per-shard", str(shard_size)))

@@ -25,6 +25,8 @@ from laionprep import cli
 from laionprep.demo import synth
 from laionprep.tfrecord import Damage, read_frames
 
+from .crash_helpers import download_args
+
 
 ROWS = 12
 
@@ -88,8 +90,7 @@ METADATA_ERRORS = {
 
 
 def download(source: str, out: str, *extra: str) -> list[str]:
-    return ["download", "--dataset", "demo", "--metadata-source", source, "--output", out, "--processes", "1",
-            "--threads", "4", "--no-progress", *extra]
+    return download_args(source, out, *extra, processes=1)
 
 
 @pytest.mark.parametrize("case", sorted(METADATA_ERRORS))
