@@ -275,10 +275,16 @@ def resolve_columns(spec: DatasetSpec, names: Sequence[str], *, where: str,
     out: dict[str, str | None] = {"url": find(spec.url_candidates), "caption": find(spec.caption_candidates)}
     for role, cands in (("url", spec.url_candidates), ("caption", spec.caption_candidates)):
         if out[role] is None:
+            import difflib
+
+            near = [n for n in names if difflib.get_close_matches(n.lower(), [c.lower() for c in cands], n=1,
+                                                                  cutoff=0.6)]
+            hint = f"rename column {near[0]!r} to {cands[0]!r} if it holds the {role}s; or " if near else ""
             raise DataError(
                 f"no {role} column: expected one of {list(cands)} (case-insensitive), found {list(names)}",
                 where=where,
-                fix=f"check that this is {spec.name} metadata, or pick the dataset whose columns match (`laionprep datasets`)",
+                fix=f"{hint}check that this is {spec.name} metadata, or pick the dataset whose columns match "
+                    "(`laionprep datasets`)",
             )
     for col in spec.extra_columns if columns is None else columns:
         out[col.name] = find(col.all_candidates)

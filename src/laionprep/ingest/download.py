@@ -199,6 +199,7 @@ def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_col
            "spark_master": opts.spark_master, "fetch": dataclasses.asdict(opts.fetch_options())}
     start = time.time()
     set_aside_broken_markers(output_dir)
+    remove_stale_config(log_path)
     peak = None
     if expected and len(list_done(output_dir)) < len(expected):
         peak = _run_child(cfg, output_dir, expected, log_path, progress)
@@ -221,6 +222,24 @@ def _pdeathsig_preexec():
     return lambda: prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
 
 
+def _config_base(log_path: str | None) -> str:
+    """The img2dataset config file is written next to the log, under a temporary name of this base."""
+    return os.path.abspath(log_path if log_path and log_path != os.devnull else "img2dataset") + ".config.json"
+
+
+def remove_stale_config(log_path: str | None) -> None:
+    """Remove the config file a killed run left next to the log (the output folder's lock is held by this run, so
+    no other run is using it)."""
+    if not log_path or log_path == os.devnull:
+        return
+    base = _config_base(log_path)
+    folder, stale = os.path.dirname(base), os.path.basename(base) + lfs.TMP_MARK
+    if os.path.isdir(folder):
+        for n in os.listdir(folder):
+            if n.startswith(stale):
+                os.remove(os.path.join(folder, n))
+
+
 def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: str | None,
                progress) -> float | None:
     """Run the img2dataset child; returns the peak RSS (MiB) of its largest worker process, when it reported one."""
@@ -233,7 +252,7 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
     log_path = log_path or os.devnull
     if log_path != os.devnull:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    cfg_path = lfs.tmp_name(os.path.abspath(log_path if log_path != os.devnull else "img2dataset") + ".config.json")
+    cfg_path = lfs.tmp_name(_config_base(log_path))
     rusage_path = cfg["rusage_path"] = cfg_path + ".rusage"
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)

@@ -33,6 +33,7 @@ class FetchResult:
     skipped: int = 0
     bytes_fetched: int = 0
     sources: list[str] = dataclasses.field(default_factory=list)
+    rows: list[int] = dataclasses.field(default_factory=list)  # rows per file (parquet footers)
 
 
 def parse_parts(spec: str | None, n: int) -> list[int]:
@@ -129,15 +130,19 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
             result.bytes_fetched += lfs.size(dest)
         if progress and done:
             progress.advance(task, sf.size or 0)
+        try:
+            with lfs.open_file(dest) as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+        except Exception as e:  # truncated, garbage, empty: not kept, so a fixed source file is fetched again
+            lfs.remove(dest)
+            raise DataError(f"unreadable parquet file: {type(e).__name__}: {e}", where=sf.url,
+                            fix="replace it with a complete, valid parquet file (or leave it out with --parts), "
+                                "then re-run the same command") from e
         result.files.append(dest)
         result.sources.append(sf.url)
+        result.rows.append(rows)
         if max_samples is not None:
-            try:
-                with lfs.open_file(dest) as f:
-                    rows_seen += pq.ParquetFile(f).metadata.num_rows
-            except Exception as e:
-                raise DataError(f"unreadable parquet: {e}", where=dest,
-                                fix="delete the file so it is fetched again, or fix the source file") from e
+            rows_seen += rows
             if rows_seen >= max_samples:
                 break
     return result

@@ -158,14 +158,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     # 1. metadata
     fetched = md.fetch(source, spec.file_pattern, lay.metadata, parts=cfg.parts, max_samples=cfg.max_samples,
                        progress=progress)
-    meta_rows = 0
-    for p in fetched.files:
-        try:
-            with lfs.open_file(p) as f:
-                meta_rows += pq.ParquetFile(f).metadata.num_rows
-        except Exception as e:
-            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=p,
-                            fix="delete it and re-run to fetch it again, or fix the source file") from e
+    meta_rows = sum(fetched.rows)
     columns = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
     metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
                         "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
@@ -173,13 +166,22 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     manifest.update(lay.manifest, **base, status="prefiltering", stages={"metadata": metadata_section})
 
     # 2. prefilter
-    rep = pf.prefilter(spec, fetched.files, lay.prefiltered, filters, columns=columns, max_samples=cfg.max_samples,
-                       progress=progress)
+    try:
+        rep = pf.prefilter(spec, fetched.files, lay.prefiltered, filters, columns=columns,
+                           max_samples=cfg.max_samples, progress=progress)
+    except DataError as e:
+        raise _name_source(e, fetched) from e
     not_read = meta_rows - rep.rows_in
     for w in rep.warnings:
         log(f"warning: {w}")
+    repaired: dict[str, int] = {}
+    for f in rep.files:
+        for col, k in f.get("invalid_utf8_repaired", {}).items():
+            repaired[col] = repaired.get(col, 0) + k
     prefilter_section = {"rows_in": rep.rows_in, "rows_out": rep.rows_out, "dropped": rep.dropped,
-                         "columns": rep.columns, "filters": filters.to_dict(), "warnings": rep.warnings}
+                         "columns": rep.columns, "filters": filters.to_dict(), "warnings": rep.warnings,
+                         "invalid_utf8_repaired": repaired,
+                         "long_captions": sum(f.get("long_captions", 0) for f in rep.files)}
     stages = {"metadata": metadata_section, "prefilter": prefilter_section}
     manifest.update(lay.manifest, **base, status="downloading", stages=stages)
 
@@ -219,6 +221,18 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
             fix="re-run the same command to resume; finished shards are not downloaded again",
         )
     return data
+
+
+def _name_source(e: DataError, fetched: md.FetchResult) -> DataError:
+    """An error about a fetched copy, re-worded to name the source file; the copy is removed so that the next run
+    fetches the (fixed) source file again even when its size did not change."""
+    for local, src in zip(fetched.files, fetched.sources):
+        if e.where == local:
+            if os.path.exists(local):
+                os.remove(local)
+            return type(e)(e.what, where=src if src == local else f"{src} (fetched to {local}, now removed)",
+                           fix=e.fix)
+    return e
 
 
 def _layout_dict(lay: Layout) -> dict:

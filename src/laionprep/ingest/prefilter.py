@@ -13,6 +13,11 @@ order:
 ``high_pwatermark``  pwatermark at or above the threshold, or null
 ``duplicate_url``    URL seen earlier in this or an earlier file (first occurrence kept)
 
+URL, caption and text columns must be text (string, binary or all-null): another type is a DataError naming the
+column and the file.  Bytes that are not UTF-8 are repaired (U+FFFD), counted per column and reported with their
+rows; captions over :data:`LONG_CAPTION_CHARS` characters are kept whole and reported; an all-null URL or caption
+column and a zero-row file are reported.  Nothing is dropped without a reason and a count.
+
 Output: ``DIR/prefiltered/NNNNN.parquet`` (one per metadata file, possibly empty) and a report with rows in,
 rows out and rows dropped per reason, per file and in total.  img2dataset stores a null as bytes and a list column
 as an EMPTY tfrecord, so normalising here is what keeps every record parseable.
@@ -69,8 +74,10 @@ def _arrow_type(kind: str) -> pa.DataType:
     return {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "json": pa.string()}[kind]
 
 
-def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: str) -> tuple[pa.Array, int]:
-    """Cast to the column's kind and replace nulls with its sentinel.  Returns (array, nulls replaced)."""
+def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: str,
+                      bad_utf8: list[int] | None = None) -> tuple[pa.Array, int]:
+    """Cast to the column's kind and replace nulls with its sentinel.  Returns (array, nulls replaced); rows whose
+    text was not valid UTF-8 (repaired) are appended to ``bad_utf8``."""
     target = _arrow_type(col.kind)
     if arr is None:
         return pa.array([col.sentinel] * n, type=target), n
@@ -78,6 +85,10 @@ def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: s
         nulls = arr.null_count
         values = [col.sentinel if v is None else json.dumps(v, separators=(",", ":")) for v in arr.to_pylist()]
         return pa.array(values, type=target), nulls
+    if col.kind == "str":
+        arr, bad = as_text(arr, col.name, where)
+        if bad_utf8 is not None:
+            bad_utf8.extend(bad)
     try:
         if pa.types.is_floating(target) and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             raise pa.ArrowInvalid("string column where a number is expected")
@@ -94,6 +105,59 @@ def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: s
             nulls += nan
             cast = pc.if_else(pc.is_nan(cast), pa.scalar(None, target), cast)
     return (pc.fill_null(cast, pa.scalar(col.sentinel, target)) if nulls else cast), nulls
+
+
+LONG_CAPTION_CHARS = 4096  # captions longer than this are kept whole, and counted and reported
+
+
+def _is_text_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)))
+
+
+def as_text(arr: pa.ChunkedArray, name: str, where: str, expected: str = "text") -> tuple[pa.ChunkedArray, list[int]]:
+    """``arr`` as a UTF-8 string column, and the rows (0-based, in the file) whose bytes were not valid UTF-8.
+
+    Text, binary and all-null columns are accepted; anything else (numbers, lists...) is a :class:`DataError` naming
+    the column, its type and the file.  Invalid UTF-8 (a binary column, or a string column written by a tool that
+    does not check) is repaired, not dropped: each invalid byte sequence becomes U+FFFD and the rows are returned so
+    that the caller counts and reports them.
+    """
+    t = arr.type
+    if not (_is_text_type(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_null(t)):
+        raise DataError(f"column {name!r} has type {t}, expected {expected}", where=where,
+                        fix=f"write {name!r} as a string column in this file (or check that this is the right "
+                            "dataset's metadata: `laionprep datasets -v`)")
+    if pa.types.is_dictionary(t):
+        arr = pc.cast(arr, t.value_type)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:
+            arr.validate(full=True)
+            return arr, []
+        except pa.ArrowInvalid:
+            pass  # strings with invalid UTF-8 bytes: repaired below
+    elif pa.types.is_null(arr.type):
+        return pc.cast(arr, pa.string()), []
+    else:
+        try:
+            return pc.cast(arr, pa.string()), []
+        except pa.ArrowInvalid:
+            pass  # binary that is not UTF-8: repaired below
+    raw = pc.cast(arr, pa.large_binary()) if not pa.types.is_binary(arr.type) else arr
+    values, bad = [], []
+    for i, v in enumerate(raw.to_pylist()):  # row by row only on this rare, broken-input path
+        if v is not None:
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                v = v.decode("utf-8", "replace")
+                bad.append(i)
+        values.append(v)
+    return pa.chunked_array([pa.array(values, type=pa.string())]), bad
+
+
+def _rows(rows: Sequence[int], k: int = 5) -> str:
+    return ", ".join(str(r) for r in rows[:k]) + (f" ... ({len(rows)} in all)" if len(rows) > k else "")
 
 
 def kind_of(arrow_type: pa.DataType) -> str:
@@ -176,24 +240,42 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
                 msg = f"{os.path.basename(path)}: column {c.name!r} missing; filled with sentinel {c.sentinel!r}"
                 warnings.append(msg)
 
-        def text(col_name):
-            arr = table.column(col_name)
-            if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-                try:
-                    arr = pc.cast(arr, pa.string())
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise DataError(f"column {col_name!r} has type {arr.type}, expected text", where=where,
-                                    fix="this does not look like image-text metadata for this dataset") from e
+        repaired: dict[str, int] = {}
+        base = os.path.basename(path)
+
+        def note_utf8(name, bad):
+            if bad:
+                repaired[name] = len(bad)
+                warnings.append(f"{base}: {len(bad)} value(s) of column {name!r} are not valid UTF-8 (rows "
+                                f"{_rows(bad)}): kept, with each invalid byte sequence replaced by U+FFFD")
+
+        def text(col_name, role):
+            arr, bad = as_text(table.column(col_name), col_name, where, expected=f"text (the {role})")
+            note_utf8(col_name, bad)
+            if n and arr.null_count == n:
+                warnings.append(f"{base}: column {col_name!r} ({role}) is null in all {n} rows")
             return pc.fill_null(arr, "") if arr.null_count else arr  # no copy when there is nothing to fill
 
-        out_cols = {"url": text(mapping["url"]), "caption": text(mapping["caption"])}
+        out_cols = {"url": text(mapping["url"], "URL"), "caption": text(mapping["caption"], "caption")}
         nulls = {}
         for c in columns:
             src = table.column(mapping[c.name]) if mapping.get(c.name) else None
             if c.kind == "json" and src is not None and kind_of(src.type) != "json":
                 c = dataclasses.replace(c, kind=kind_of(src.type))
                 kinds[c.name] = c.kind
-            out_cols[c.name], nulls[c.name] = _normalise_column(src, c, n, where)
+            bad: list[int] = []
+            out_cols[c.name], nulls[c.name] = _normalise_column(src, c, n, where, bad)
+            note_utf8(mapping.get(c.name) or c.name, bad)
+        if n == 0:
+            warnings.append(f"{base}: the file has no rows")
+        cap_len = pc.utf8_length(out_cols["caption"])
+        long_rows = np.flatnonzero(np.asarray(pc.greater(cap_len, LONG_CAPTION_CHARS).to_numpy(zero_copy_only=False),
+                                              dtype=bool)) if n else np.empty(0, dtype=np.int64)
+        if len(long_rows):
+            longest = int(pc.max(cap_len).as_py())
+            warnings.append(f"{base}: {len(long_rows)} caption(s) longer than {LONG_CAPTION_CHARS} characters (rows "
+                            f"{_rows(long_rows.tolist())}; longest {longest:,}) are kept whole: `laionprep reshard "
+                            "--max-caption-chars` drops them, the trainer's tokenizer truncates them")
 
         # drop reasons, first that applies wins
         fails = []
@@ -240,6 +322,7 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             "input": posixpath.basename(path), "output": out_name, "rows_in": n, "rows_out": kept,
             "dropped": {r: file_dropped.get(r, 0) for r in REASONS},
             "nulls_replaced": {k: v for k, v in nulls.items() if v},
+            "invalid_utf8_repaired": repaired, "long_captions": int(len(long_rows)),
         })
         if progress:
             progress.advance(task, 1)

@@ -449,7 +449,7 @@ def _prepare_output(job: lworker.Job, overwrite: bool) -> None:
     work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
     for entry in _ls(fsys, work):
         base = os.path.basename(entry)
-        if lfs.TMP_MARK in base:
+        if lfs.TMP_MARK in base or base.startswith("error-"):  # errors of an earlier attempt are re-found
             fsys.rm(entry)
             continue
         try:
@@ -466,6 +466,28 @@ def _ls(fsys, path: str) -> list[str]:
         return [e for e in fsys.ls(path, detail=False) if e.rstrip("/") != path.rstrip("/")]
     except FileNotFoundError:
         return []
+
+
+def _raise_task_errors(job: lworker.Job) -> None:
+    """Raise the first problem a worker reported (a damaged input file...), with the number of output shards that
+    failed; temporary files of the failed tasks are removed (re-running resumes from the finished shards)."""
+    from laionprep import errors
+
+    fsys, root = lfs.get_fs(job.output)
+    work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
+    found = sorted(e for e in _ls(fsys, work) if os.path.basename(e).startswith("error-"))
+    reports = [r for r in (json.loads(fsys.cat(e)) for e in found) if r.get("plan_hash") == job.plan_hash]
+    if not reports:
+        return
+    for entry in _ls(fsys, root):
+        if lfs.TMP_MARK in os.path.basename(entry):
+            fsys.rm(entry)
+    first = reports[0]
+    cls = getattr(errors, first.get("type", ""), None)
+    cls = cls if isinstance(cls, type) and issubclass(cls, errors.LaionprepError) else DataError
+    others = (f" ({len(reports)} of {job.num_shards} output shards stopped on problems like this one; the other "
+              "output shards are finished)") if len(reports) > 1 else ""
+    raise cls(first["what"] + others, where=first.get("where"), fix=first.get("fix"))
 
 
 def _read_results(job: lworker.Job) -> list[dict]:
@@ -519,6 +541,7 @@ def reshard(cfg: ReshardConfig, *, progress=None, log=print) -> dict:
                         fix="fix the cause, then re-run the same command: finished output shards are reused "
                             "(--debug shows the full error)") from e
     t_end = time.time()
+    _raise_task_errors(job)
     results = _read_results(job)
     on_poll()
     return _finish(prep, results, seconds=time.time() - t0, runner=_runner_name(cfg.beam_args),

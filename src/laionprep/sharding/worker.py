@@ -15,6 +15,10 @@ Why retries and re-runs cannot duplicate anything:
 * the launcher reads exactly one result per task index (a retried bundle's output is committed once by Beam,
   and the part file is keyed by the index), and checks that every index is there.
 
+A problem with the data (a damaged input TFRecord, a record that is not an Example) is not raised into Beam: the
+DoFn writes it to ``OUT/_reshard/error-i.json`` and the launcher raises it, naming the file and record, once the job
+ends (a runner would otherwise retry a deterministic failure and print every worker's traceback).
+
 A test hook injects one failure: with ``LAIONPREP_RESHARD_FAIL_ONCE=<index>@<marker path>`` in the environment,
 the first attempt at task ``<index>`` writes half of its records to its temporary file, creates the marker file
 and raises; later attempts (the marker exists) run normally.
@@ -26,7 +30,10 @@ import os
 import random
 import time
 
+from google.protobuf.message import DecodeError
+
 from laionprep import fs as lfs
+from laionprep.errors import DataError, LaionprepError
 from laionprep.manifest import check_accounting
 from laionprep.sharding import keylists
 from laionprep.sharding.plan import Task
@@ -67,6 +74,9 @@ class Job:
 
     def part_url(self, index: int) -> str:
         return lfs.join(self.output, WORK_DIR, f"part-{index:05d}.json")
+
+    def error_url(self, index: int) -> str:
+        return lfs.join(self.output, WORK_DIR, f"error-{index:05d}.json")
 
 
 class ShuffleBuffer:
@@ -126,6 +136,20 @@ def _resume(job: Job, index: int) -> dict | None:
     return res
 
 
+INPUT_FIX = ("run `laionprep validate` on the source folder with --quarantine (it moves damaged shards aside), "
+             "re-run `laionprep download` to fetch them again, then re-run this reshard: finished output shards are "
+             "reused")
+
+
+def _read_input(piece):
+    """The records of one input piece; a damaged input file is a DataError naming file and record, with the fix
+    that applies to a reshard's input."""
+    try:
+        yield from read_records(piece.path, piece.start, piece.stop)
+    except DataError as e:
+        raise DataError(e.what, where=e.where, fix=INPUT_FIX) from None
+
+
 def write_task(job: Job, task: Task) -> dict:
     """Write output shard ``task.index`` of every split; returns its result (also stored as a part file)."""
     done = _resume(job, task.index)
@@ -146,7 +170,7 @@ def write_task(job: Job, task: Task) -> dict:
         for piece in task.pieces:
             prefix = job.key_prefixes[piece.source]
             n_piece = 0
-            for data in read_records(piece.path, piece.start, piece.stop):
+            for data in _read_input(piece):
                 n_piece += 1
                 rows_in += 1
                 if fail_at is not None and rows_in >= fail_at:
@@ -156,7 +180,12 @@ def write_task(job: Job, task: Task) -> dict:
                     with open(marker, "w") as f:
                         f.write(f"task {task.index} failed once after {rows_in} records\n")
                     raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} records")
-                is_val, out = proc.process(data, prefix)
+                try:
+                    is_val, out = proc.process(data, prefix)
+                except DecodeError as e:
+                    i = piece.start + n_piece - 1
+                    raise DataError(f"record {i} is not a tf.train.Example ({e})", where=f"{piece.path} record {i}",
+                                    fix=INPUT_FIX) from e
                 if is_val is None:
                     continue
                 split = job.validation_split if is_val else job.split
@@ -197,6 +226,11 @@ def write_task(job: Job, task: Task) -> dict:
     return result
 
 
+def write_error(job: Job, index: int, e: LaionprepError) -> None:
+    lfs.write_json(job.error_url(index), {"index": index, "plan_hash": job.plan_hash, "type": type(e).__name__,
+                                          "what": e.what, "where": e.where, "fix": e.fix})
+
+
 try:  # the DoFn needs Beam; the functions above do not
     import apache_beam as beam
 
@@ -209,6 +243,11 @@ try:  # the DoFn needs Beam; the functions above do not
             keylists.key_list(self.job.filters.drop_keys)
 
         def process(self, task: Task):
-            yield write_task(self.job, task)
+            # A problem with the data (a damaged input file...) is written for the launcher to report, instead of
+            # failing the bundle: a runner would retry it in vain and print the worker's traceback.
+            try:
+                yield write_task(self.job, task)
+            except LaionprepError as e:
+                write_error(self.job, task.index, e)
 except ImportError:  # pragma: no cover - apache-beam is a dependency
     WriteShardFn = None
