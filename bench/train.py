@@ -53,31 +53,21 @@ def bench_model(args) -> dict:
     import jax
     import numpy as np
 
+    from _common import synthetic_batch
     from laionprep.train_ref import models, runtime, train
 
     cfg = bench_config(args)
     mesh = runtime.make_mesh()
     B, S, T = cfg.batch_size, cfg.model.image.image_size, cfg.tokenizer.max_len
     vocab = cfg.model.text.vocab_size or 1024
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(4, vocab, size=(B, T)).astype(np.int32)
-    lengths = rng.integers(4, T, size=B)
-    tokens[np.arange(T)[None, :] >= lengths[:, None]] = 0
-    host = {"image": rng.integers(0, 256, size=(B, S, S, 3), dtype=np.uint8), "text": tokens}
-    batch = runtime.global_batch(host, runtime.batch_sharding(mesh))
+    batch = synthetic_batch(B, S, T, vocab, mesh, min_len=4)
     L = (S // cfg.model.image.patch_size) ** 2
     runs = {}
     for ratio in args.ratios:
         c = cfg.copy_and_resolve_references()
         c.model.image.mask_ratio = ratio
         model = models.build_model(c.model, vocab, T)
-        tx, sched = train.make_optimizer(c, *train.schedule_steps(c))
-        init = train._init_fn(model, tx, c)
-        key = jax.random.PRNGKey(0)
-        sh = runtime.state_shardings(jax.eval_shape(init, key), mesh, c.partition_states)
-        sh["step"] = runtime.replicated(mesh)
-        state = jax.jit(init, out_shardings=sh)(key)
-        step = train.compile_train_step(train.make_train_step(model, tx, sched, c, mesh), sh, mesh)
+        state, step = train.fresh_state_and_step(model, c, mesh)
         t0 = time.time()
         for _ in range(2):  # compile + warm up
             state, m = step(state, batch)

@@ -58,27 +58,13 @@ def _clipa_config(image_size: int, text_len: int, args):
 
 def _compiled_step(cfg, mesh, text_len: int):
     """(jitted train step, initial state, a synthetic device batch) for ``cfg``."""
-    import jax
-    import numpy as np
+    from _common import synthetic_batch
+    from laionprep.train_ref import models, train
 
-    from laionprep.train_ref import models, runtime, train
-
-    B, S = cfg.batch_size, cfg.model.image.image_size
     vocab = cfg.model.text.vocab_size
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(5, vocab, size=(B, text_len)).astype(np.int32)
-    lengths = rng.integers(3, text_len + 1, size=B)
-    tokens[np.arange(text_len)[None, :] >= lengths[:, None]] = 0
-    host = {"image": rng.integers(0, 256, size=(B, S, S, 3), dtype=np.uint8), "text": tokens}
-    batch = runtime.global_batch(host, runtime.batch_sharding(mesh))
+    batch = synthetic_batch(cfg.batch_size, cfg.model.image.image_size, text_len, vocab, mesh)
     model = models.build_model(cfg.model, vocab, cfg.tokenizer.max_len)
-    tx, sched = train.make_optimizer(cfg, *train.schedule_steps(cfg))
-    init = train._init_fn(model, tx, cfg)
-    key = jax.random.PRNGKey(0)
-    sh = runtime.state_shardings(jax.eval_shape(init, key), mesh, cfg.partition_states)
-    sh["step"] = runtime.replicated(mesh)
-    state = jax.jit(init, out_shardings=sh)(key)
-    step = train.compile_train_step(train.make_train_step(model, tx, sched, cfg, mesh), sh, mesh)
+    state, step = train.fresh_state_and_step(model, cfg, mesh)
     return step, state, batch
 
 

@@ -78,6 +78,11 @@ def tiny_config(data: str, vocab: str = "", **over):
     c.checkpoint_every_steps = 5
     c.async_checkpointing = False
     c.eval.batch_size = 64
+    return set_fields(c, **over)
+
+
+def set_fields(c, **over):
+    """``c`` with ``a__b=v`` keyword overrides set as ``c.a.b = v``."""
     for k, v in over.items():
         node = c
         parts = k.split("__")

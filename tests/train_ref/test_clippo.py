@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flip_helpers import write_records
+from flip_helpers import set_fields, write_records
 from test_e2e import _register_tfds  # demo download -> TFDS dataset, without copying a record
 from laionprep.errors import UsageError
 from laionprep.train_ref import clippo, config_lib, evaluate, input_pipeline, text_render, train
@@ -22,13 +22,7 @@ def _tiny(**over):
     c = config_lib.load_config("clippo_tiny")
     c.model.embed_dim = 32
     c.model.image.update(image_size=32, patch_size=8, width=64, depth=2, num_heads=2, mlp_dim=128)
-    for k, v in over.items():
-        node = c
-        parts = k.split("__")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = v
-    return c
+    return set_fields(c, **over)
 
 
 def test_one_vit_encodes_photos_and_rendered_text():

@@ -209,6 +209,26 @@ def _text_side(config, workdir: str):
     return tok, models.build_model(config.model, tok.vocab_size, config.tokenizer.max_len)
 
 
+def setup_state(model, config, mesh, total_steps: int, warmup_steps: int):
+    """``(tx, schedule, init, key, abstract_state, shardings)`` of a training run of ``model`` on ``mesh``:
+    ``init(key)`` builds the state, ``shardings`` places it (parameters / optimizer state partitioned over the data
+    axis when ``config.partition_states``)."""
+    tx, sched = make_optimizer(config, total_steps, warmup_steps)
+    init = _init_fn(model, tx, config)
+    key = jax.random.PRNGKey(config.seed)
+    abstract = jax.eval_shape(init, key)
+    shardings = runtime.state_shardings(abstract, mesh, config.partition_states)
+    shardings["step"] = runtime.replicated(mesh)
+    return tx, sched, init, key, abstract, shardings
+
+
+def fresh_state_and_step(model, config, mesh):
+    """A freshly initialised, placed training state of ``model`` and its compiled train step (benchmarks)."""
+    tx, sched, init, key, _, shardings = setup_state(model, config, mesh, *schedule_steps(config))
+    state = jax.jit(init, out_shardings=shardings)(key)
+    return state, compile_train_step(make_train_step(model, tx, sched, config, mesh), shardings, mesh)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        step_hook: Callable[[int, dict], None] | None = None, quiet: bool = False) -> dict:
     """Train (or resume) in ``workdir``; zero-shot evaluate at the end when ``config.eval.source`` is set.
@@ -231,12 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     src = input_pipeline.resolve_source(config.data.source, config.data.data_dir, config.data.split)
     tok, model = _text_side(config, workdir)
     reducer = text_reduction.reducer_from_config(config, tok)
-    tx, sched = make_optimizer(config, total_steps, warmup_steps)
-    init = _init_fn(model, tx, config)
-    key = jax.random.PRNGKey(config.seed)
-    abstract = jax.eval_shape(init, key)
-    shardings = runtime.state_shardings(abstract, mesh, config.partition_states)
-    shardings["step"] = runtime.replicated(mesh)
+    tx, sched, init, key, abstract, shardings = setup_state(model, config, mesh, total_steps, warmup_steps)
 
     dcfg = config.data
     ds = input_pipeline.train_dataset(

@@ -11,28 +11,12 @@ optimizer from the stage-1 parameters with its own warmup and a lower learning r
 """
 import ml_collections
 
-from laionprep.train_ref.configs.common import base_config
+from laionprep.train_ref.configs import flip_tiny
 
 
 def get_config():
-    c = base_config()
-    c.data.shuffle_buffer = 2_000
-    c.tokenizer.vocab_size = 1_000
-    c.tokenizer.learn_examples = 100_000
-    c.tokenizer.max_len = 32
-    c.model.dtype = "float32"
-    c.model.embed_dim = 96
-    c.model.image.update(image_size=32, patch_size=8, width=96, depth=3, num_heads=3, mlp_dim=384, mask_ratio=0.0)
-    c.model.text.update(width=96, depth=2, num_heads=3, mlp_dim=384)
-    c.batch_size = 128
-    c.learning_rate = 2e-3           # per 256 -> peak 1e-3 at batch 128
-    c.num_train_steps = 200
-    c.warmup_steps = 30
-    c.checkpoint_every_steps = 100
-    c.keep_checkpoints = 2
-    c.log_every_steps = 25
-    c.eval.batch_size = 256
-    c.eval.templates = "flip"
+    c = flip_tiny.get_config()
+    c.model.image.mask_ratio = 0.0
 
     c.stage_order = ("low_res", "full_res")
     c.stages.low_res = ml_collections.ConfigDict({
