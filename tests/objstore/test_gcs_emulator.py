@@ -144,9 +144,13 @@ def test_reshard_failed_on_gcs_resumes(gcs_download, gcs_resharded, tmp_path, mo
     names = [p.rsplit("/", 1)[1] for p in fsys.find(root)]
     assert "counts.json" not in names and not [n for n in names if "-00000-of-" in n and lfs.TMP_MARK not in n]
     assert [n for n in names if lfs.TMP_MARK in n]  # the failed attempt's upload stayed temporary
-    # Task 1 may or may not have finished before the runner stopped the failed job (both run at once); whatever
-    # got a final name must be reused as it is.
-    kept = {p: fsys.info(p)["generation"] for p in fsys.find(root) if "-00001-of-" in p and lfs.TMP_MARK not in p}
+    # Task 1 may or may not have finished before the runner stopped the failed job (both run at once).  A task is
+    # finished once its result file is written (after its shards got their final names); a finished task's shards
+    # must be reused as they are (an unfinished one is redone, rewriting the same bytes).
+    finished = [i for i in (0, 1) if lfs.exists(f"{out}/_reshard/part-{i:05d}.json")]
+    assert 0 not in finished
+    kept = {p: fsys.info(p)["generation"] for p in fsys.find(root)
+            if any(f"-{i:05d}-of-" in p for i in finished) and lfs.TMP_MARK not in p}
     assert cli.main(argv) == 0
     assert {p: fsys.info(p)["generation"] for p in kept} == kept
     source_keys = keys_of(lfs.glob(f"{gcs_download[1]}/tfrecord/*.tfrecord"))
