@@ -268,9 +268,12 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             note_utf8(mapping.get(c.name) or c.name, bad)
         if n == 0:
             warnings.append(f"{base}: the file has no rows")
-        cap_len = pc.utf8_length(out_cols["caption"])
-        long_rows = np.flatnonzero(np.asarray(pc.greater(cap_len, LONG_CAPTION_CHARS).to_numpy(zero_copy_only=False),
-                                              dtype=bool)) if n else np.empty(0, dtype=np.int64)
+        long_rows = np.empty(0, dtype=np.int64)
+        # characters <= bytes: count characters only when some caption has more bytes than the limit (rare)
+        if n and pc.max(pc.binary_length(out_cols["caption"])).as_py() > LONG_CAPTION_CHARS:
+            cap_len = pc.utf8_length(out_cols["caption"])
+            long_rows = np.flatnonzero(np.asarray(pc.greater(cap_len, LONG_CAPTION_CHARS).to_numpy(
+                zero_copy_only=False), dtype=bool))
         if len(long_rows):
             longest = int(pc.max(cap_len).as_py())
             warnings.append(f"{base}: {len(long_rows)} caption(s) longer than {LONG_CAPTION_CHARS} characters (rows "
@@ -280,8 +283,9 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
         # drop reasons, first that applies wins
         fails = []
         u = out_cols["url"]
-        fails.append(("invalid_url", pc.invert(pc.or_(pc.starts_with(u, "http://", ignore_case=True),
-                                                      pc.starts_with(u, "https://", ignore_case=True)))))
+        scheme = pc.ascii_lower(pc.utf8_slice_codeunits(u, 0, 8))  # 2x faster than case-blind starts_with on u
+        fails.append(("invalid_url", pc.invert(pc.or_(pc.starts_with(scheme, "http://"),
+                                                      pc.starts_with(scheme, "https://")))))
         c = out_cols["caption"]
         fails.append(("empty_caption", pc.or_(pc.equal(pc.binary_length(c), 0), pc.utf8_is_space(c))))
         if filters.nsfw is not None and "NSFW" in out_cols:
