@@ -155,7 +155,7 @@ def _cmd_demo(args) -> int:
     bad = [a for a in args.extra if not a.startswith("--config.")]
     if bad:
         raise UsageError(f"unrecognized arguments: {' '.join(bad)}", where="laionprep demo",
-                         fix="extra arguments must be trainer overrides like --config.total_steps=100")
+                         fix="extra arguments must be trainer overrides like --config.num_train_steps=100")
     return demo_run.main(demo_run.DemoConfig(
         workdir=args.workdir, rows=args.rows, processes=args.processes, seed=args.seed,
         progress=not args.no_progress, eval_per_class=args.eval_per_class, train=not args.no_train,
