@@ -16,3 +16,20 @@ def synthetic_batch(batch: int, image_size: int, text_len: int, vocab: int, mesh
     tokens[np.arange(text_len)[None, :] >= lengths[:, None]] = 0
     host = {"image": rng.integers(0, 256, size=(batch, image_size, image_size, 3), dtype=np.uint8), "text": tokens}
     return runtime.global_batch(host, runtime.batch_sharding(mesh))
+
+
+def run_info() -> dict:
+    """When and where a benchmark ran: date, machine, JAX devices and version, load average at the start."""
+    import os
+    import platform
+    import time
+
+    import jax
+
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+           f"{jax.devices()[0].device_kind} x{jax.device_count()}", "jax": jax.__version__}
+    try:
+        res["load_average_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    return res

@@ -21,7 +21,6 @@ import dataclasses
 import io
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -219,14 +218,9 @@ def main(argv=None):
     ap.add_argument("--json", default="", help="also write the results here")
     args, rest = ap.parse_known_args(argv)
     args.overrides = rest
-    import jax
+    from _common import run_info
 
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores, "
-           f"{jax.devices()[0].device_kind} x{jax.device_count()}", "jax": jax.__version__}
-    try:
-        res["load_average_at_start"] = os.getloadavg()
-    except OSError:
-        pass
+    res = run_info()
     if not args.skip_model:
         print("training steps/s by mask ratio:", flush=True)
         m = bench_model(args)

@@ -29,7 +29,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -291,14 +290,9 @@ def main(argv=None):
     ap.add_argument("--unifont-path", default="", help="Unifont .hex (default: the system's)")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args(argv)
-    import jax
+    from _common import run_info
 
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores, "
-           f"{jax.devices()[0].device_kind} x{jax.device_count()}", "jax": jax.__version__}
-    try:
-        res["load_average_at_start"] = os.getloadavg()
-    except OSError:
-        pass
+    res = run_info()
     for name in args.sections:
         res[name] = SECTIONS[name](args)
     print(f"\ntrainer variants benchmark, {res['date']}, {res['machine']}")
