@@ -63,7 +63,6 @@ def bench_download(rows: int, repeats: int, processes: int, work: str) -> dict:
                            "--number-sample-per-shard", str(shard), "--no-progress",
                            "--allow-private-addresses"]
                     ours.append(timed(cmd, os.path.join(work, "bench.log")))
-                    prefiltered = os.path.join(out, "prefiltered")
                 else:
                     # same input img2dataset gets from us: the prefiltered parquet of an earlier (or a fresh) run
                     pre = os.path.join(work, "prefiltered-input")

@@ -300,8 +300,9 @@ def _add_train(sub):
                                      "same command to resume",
                        epilog="Any config field can be overridden: --config.batch_size=256 "
                               "--config.model.image.mask_ratio=0.5 --config.data.source=DIR ...")
-    p.add_argument("--config", required=True, help="config file, or a bundled config: flip_tiny, flip_b16, flip_l16, "
-                                                   "flip_h14")
+    from laionprep.train_ref.config_lib import BUNDLED
+
+    p.add_argument("--config", required=True, help=f"config file, or a bundled config: {', '.join(BUNDLED)}")
     p.add_argument("--workdir", required=True, help="checkpoints, vocab.txt, metrics.jsonl, TensorBoard logs")
     p.set_defaults(func=_cmd_train, accepts_extra=True)  # the --config.a.b=value overrides
 

@@ -1,7 +1,6 @@
 """The CLI: errors users cause print what/where/fix without a traceback and exit 2 (usage) or 1 (data)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

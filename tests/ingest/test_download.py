@@ -6,7 +6,6 @@ import json
 import os
 
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 import io
 

@@ -1,7 +1,6 @@
 """`--distributor pyspark`: img2dataset's Spark path on a real local Spark session (Java 17 + pyspark)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 

@@ -301,7 +301,7 @@ def test_staged_run_crosses_its_boundary(staged_a):
     assert c1["model"]["image"]["image_size"] == 16 and c1["text_reduction"]["strategy"] == "syntax"
     assert c2["model"]["image"]["image_size"] == 32 and c2["text_reduction"]["strategy"] == "none"
     assert c2["pretrain_dir"] == low and c2["learning_rate"] == 5e-4
-    assert stages.finished_step(low) == 6 and stages.finished_step(full) == 6
+    assert checkpointing.latest_step(low) == 6 and checkpointing.latest_step(full) == 6
     # the stage-2 checkpoint has the 32 px model: a 4x4 learned table
     shapes = pos_embed._checkpoint_shapes(full, None)
     assert shapes[("image", "pos_embed")] == (16, 64)
@@ -326,7 +326,7 @@ def test_staged_run_killed_in_stage_2_resumes_there(tmp_path, staged_a, flip_dat
     r = _subprocess(code)
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
     low, full = os.path.join(b_dir, "stage1_low"), os.path.join(b_dir, "stage2_full")
-    assert stages.finished_step(low) == 6 and stages.finished_step(full) == 3
+    assert checkpointing.latest_step(low) == 6 and checkpointing.latest_step(full) == 3
     seen = []
     res = train.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, quiet=True,
                                    step_hook=lambda s, m: seen.append((s, m["stage"])))
@@ -352,7 +352,7 @@ def test_staged_run_stopped_at_the_boundary_starts_stage_2(tmp_path, staged_a, f
 
     with pytest.raises(Stop):
         train.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, step_hook=hook, quiet=True)
-    assert stages.finished_step(os.path.join(b_dir, "stage1_low")) == 6
+    assert checkpointing.latest_step(os.path.join(b_dir, "stage1_low")) == 6
     assert not os.path.isdir(os.path.join(b_dir, "stage2_full", "checkpoints"))
     seen = []
     res = train.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, quiet=True,

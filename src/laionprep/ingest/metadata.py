@@ -8,7 +8,6 @@ renamed when complete, so a killed fetch never leaves a truncated parquet under 
 from __future__ import annotations
 
 import dataclasses
-import os
 import posixpath
 import re
 from typing import Sequence

@@ -96,7 +96,7 @@ def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: s
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise DataError(
             f"column {col.name!r} has type {arr.type}, which cannot be read as {col.kind}: {e}",
-            where=where, fix=f"fix the column's type in this file, or drop it with --extra-columns",
+            where=where, fix="fix the column's type in this file, or drop it with --extra-columns",
         ) from e
     nulls = cast.null_count
     if pa.types.is_floating(target):

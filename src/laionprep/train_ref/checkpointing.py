@@ -94,6 +94,18 @@ def restore(mngr, step: int, abstract_state: dict, *, iterator=None) -> tuple[di
     return {"params": out["params"], "opt_state": out["opt_state"]}, dict(out["meta"])
 
 
+def latest_step(run_dir: str) -> int | None:
+    """The newest checkpoint step of ``run_dir`` (None when it has none)."""
+    tf = import_tf()
+    if not tf.io.gfile.isdir(checkpoint_dir(run_dir)):
+        return None
+    mngr = make_manager(run_dir, read_only=True, async_save=False)
+    try:
+        return mngr.latest_step()
+    finally:
+        mngr.close()
+
+
 def load_params(run_dir: str, abstract_params, *, step: int | None = None):
     """Parameters of the newest (or ``step``) checkpoint of another run (``pretrain_dir``), in the given shardings."""
     tf = import_tf()

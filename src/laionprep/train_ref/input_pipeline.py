@@ -106,7 +106,7 @@ def _tfrecord_files_in(path: str, split: str) -> list[str]:
         if not wanted:
             have = sorted({_SPLIT_IN_NAME.search(os.path.basename(f)).group(1) for f in named})
             raise UsageError(f"no '{split}' files in {path} (it has: {', '.join(have)})", where=path,
-                             fix=f"pick one of those splits (data.split / eval.split)")
+                             fix="pick one of those splits (data.split / eval.split)")
         return wanted
     return files
 

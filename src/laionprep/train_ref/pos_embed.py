@@ -63,11 +63,7 @@ def _checkpoint_shapes(run_dir: str, step: int | None) -> dict:
     from laionprep.train_ref import checkpointing
 
     if step is None:
-        mngr = checkpointing.make_manager(run_dir, read_only=True, async_save=False)
-        try:
-            step = mngr.latest_step()
-        finally:
-            mngr.close()
+        step = checkpointing.latest_step(run_dir)
     if step is None:
         return {}
     meta = ocp.StandardCheckpointer().metadata(os.path.join(checkpointing.checkpoint_dir(run_dir), str(step),

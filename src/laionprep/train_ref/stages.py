@@ -69,23 +69,9 @@ def stage_dir(workdir: str, index: int, name: str) -> str:
     return os.path.join(workdir, f"stage{index + 1}_{name}")
 
 
-def finished_step(run_dir: str) -> int | None:
-    """The newest checkpoint step of ``run_dir`` (None without one)."""
-    from laionprep.train_ref import checkpointing
-
-    tf = import_tf()
-    if not tf.io.gfile.isdir(checkpointing.checkpoint_dir(run_dir)):
-        return None
-    mngr = checkpointing.make_manager(run_dir, read_only=True, async_save=False)
-    try:
-        return mngr.latest_step()
-    finally:
-        mngr.close()
-
-
 def plan(config, workdir: str) -> list[dict]:
     """Per stage: name, directory, config, total steps, steps before it, checkpoint step now, done?"""
-    from laionprep.train_ref import train
+    from laionprep.train_ref import checkpointing, train
 
     out, offset = [], 0
     stages = stage_configs(config)
@@ -96,7 +82,7 @@ def plan(config, workdir: str) -> list[dict]:
         if i < len(stages) - 1:
             cfg.eval.source = ""  # only the final stage is evaluated
         total = train.schedule_steps(cfg)[0]
-        at = finished_step(d)
+        at = checkpointing.latest_step(d)
         out.append({"name": name, "dir": d, "config": cfg, "steps": total, "offset": offset, "at": at,
                     "done": at is not None and at >= total})
         offset += total
@@ -107,13 +93,15 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
                  quiet: bool = False) -> dict:
     """Run (or resume) every stage of a staged config; returns the last stage's metrics plus ``stage`` and
     ``total_step`` (steps over all stages)."""
+    import jax
+
     from laionprep.train_ref import runtime, train
 
     runtime.maybe_initialize_distributed(config.get("distributed", "auto"))  # before the checkpoint look-ups
     tf = import_tf()
     tf.io.gfile.makedirs(workdir)
     stages = plan(config, workdir)
-    lead = jax_process_index() == 0
+    lead = jax.process_index() == 0
     if lead:
         with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
@@ -124,7 +112,7 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
         cfg = st["config"]
         ic = cfg.model.image
         desc = (f"stage {i + 1}/{len(stages)} '{st['name']}': {st['steps']} steps at {ic.image_size} px, "
-                f"{_text_desc(cfg)}, mask ratio {ic.mask_ratio}")
+                f"{train.text_description(cfg)}, mask ratio {ic.mask_ratio}")
         if st["done"] and not last:
             say(f"[stages] {desc}: done (checkpoint at step {st['at']}) in {st['dir']}")
             continue
@@ -154,17 +142,3 @@ def final_stage(config, workdir: str) -> tuple[ml_collections.ConfigDict, str]:
     runtime.maybe_initialize_distributed(config.get("distributed", "auto"))
     st = plan(config, workdir)[-1]
     return st["config"], st["dir"]
-
-
-def _text_desc(cfg) -> str:
-    from laionprep.train_ref import text_reduction
-
-    if text_reduction.enabled(cfg):
-        return f"{cfg.text_reduction.length} text tokens ({cfg.text_reduction.strategy})"
-    return f"{cfg.tokenizer.max_len} text tokens"
-
-
-def jax_process_index() -> int:
-    import jax
-
-    return jax.process_index()

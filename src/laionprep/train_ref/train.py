@@ -209,6 +209,15 @@ def _text_side(config, workdir: str):
     return tok, models.build_model(config.model, tok.vocab_size, config.tokenizer.max_len)
 
 
+def text_description(config) -> str:
+    """What the text side trains on, for the logs: rendered captions (CLIPPO) or N tokens (and how reduced)."""
+    if clippo.uses_rendered_text(config):
+        return "captions rendered as images"
+    if text_reduction.enabled(config):
+        return f"{config.text_reduction.length} text tokens ({config.text_reduction.strategy})"
+    return f"{config.tokenizer.max_len} text tokens"
+
+
 def setup_state(model, config, mesh, total_steps: int, warmup_steps: int):
     """``(tx, schedule, init, key, abstract_state, shardings)`` of a training run of ``model`` on ``mesh``:
     ``init(key)`` builds the state, ``shardings`` places it (parameters / optimizer state partitioned over the data
@@ -290,7 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     log.print(f"[train] {src.description}; {jax.device_count()} devices ({jax.devices()[0].platform}) on "
               f"{pcount} process(es); batch {config.batch_size} ({local_bs}/process); {n_params / 1e6:.2f}M params; "
               f"{models.num_kept(L, config.model.image.mask_ratio)}/{L} patches kept; "
-              f"{'captions rendered as images' if clippo.uses_rendered_text(config) else f'{text_reduction.text_length(config)} text tokens'}; peak lr "
+              f"{text_description(config)}; peak lr "
               f"{peak_learning_rate(config):.3g}; {total_steps} steps ({warmup_steps} warmup)")
 
     step = int(jax.device_get(state["step"]))

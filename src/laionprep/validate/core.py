@@ -256,7 +256,6 @@ def _check_types(lay, results, problems, counts, mx) -> None:
     types: dict[str, dict[str, list]] = collections.defaultdict(dict)  # key -> kind -> [count, (unit, idx)]
     present: collections.Counter = collections.Counter()
     parsed = 0
-    first_missing: dict[str, tuple] = {}
     per_unit_sigs = []
     for r in results:
         parsed += r.records

@@ -131,7 +131,6 @@ img.plot{max-width:540px;border:1px solid #eee}
 
 def render_html(rep) -> str:
     e = html.escape
-    t = rep.totals
     verdict = ('<span class="ok">OK: no problems found</span>' if rep.ok else
                f'<span class="bad">{sum(rep.counts.values()):,} problems found</span>')
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>laionprep validate: {e(rep.folder)}</title>"
