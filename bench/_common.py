@@ -18,6 +18,29 @@ def synthetic_batch(batch: int, image_size: int, text_len: int, vocab: int, mesh
     return runtime.global_batch(host, runtime.batch_sharding(mesh))
 
 
+def pipeline_rate(ds, n_batches: int, batch: int, *, warmup: int = 2, settle_s: float = 0.5) -> tuple[float, float]:
+    """(items per CPU-second of this process, items per wall-clock second) of a tf.data pipeline over ``n_batches``.
+
+    A pipeline works ahead of its consumer (prefetch and parallel-map buffers), so the CPU spent while ``n_batches``
+    are taken is not the CPU it took to make them: the buffers may be empty at the start and full at the end, or
+    the other way round (up to ~3 batches of error either way).  The CPU window therefore opens after the buffers
+    have filled (``settle_s`` of sleep after the warm-up) and closes after they have filled again, so it holds
+    exactly ``n_batches`` of work.  The wall-clock rate is the consumer's (no sleeps)."""
+    import time
+
+    it = iter(ds)
+    for _ in range(warmup):
+        next(it)
+    time.sleep(settle_s)
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(n_batches):
+        next(it)
+    w1 = time.perf_counter()
+    time.sleep(settle_s)
+    c1 = time.process_time()
+    return n_batches * batch / (c1 - c0), n_batches * batch / (w1 - w0)
+
+
 def run_info() -> dict:
     """When and where a benchmark ran: date, machine, JAX devices and version, load average at the start."""
     import os

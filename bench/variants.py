@@ -196,19 +196,9 @@ def _one_thread(ds):
     return ds.with_options(o)
 
 
-def _rate(ds, n_batches: int, batch: int, warmup: int = 2) -> float:
-    """Items per CPU-second of this process."""
-    it = iter(ds)
-    for _ in range(warmup):
-        next(it)
-    c0 = time.process_time()
-    for _ in range(n_batches):
-        next(it)
-    return n_batches * batch / (time.process_time() - c0)
-
-
 def bench_clippo_render(args) -> dict:
     """Renderer captions/CPU-s at 224/16 and 32/8 vs WordPiece tokenization and JPEG decoding, one thread."""
+    from _common import pipeline_rate
     from laionprep._env import import_tf
     from laionprep.train_ref import text_render, tokenizer as tokenizer_lib
 
@@ -239,7 +229,7 @@ def bench_clippo_render(args) -> dict:
     rates: dict[str, list[float]] = {k: [] for k in pipes}
     for r in range(args.rounds):
         for k, make in pipes.items():
-            rates[k].append(_rate(make(), args.render_batches, B))
+            rates[k].append(pipeline_rate(make(), args.render_batches, B)[0])
         print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.0f}/CPU-s" for k, v in rates.items()),
               flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
