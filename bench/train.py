@@ -6,6 +6,12 @@
    text tower.  Batches are synthetic and already on the devices, so this measures the model step only.  The
    ratios are timed in interleaved rounds and the median is reported, so a machine shared with other work biases
    all three alike.  ``--config flip_b16 --config.batch_size=...`` benchmarks a bundled config instead.
+   Each ratio also gets its model FLOPs per step (analytic, train_ref/flops.py: matmuls, backward = 2x forward,
+   no remat), the TFLOP/s achieved and the model FLOPs utilisation (MFU) against the device's peak (a table of
+   known accelerators, or ``--peak-tflops``).  On a GPU/TPU host, for FLIP B/16:
+
+    python bench/train.py --skip-pipeline --config flip_b16 --config.batch_size=256 --config.model.dtype=bfloat16
+
 2. Input pipeline: images/s per CPU core of the full training pipeline (TFRecord read, shuffle, random-resized
    crop decoding only the crop, flip, resize, tokenize, batch) next to the plain crop-decode rate of the same
    images and the same crop windows (target >= 0.8x), both on one thread.  The images are JPEGs with a 480 px
@@ -53,7 +59,7 @@ def bench_model(args) -> dict:
     import numpy as np
 
     from _common import synthetic_batch
-    from laionprep.train_ref import models, runtime, train
+    from laionprep.train_ref import flops, models, runtime, train
 
     cfg = bench_config(args)
     mesh = runtime.make_mesh()
@@ -72,7 +78,7 @@ def bench_model(args) -> dict:
             state, m = step(state, batch)
         jax.block_until_ready(m)
         runs[ratio] = {"step": step, "state": state, "rates": [], "compile_s": time.time() - t0,
-                       "kept": models.num_kept(L, ratio)}
+                       "kept": models.num_kept(L, ratio), "flops": flops.train_step_flops(c)["total"]}
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state["params"]))
         print(f"  mask {ratio:.2f}: compiled ({runs[ratio]['compile_s']:.1f}s), {runs[ratio]['kept']}/{L} patches, "
               f"{n_params / 1e6:.2f}M params", flush=True)
@@ -92,13 +98,19 @@ def bench_model(args) -> dict:
     out = {"batch_size": B, "image_size": S, "patch_size": cfg.model.image.patch_size,
            "image_width": cfg.model.image.width, "image_depth": cfg.model.image.depth,
            "text_width": cfg.model.text.width, "text_depth": cfg.model.text.depth, "dtype": cfg.model.dtype,
-           "devices": jax.device_count(), "platform": jax.devices()[0].platform, "ratios": {}}
+           "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+           "device_kind": jax.devices()[0].device_kind, "ratios": {}}
+    peak = flops.peak_flops(out["device_kind"], args.peak_tflops)
+    out["peak_flops_per_device"] = peak
     for ratio in args.ratios:
         med = statistics.median(runs[ratio]["rates"])
         med_cpu = statistics.median(runs[ratio]["cpu_rates"])
         out["ratios"][str(ratio)] = {"steps_per_s": med, "images_per_s": med * B, "speedup": med / base,
                                      "steps_per_cpu_s": med_cpu, "speedup_cpu_time": med_cpu / base_cpu,
                                      "kept_patches": runs[ratio]["kept"], "all_rates": runs[ratio]["rates"],
+                                     "model_flops_per_step": runs[ratio]["flops"],
+                                     "model_tflops_per_s": runs[ratio]["flops"] * med / 1e12,
+                                     "mfu": flops.mfu(runs[ratio]["flops"], med, jax.device_count(), peak),
                                      "all_cpu_rates": runs[ratio]["cpu_rates"]}
     return out
 
@@ -207,6 +219,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5, 0.75])
+    ap.add_argument("--peak-tflops", type=float, default=0.0,
+                    help="peak TFLOP/s of one device for MFU (default: a table of known accelerators; none for CPUs)")
     ap.add_argument("--config", default="", help="benchmark a config file / bundled config instead of the default")
     ap.add_argument("--pipeline-images", type=int, default=256)
     ap.add_argument("--pipeline-batches", type=int, default=32,
@@ -243,6 +257,11 @@ def main(argv=None):
                   f"({v['images_per_s']:.1f} img/s)  speed-up {v['speedup']:.2f}x"
                   + (f"  (target >= {t}x: {'met' if v['speedup'] >= t else 'NOT met'})" if t else "")
                   + f"   [by CPU time: {v['steps_per_cpu_s']:.3f} steps/CPU-s, {v['speedup_cpu_time']:.2f}x]")
+            print(f"      model FLOPs {v['model_flops_per_step'] / 1e12:.3f} TFLOP/step, {v['model_tflops_per_s']:.3f} "
+                  f"TFLOP/s achieved, MFU " + (f"{100 * v['mfu']:.1f}% of {m['devices']} x "
+                                               f"{m['peak_flops_per_device'] / 1e12:g} TFLOP/s"
+                                               if v["mfu"] is not None else
+                                               f"n/a (no peak known for {m['device_kind']!r}: --peak-tflops)"))
     if "pipeline" in res:
         p = res["pipeline"]
         print(f"input pipeline ({p['short_side']}px-short-side JPEGs -> {p['image_size']}px, batch {p['batch']}):")
