@@ -244,7 +244,7 @@ def _pair_examples(src: Source, *, seed: int, process_index: int, process_count:
     parallel = not lfs.is_local(files[0])  # one source: all local or all remote
     ds = fds.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
                         cycle_length=min(16, len(files)), block_length=1,
-                        num_parallel_calls=tf.data.AUTOTUNE if parallel else None, deterministic=True)
+                        **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if parallel else {}))
     if not parse:
         return ds
     return ds.map(lambda r: tf.io.parse_single_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE,
