@@ -39,8 +39,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 def bench_config(args):
     from laionprep.train_ref import config_lib
 
-    if args.config:
-        return config_lib.load_config(args.config, args.overrides)
+    if args.config:  # a bundled recipe's schedule (billions of samples) is irrelevant to a step's speed
+        c = config_lib.load_config(args.config)
+        c.update(num_train_steps=10_000, warmup_steps=10)
+        config_lib.apply_overrides(c, config_lib.parse_overrides(args.overrides))
+        return c
     c = config_lib.load_config("flip_tiny")
     c.model.dtype = args.dtype
     c.model.embed_dim = 128

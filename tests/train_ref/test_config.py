@@ -56,6 +56,9 @@ def test_missing_config_is_a_usage_error():
 
 
 def test_published_flip_sizes_and_recipe():
+    import jax
+    import jax.numpy as jnp
+
     from laionprep.train_ref import train
 
     b, l_, h = (config_lib.load_config(n) for n in ("flip_b16", "flip_l16", "flip_h14"))
@@ -76,6 +79,16 @@ def test_published_flip_sizes_and_recipe():
     l_.batch_size = 32768
     assert train.schedule_steps(l_)[0] == 12_811_670_000 // 32768
     assert train.peak_learning_rate(l_) == pytest.approx(4e-6 * 128)
+    # a laptop-sized batch on a 12.8B-sample schedule: 6.4e9 steps do not fit the int32 step counter
+    l_.batch_size = 2
+    with pytest.raises(UsageError, match="int32 step counter") as e:
+        train.schedule_steps(l_)
+    assert e.value.where == "--config.batch_size" and "num_train_steps" in e.value.fix
+    l_.num_train_steps = 100
+    assert train.schedule_steps(l_)[0] == 100
+    l_.num_train_steps, l_.batch_size = 0, 8  # 1.6e9 steps: fits, and the schedule evaluates at its far end
+    _, sched = train.make_optimizer(l_, *train.schedule_steps(l_))
+    assert 0.0 <= float(jax.jit(sched)(jnp.int32(2**31 - 2))) < 1e-9
 
 
 def test_lr_schedule_warmup_then_cosine():

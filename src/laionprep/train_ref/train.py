@@ -30,6 +30,9 @@ from laionprep.train_ref import runtime, stages as stages_lib, text_reduction, t
 from laionprep.train_ref import tokenizer as tokenizer_lib
 
 
+MAX_STEPS = 2**31 - 1  # the step counter (and the schedules' step arithmetic) is int32 on the accelerator
+
+
 def schedule_steps(config) -> tuple[int, int]:
     """(total steps, warmup steps): ``num_train_steps`` / ``warmup_steps`` when > 0, else from the sample counts."""
     b = config.batch_size
@@ -38,6 +41,10 @@ def schedule_steps(config) -> tuple[int, int]:
     if total <= 0:
         raise UsageError("training has no steps", where="--config.num_train_steps",
                          fix="set --config.num_train_steps (or num_train_samples >= batch_size)")
+    if total > MAX_STEPS:
+        raise UsageError(f"{int(config.num_train_samples):,} samples at batch {b} make {int(total):,} steps, more "
+                         f"than the int32 step counter holds ({MAX_STEPS:,})", where="--config.batch_size",
+                         fix="use a larger --config.batch_size, or set --config.num_train_steps for a short run")
     return int(total), int(min(max(warm, 0), total))
 
 
