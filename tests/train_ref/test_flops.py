@@ -12,7 +12,7 @@ def _config(**over):
 
     c = config_lib.load_config("flip_tiny")
     c.model.embed_dim = 64
-    c.model.image.update(image_size=64, patch_size=8, width=128, depth=2, num_heads=4, mlp_dim=512)
+    c.model.image.update(image_size=64, patch_size=4, width=128, depth=2, num_heads=4, mlp_dim=512)
     c.model.text.update(width=128, depth=2, num_heads=4, mlp_dim=512, vocab_size=256)
     c.tokenizer.max_len = 32
     c.batch_size = 16
@@ -45,8 +45,10 @@ def test_analytic_flops_match_the_compiled_step(mask_ratio):
     c = _config(model__image__mask_ratio=mask_ratio)
     analytic = flops.train_step_flops(c)
     xla = _xla_flops(c)
-    # XLA also counts layer norms, softmax, GELU and the optimizer (a few %), never less than the matmuls
-    assert 1.0 <= xla / analytic["total"] <= 1.10, (xla, analytic)
+    # XLA also counts layer norms, softmax, GELU and the optimizer (2-3% here).  The large terms -- projections and
+    # MLPs, attention (a quarter of the image tower at 256 patches), the backward factor, the kept-patch count --
+    # each exceed the 5% slack, so getting one wrong fails; the heads and the logits are below it.
+    assert 1.0 <= xla / analytic["total"] <= 1.05, (xla, analytic)
     assert analytic["total"] == analytic["image"] + analytic["text"] + analytic["loss"]
 
 
@@ -56,9 +58,9 @@ def test_masking_cuts_the_image_tower_by_the_kept_fraction():
     full = flops.train_step_flops(_config(model__image__mask_ratio=0.0))
     masked = flops.train_step_flops(_config(model__image__mask_ratio=0.75))
     assert masked["text"] == full["text"] and masked["loss"] == full["loss"]
-    # 64 patches -> 16 kept: linear terms shrink 4x, attention 16x
+    # 256 patches -> 64 kept: linear terms shrink 4x, attention 16x
     assert 4.0 < full["image"] / masked["image"] < 16.0
-    assert flops.image_tower_flops(_config(model__image__mask_ratio=0.75).model)["tokens"] == 16
+    assert flops.image_tower_flops(_config(model__image__mask_ratio=0.75).model)["tokens"] == 64
 
 
 def test_clippo_counts_the_shared_tower_twice():
@@ -69,7 +71,7 @@ def test_clippo_counts_the_shared_tower_twice():
     counted = flops.train_step_flops(c)
     assert counted["text"] == counted["image"]
     xla = _xla_flops(c, clippo_model=True)
-    assert 1.0 <= xla / counted["total"] <= 1.15, (xla, counted)
+    assert 1.0 <= xla / counted["total"] <= 1.05, (xla, counted)
 
 
 def test_peak_and_mfu():
