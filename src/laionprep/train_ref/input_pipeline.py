@@ -11,9 +11,10 @@ Training data (image-text pairs) is read from any of:
 Only the ``jpg`` (JPEG bytes) and ``txt`` (caption) features are read; every other feature is ignored.
 
 Per process: files are sharded ``files[process_index::process_count]`` (TFDS: ``tfds.split_for_jax_process``),
-shuffled, interleaved (read in parallel from object storage, in the consumer's thread from local disk), repeated, example-shuffled, then each example is random-resized-cropped by decoding only
-the crop window (``tf.image.decode_and_crop_jpeg``), flipped, resized, batched, tokenized and prefetched.  Random
-choices are stateless functions of ``(seed, process, example counter)``, so the iterator can be checkpointed with
+shuffled, interleaved (read in parallel from object storage, in the consumer's thread from local disk), repeated,
+example-shuffled, then each example is random-resized-cropped by decoding only the crop window
+(``tf.image.decode_and_crop_jpeg``), flipped, resized, batched, tokenized and prefetched.  Random choices are
+stateless functions of ``(seed, process, example counter)``, so the iterator can be checkpointed with
 ``tf.train.Checkpoint`` and a resumed run sees exactly the examples it would have seen.  Images leave the pipeline
 as uint8 (4x less host->device traffic than float32) and are normalised on the device by :func:`normalize`.
 

@@ -42,9 +42,13 @@ def schedule_steps(config) -> tuple[int, int]:
         raise UsageError("training has no steps", where="--config.num_train_steps",
                          fix="set --config.num_train_steps (or num_train_samples >= batch_size)")
     if total > MAX_STEPS:
-        raise UsageError(f"{int(config.num_train_samples):,} samples at batch {b} make {int(total):,} steps, more "
-                         f"than the int32 step counter holds ({MAX_STEPS:,})", where="--config.batch_size",
-                         fix="use a larger --config.batch_size, or set --config.num_train_steps for a short run")
+        given = config.num_train_steps > 0
+        what = "--config.num_train_steps" if given else "--config.batch_size"
+        raise UsageError((f"{int(total):,} steps" if given else
+                          f"{int(config.num_train_samples):,} samples at batch {b} make {int(total):,} steps")
+                         + f": more than the int32 step counter holds ({MAX_STEPS:,})", where=what,
+                         fix="use fewer steps" if given else
+                             "use a larger --config.batch_size, or set --config.num_train_steps for a short run")
     return int(total), int(min(max(warm, 0), total))
 
 
