@@ -65,7 +65,9 @@ class FetchOptions:
     # Networks allowed even when private addresses are refused (Python API only, e.g. an internal mirror).
     allowed_networks: tuple[str, ...] = ()
 
+    @functools.cached_property
     def networks(self) -> tuple:
+        """``allowed_networks`` parsed (once per options object, not per URL)."""
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)
 
 
@@ -100,14 +102,14 @@ def reason_of(message: str) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------------------------ addresses
-def address_problem(address: str, opts: FetchOptions, networks: tuple = ()) -> Optional[str]:
+def address_problem(address: str, opts: FetchOptions) -> Optional[str]:
     """None when ``address`` (an IP literal) may be fetched, else the kind of address refused."""
     if opts.allow_private_addresses:
         return None
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if any(ip in n for n in networks):
+    if any(ip in n for n in opts.networks):
         return None
     for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
                        ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast),
@@ -135,7 +137,7 @@ def check_url(url: str) -> urllib.parse.SplitResult:
     return parts
 
 
-def resolve(host: str, port: int, opts: FetchOptions, networks: tuple = ()) -> list:
+def resolve(host: str, port: int, opts: FetchOptions) -> list:
     """Every ``(family, sockaddr)`` of ``host``; refused unless every one of them passes :func:`address_problem`."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -145,7 +147,7 @@ def resolve(host: str, port: int, opts: FetchOptions, networks: tuple = ()) -> l
     for family, _, _, _, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        kind = address_problem(sockaddr[0], opts, networks)
+        kind = address_problem(sockaddr[0], opts)
         if kind:
             raise FetchError(f"refused: {kind} address",
                              sockaddr[0] if host == sockaddr[0] else f"{host} -> {sockaddr[0]}")
@@ -242,7 +244,6 @@ def fetch(url: str, timeout: float, opts: FetchOptions, user_agent_token: Option
 
     watch = _Watch(time.monotonic() + timeout)
     _WATCHDOG.watch(watch)
-    networks = opts.networks()
     seen = set()
     try:
         for hop in itertools.count():
@@ -250,7 +251,7 @@ def fetch(url: str, timeout: float, opts: FetchOptions, user_agent_token: Option
             if url in seen:
                 raise FetchError("redirect loop", f"back to {url[:200]} after {hop} redirects")
             seen.add(url)
-            resp, conn = _request(parts, watch, opts, networks, user_agent_token)
+            resp, conn = _request(parts, watch, opts, user_agent_token)
             try:
                 if resp.status in _REDIRECTS:
                     location = resp.getheader("Location")
@@ -297,7 +298,6 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
-
 @functools.lru_cache(maxsize=4)
 def _tls_context(cafile, capath) -> ssl.SSLContext:
     """The default TLS context (certificate and host-name checks) for the trust store the environment names.
@@ -305,10 +305,11 @@ def _tls_context(cafile, capath) -> ssl.SSLContext:
     context serves every thread."""
     return ssl.create_default_context()
 
-def _request(parts, watch: _Watch, opts: FetchOptions, networks, user_agent_token):
+
+def _request(parts, watch: _Watch, opts: FetchOptions, user_agent_token):
     https = parts.scheme.lower() == "https"
     host, port = parts.hostname, parts.port or (443 if https else 80)
-    addresses = resolve(host, port, opts, networks)
+    addresses = resolve(host, port, opts)
     sock, last = None, None
     for family, sockaddr in addresses:  # the checked addresses only: no second lookup by name
         s = socket.socket(family, socket.SOCK_STREAM)
