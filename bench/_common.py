@@ -18,6 +18,18 @@ def synthetic_batch(batch: int, image_size: int, text_len: int, vocab: int, mesh
     return runtime.global_batch(host, runtime.batch_sharding(mesh))
 
 
+def one_thread(ds):
+    """``ds`` on one thread, deterministic: the per-core setting of the pipeline benchmarks."""
+    from laionprep._env import import_tf
+
+    tf = import_tf()
+    o = tf.data.Options()
+    o.threading.private_threadpool_size = 1
+    o.threading.max_intra_op_parallelism = 1
+    o.deterministic = True
+    return ds.with_options(o)
+
+
 def pipeline_rate(ds, n_batches: int, batch: int, *, warmup: int = 2, settle_s: float = 0.5) -> tuple[float, float]:
     """(items per CPU-second of this process, items per wall-clock second) of a tf.data pipeline over ``n_batches``.
 

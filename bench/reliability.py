@@ -42,7 +42,7 @@ if __name__ == "__main__":
 """
 
 
-def download(srv, urls, work, timeout, **opts):
+def download(urls, work, timeout, **opts):
     src = write_urls(os.path.join(work, "src"), urls)
     out = os.path.join(work, "out")
     t = time.perf_counter()
@@ -58,7 +58,7 @@ def faults(copies: int, timeout: int) -> dict:
     table = hostile_server.behaviours(max_bytes, sf.DEFAULT_MAX_IMAGE_PIXELS)
     with hostile_server.HostileServer(drip_interval=1.0) as srv, tempfile.TemporaryDirectory() as work:
         urls = {pattern: hostile_server.urls_of(srv, pattern, copies) for pattern in table}
-        out, m, secs = download(srv, [u for us in urls.values() for u in us], work, timeout)
+        out, m, secs = download([u for us in urls.values() for u in us], work, timeout)
         got = url_status(out)
         rows = []
         for pattern, reason in table.items():
@@ -83,7 +83,7 @@ def memory(n: int, timeout: int, compare: int) -> dict:
     for name, paths in cases.items():
         with hostile_server.HostileServer() as srv, tempfile.TemporaryDirectory() as work:
             urls = [srv.url(p) for p in paths]
-            out, m, secs = download(srv, urls, work, timeout)
+            out, m, secs = download(urls, work, timeout)
             dl = m["stages"]["download"]
             res[name] = {"urls": n, "records": dl["success"], "failures": dl["failure_reasons"],
                          "peak_worker_rss_mib": dl["peak_worker_rss_mib"], "seconds": round(secs, 1),

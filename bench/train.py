@@ -147,7 +147,7 @@ def _write_images(out_dir: str, n: int, short_side: int = 480) -> list[str]:
 
 
 def bench_pipeline(args) -> dict:
-    from _common import pipeline_rate
+    from _common import one_thread, pipeline_rate
     from laionprep._env import import_tf
     from laionprep.train_ref import input_pipeline as ip
     from laionprep.train_ref import tokenizer as tokenizer_lib
@@ -158,13 +158,6 @@ def bench_pipeline(args) -> dict:
     tok = tokenizer_lib.Tokenizer(tokenizer_lib.learn_vocab(tmp, 300), 32)
     S, B = args.pipeline_image_size, args.pipeline_batch
     area, aspect = (0.5, 1.0), (3 / 4, 4 / 3)
-
-    def one_thread(ds):
-        o = tf.data.Options()
-        o.threading.private_threadpool_size = 1
-        o.threading.max_intra_op_parallelism = 1
-        o.deterministic = True
-        return ds.with_options(o)
 
     def full(threads, npc):
         return ip.train_dataset(tmp, tok, image_size=S, batch_size=B, seed=0, shuffle_buffer=256,

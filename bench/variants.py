@@ -69,8 +69,6 @@ def _compiled_step(cfg, mesh, text_len: int):
 
 def bench_text_reduction(args) -> dict:
     """Captions/s of the tf.data text stage (tokenize) with and without each reduction to 8 tokens, one thread."""
-    import random
-
     from laionprep._env import import_tf
     from laionprep.demo import synth
     from laionprep.train_ref import text_reduction, tokenizer as tokenizer_lib
@@ -185,20 +183,9 @@ def _jpegs(n: int, size: int = 224) -> list[bytes]:
     return out
 
 
-def _one_thread(ds):
-    from laionprep._env import import_tf
-
-    tf = import_tf()
-    o = tf.data.Options()
-    o.threading.private_threadpool_size = 1
-    o.threading.max_intra_op_parallelism = 1
-    o.deterministic = True
-    return ds.with_options(o)
-
-
 def bench_clippo_render(args) -> dict:
     """Renderer captions/CPU-s at 224/16 and 32/8 vs WordPiece tokenization and JPEG decoding, one thread."""
-    from _common import pipeline_rate
+    from _common import one_thread, pipeline_rate
     from laionprep._env import import_tf
     from laionprep.train_ref import text_render, tokenizer as tokenizer_lib
 
@@ -219,10 +206,10 @@ def bench_clippo_render(args) -> dict:
         return tf.reduce_sum(tf.cast(x[:, ::7, ::7, 0], tf.int32))
 
     pipes = {
-        "render_224px_16px_cells": lambda: _one_thread(cap_ds.map(lambda c: touch(render224.tokenize(c))).prefetch(2)),
-        "render_32px_8px_cells": lambda: _one_thread(cap_ds.map(lambda c: touch(render32.tokenize(c))).prefetch(2)),
-        "wordpiece_tokenize_32": lambda: _one_thread(cap_ds.map(lambda c: tf.reduce_sum(tok.tokenize(c))).prefetch(2)),
-        "decode_jpeg_224px": lambda: _one_thread(
+        "render_224px_16px_cells": lambda: one_thread(cap_ds.map(lambda c: touch(render224.tokenize(c))).prefetch(2)),
+        "render_32px_8px_cells": lambda: one_thread(cap_ds.map(lambda c: touch(render32.tokenize(c))).prefetch(2)),
+        "wordpiece_tokenize_32": lambda: one_thread(cap_ds.map(lambda c: tf.reduce_sum(tok.tokenize(c))).prefetch(2)),
+        "decode_jpeg_224px": lambda: one_thread(
             tf.data.Dataset.from_tensor_slices(jpegs).repeat()
             .map(lambda b: tf.io.decode_jpeg(b, channels=3)).batch(B).map(touch).prefetch(2)),
     }

@@ -50,11 +50,6 @@ def kill_moment(seed: int, duration: float) -> float:
     return random.Random(f"laionprep-crash-{seed}").uniform(0.05 + k * width, 0.05 + (k + 1) * width) * duration
 
 
-def kill_fraction(seed: int) -> float:
-    """The fraction of a run at which seed ``seed`` kills, as :func:`kill_moment` draws it."""
-    return kill_moment(seed, 1.0)
-
-
 def run_and_kill(cmd: list[str], delay: float, *, start=None, **kw) -> bool:
     """Start ``cmd`` in a new session, SIGKILL its whole process group ``delay`` seconds later (workers, Beam SDK
     harnesses and img2dataset processes die with it).  With ``start`` (a callable), the delay counts from the moment

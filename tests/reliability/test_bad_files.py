@@ -49,10 +49,6 @@ def _col(t: pa.Table, name: str, arr) -> pa.Table:
     return t.set_column(t.schema.get_field_index(name), name, arr)
 
 
-def _write(t: pa.Table):
-    return lambda p: pq.write_table(t, p)
-
-
 def _bytes(fn):
     def w(p, t):
         buf = pa.BufferOutputStream()
@@ -67,7 +63,7 @@ def _flip_pages(raw: bytearray) -> bytes:
     return bytes(raw)
 
 
-# name -> (writer(path, good table), expected exit code, strings the message must contain)
+# name -> (writer(path, good table), strings the message must contain)
 METADATA_ERRORS = {
     "truncated": (_bytes(lambda r: bytes(r[: len(r) // 2])), ["unreadable parquet file"]),
     "garbage": (lambda p, t: open(p, "wb").write(os.urandom(4000)), ["unreadable parquet file"]),

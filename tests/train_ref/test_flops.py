@@ -49,7 +49,6 @@ def test_analytic_flops_match_the_compiled_step(mask_ratio):
     # MLPs, attention (a quarter of the image tower at 256 patches), the backward factor, the kept-patch count --
     # each exceed the 5% slack, so getting one wrong fails; the heads and the logits are below it.
     assert 1.0 <= xla / analytic["total"] <= 1.05, (xla, analytic)
-    assert analytic["total"] == analytic["image"] + analytic["text"] + analytic["loss"]
 
 
 def test_masking_cuts_the_image_tower_by_the_kept_fraction():

@@ -3,6 +3,8 @@ bitmaps, read here independently of the renderer), layout (wrapping, truncation,
 glyphs), the smaller cell sizes, use inside tf.data, and the errors for a missing or broken font."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from laionprep.train_ref import text_render
 FG, BG = 0, 127
 
 
+@functools.lru_cache(maxsize=None)
 def _font_path() -> str:
     try:
         return text_render.find_unifont()
@@ -19,6 +22,7 @@ def _font_path() -> str:
         pytest.fail(f"GNU Unifont is not installed here (`make install` as root installs it): {e}")
 
 
+@functools.lru_cache(maxsize=None)
 def _glyph(codepoint: int) -> np.ndarray:
     """The font's bitmap of ``codepoint`` as 0/1 ``[16, 8 or 16]``, straight from the .hex line."""
     key = f"{codepoint:04X}:"
