@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from laionprep.errors import UsageError
-from laionprep.train_ref import input_pipeline, models, runtime
+from laionprep.train_ref import input_pipeline, models
 
 TEXT_INPUTS = ("tokens", "render")
 
@@ -67,13 +67,7 @@ class CLIPPO(nn.Module):
 
 def build_model(mcfg) -> CLIPPO:
     """The CLIPPO module for ``config.model`` (the ``image`` fields describe the one ViT; ``text`` is unused)."""
-    dtype = runtime.dtype_of(mcfg.dtype)
-    ic = mcfg.image
-    if ic.image_size % ic.patch_size:
-        raise ValueError(f"model.image.image_size={ic.image_size} is not a multiple of patch_size={ic.patch_size}")
-    tower = models.ImageEncoder(image_size=ic.image_size, patch_size=ic.patch_size, width=ic.width, depth=ic.depth,
-                                num_heads=ic.num_heads, mlp_dim=ic.mlp_dim, embed_dim=mcfg.embed_dim,
-                                mask_ratio=float(ic.mask_ratio), dtype=dtype, remat_policy=mcfg.remat_policy)
+    tower = models.build_image_encoder(mcfg, pos_embed="sincos")  # CLIPPO keeps FLIP's fixed position embeddings
     return CLIPPO(tower=tower, temperature_init=mcfg.temperature_init)
 
 

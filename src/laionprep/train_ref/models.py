@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from laionprep.train_ref import pos_embed as pos_embed_lib
+from laionprep.train_ref import pos_embed as pos_embed_lib, runtime
 
 Dtype = Any
 
@@ -218,16 +218,21 @@ class FLIP(nn.Module):
         return self.encode_image(images, train=train), self.encode_text(tokens), self.clipped_logit_scale()
 
 
-def build_model(mcfg, vocab_size: int, max_len: int) -> FLIP:
-    """The FLIP module for ``config.model`` (see configs/flip_tiny.py for the fields)."""
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[mcfg.dtype]
-    ic, tc = mcfg.image, mcfg.text
+def build_image_encoder(mcfg, pos_embed: str | None = None) -> ImageEncoder:
+    """The ViT of ``config.model.image`` (``pos_embed`` overrides ``model.image.pos_embed``)."""
+    ic = mcfg.image
     if ic.image_size % ic.patch_size:
         raise ValueError(f"model.image.image_size={ic.image_size} is not a multiple of patch_size={ic.patch_size}")
-    image = ImageEncoder(image_size=ic.image_size, patch_size=ic.patch_size, width=ic.width, depth=ic.depth,
-                         num_heads=ic.num_heads, mlp_dim=ic.mlp_dim, embed_dim=mcfg.embed_dim,
-                         mask_ratio=float(ic.mask_ratio), dtype=dtype, remat_policy=mcfg.remat_policy,
-                         pos_embed=str(ic.get("pos_embed", "sincos")))
+    return ImageEncoder(image_size=ic.image_size, patch_size=ic.patch_size, width=ic.width, depth=ic.depth,
+                        num_heads=ic.num_heads, mlp_dim=ic.mlp_dim, embed_dim=mcfg.embed_dim,
+                        mask_ratio=float(ic.mask_ratio), dtype=runtime.dtype_of(mcfg.dtype), remat_policy=mcfg.remat_policy,
+                        pos_embed=pos_embed or str(ic.get("pos_embed", "sincos")))
+
+
+def build_model(mcfg, vocab_size: int, max_len: int) -> FLIP:
+    """The FLIP module for ``config.model`` (see configs/flip_tiny.py for the fields)."""
+    dtype, tc = runtime.dtype_of(mcfg.dtype), mcfg.text
+    image = build_image_encoder(mcfg)
     vs = int(tc.vocab_size) or _round_up(vocab_size, 128)
     if vs < vocab_size:
         raise ValueError(f"model.text.vocab_size={vs} is smaller than the tokenizer's vocabulary ({vocab_size})")

@@ -83,16 +83,18 @@ def load_params(run_dir: str, abstract_params, *, method: str = "bilinear", step
     restored at their stored shape and resized to the grid of ``abstract_params``.  -> (params, step)."""
     from laionprep.train_ref import checkpointing
 
-    stored = _checkpoint_shapes(run_dir, step) if _has_learned(abstract_params) else {}
-    path = ("image", "pos_embed")
     want = abstract_params["image"].get("pos_embed") if "image" in abstract_params else None
-    have = stored.get(path)
-    if want is None or have is None or tuple(have) == tuple(want.shape):
+    if want is None:  # fixed sin-cos embeddings: nothing stored to resize
+        return checkpointing.load_params(run_dir, abstract_params, step=step)
+    if step is None:  # look the step up once, for the shapes and the load
+        step = checkpointing.latest_step(run_dir)
+    have = _checkpoint_shapes(run_dir, step).get(("image", "pos_embed"))
+    if have is None or tuple(have) == tuple(want.shape):
         return checkpointing.load_params(run_dir, abstract_params, step=step)
     if len(have) != 2 or have[1] != want.shape[1]:
         raise UsageError(f"the image position embeddings in {run_dir} have shape {have}, this model's {want.shape}",
                          where="--config.pretrain_dir", fix="keep model.image.width the same across stages")
-    target = jax.tree_util.tree_map(lambda x: x, abstract_params)
+    target = dict(abstract_params)
     target["image"] = dict(target["image"])
     sharding = want.sharding
     if isinstance(sharding, jax.sharding.NamedSharding):  # the stored shape may not split like the new one
@@ -109,7 +111,4 @@ def load_params(run_dir: str, abstract_params, *, method: str = "bilinear", step
             f"({method})")
     return params, pstep
 
-
-def _has_learned(abstract_params) -> bool:
-    return isinstance(abstract_params, dict) and "image" in abstract_params and "pos_embed" in abstract_params["image"]
 

@@ -157,20 +157,12 @@ class TextRenderer:
         self._halves, self._table = load_atlas(self.path)
 
     # The Tokenizer's interface, so that the input pipeline and the evaluation take either.
-    @property
-    def vocab_size(self) -> int:
-        return 0
-
     def tokenize(self, captions):
         return self.render(captions)
 
     def __call__(self, captions: Sequence[str]) -> np.ndarray:
         """Eager convenience: a list of strings -> numpy uint8 ``[n, S, S, 3]``."""
         return self.render(list(captions)).numpy()
-
-    def example(self, batch: int = 1) -> np.ndarray:
-        """A blank batch of the output's shape and dtype (model initialisation)."""
-        return np.zeros((batch, self.image_size, self.image_size, 3), np.uint8)
 
     def layout(self, captions):
         """Where each character goes.  Returns ``(glyph, row, col, keep)``: int32 ``[n, K]`` packed glyph entries
