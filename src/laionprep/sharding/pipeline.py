@@ -468,6 +468,13 @@ def _ls(fsys, path: str) -> list[str]:
         return []
 
 
+def _remove_tmp(fsys, folder: str) -> None:
+    """Remove the temporary files (``lfs.TMP_MARK``) directly in ``folder``."""
+    for entry in _ls(fsys, folder):
+        if lfs.TMP_MARK in os.path.basename(entry):
+            fsys.rm(entry)
+
+
 def _raise_task_errors(job: lworker.Job) -> None:
     """Raise the first problem a worker reported (a damaged input file...), with the number of output shards that
     failed; temporary files of the failed tasks are removed (re-running resumes from the finished shards)."""
@@ -479,9 +486,7 @@ def _raise_task_errors(job: lworker.Job) -> None:
     reports = [r for r in (json.loads(fsys.cat(e)) for e in found) if r.get("plan_hash") == job.plan_hash]
     if not reports:
         return
-    for entry in _ls(fsys, root):
-        if lfs.TMP_MARK in os.path.basename(entry):
-            fsys.rm(entry)
+    _remove_tmp(fsys, root)
     first = reports[0]
     cls = getattr(errors, first.get("type", ""), None)
     cls = cls if isinstance(cls, type) and issubclass(cls, errors.LaionprepError) else DataError
@@ -633,9 +638,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
     if fsys.exists(work):
         fsys.rm(work, recursive=True)
-    for entry in _ls(fsys, lfs.get_fs(job.output)[1]):  # temporary files of failed attempts
-        if lfs.TMP_MARK in os.path.basename(entry):
-            fsys.rm(entry)
+    _remove_tmp(fsys, lfs.get_fs(job.output)[1])  # temporary files of failed attempts
     lfs.write_json(lfs.join(job.output, COUNTS_NAME), counts)  # last: marks the output complete
     return man
 
