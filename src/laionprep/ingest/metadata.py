@@ -124,9 +124,8 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
         if done:
             result.skipped += 1
         else:
-            _copy(sf, dest, progress, task)
+            result.bytes_fetched += _copy(sf, dest, progress, task)
             result.fetched += 1
-            result.bytes_fetched += lfs.size(dest)
         if progress and done:
             progress.advance(task, sf.size or 0)
         try:
@@ -147,7 +146,8 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
     return result
 
 
-def _copy(sf: SourceFile, dest: str, progress, task) -> None:
+def _copy(sf: SourceFile, dest: str, progress, task) -> int:
+    """Copy ``sf`` to ``dest`` through a temporary name; -> the bytes copied."""
     fsys, path = lfs.get_fs(sf.url)
     tmp = lfs.tmp_name(dest)
     try:
@@ -165,6 +165,7 @@ def _copy(sf: SourceFile, dest: str, progress, task) -> None:
             raise SourceError(f"short read: got {got} of {sf.size} bytes", where=sf.url,
                               fix="re-run the same command; the fetch resumes with this file")
         lfs.rename(tmp, dest)
+        return got
     except SourceError:
         raise
     except Exception as e:
