@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))  # before pip install -e
 
-from flip_helpers import write_records  # noqa: E402
+from flip_helpers import register_tfds, write_records  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,6 +34,16 @@ def flip_data(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("flip_data"))
     write_records(out, 1024, files=4, short_side=72)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_pairs(tmp_path_factory) -> tuple[str, str]:
+    """(data_dir, name) of a TFDS dataset registered over 1536 demo-like records (links, no copies): what the
+    end-to-end trainings (FLIP, CLIPA, CLIPPO) read; they only read it."""
+    download = str(tmp_path_factory.mktemp("demo_pairs_download"))
+    write_records(download, 1536, seed=1, files=4, short_side=72)
+    root = str(tmp_path_factory.mktemp("demo_pairs_tfds"))
+    return root, register_tfds(download, root)
 
 
 @pytest.fixture(scope="session")

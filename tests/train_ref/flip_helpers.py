@@ -58,6 +58,23 @@ def write_records(out_dir: str, n: int, *, seed: int = 0, files: int = 4, short_
     return paths
 
 
+def register_tfds(download_dir: str, root: str, name: str = "flip_demo_pairs") -> str:
+    """Register an img2dataset download as a TFDS dataset without copying a record (the layout `build-tfds --mode
+    register` produces): links named NAME-train.tfrecord-0000i-of-0000n + dataset_info.json / features.json."""
+    import tensorflow_datasets as tfds
+
+    files = sorted(os.listdir(os.path.join(download_dir, "tfrecord")))
+    d = os.path.join(root, name, "1.0.0")
+    os.makedirs(d)
+    for i, fn in enumerate(files):
+        os.symlink(os.path.join(download_dir, "tfrecord", fn),
+                   os.path.join(d, f"{name}-train.tfrecord-{i:05d}-of-{len(files):05d}"))
+    features = tfds.features.FeaturesDict({"jpg": tfds.features.Image(encoding_format="jpeg"),
+                                           "txt": tfds.features.Text()})
+    tfds.folder_dataset.write_metadata(data_dir=d, features=features, split_infos=None, check_data=True)
+    return name
+
+
 def tiny_config(data: str, vocab: str = "", **over):
     """flip_tiny shrunk further for unit tests (32 px, width 64, 2 layers): compiles and steps in seconds."""
     from laionprep.train_ref import config_lib

@@ -384,16 +384,10 @@ def test_bundled_clipa_configs():
 
 
 @pytest.mark.slow
-def test_clipa_tiny_learns_the_demo_data(tmp_path, eval_folder):
+def test_clipa_tiny_learns_the_demo_data(tmp_path, eval_folder, demo_pairs):
     """The `laionprep demo --variant clipa` training: clipa_tiny (16 px + 8 syntax tokens, then 32 px) on the demo
     data registered as TFDS reaches >= 3x chance zero-shot."""
-    from flip_helpers import write_records
-    from test_e2e import _register_tfds
-
-    download = str(tmp_path / "download")
-    write_records(download, 1536, seed=1, files=4, short_side=72)
-    root = str(tmp_path / "tfds")
-    name = _register_tfds(download, root)
+    root, name = demo_pairs
     res = train.train_demo(name, eval_folder, str(tmp_path / "run"), data_dir=root, config="clipa_tiny")
     chance = 1 / 30
     assert res["num_examples"] == 240 and res["stage"] == "full_res" and res["total_step"] == 250

@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flip_helpers import set_fields, write_records
-from test_e2e import _register_tfds  # demo download -> TFDS dataset, without copying a record
+from flip_helpers import set_fields
 from laionprep.errors import UsageError
 from laionprep.train_ref import clippo, config_lib, evaluate, input_pipeline, text_render, train
 
@@ -149,13 +148,10 @@ def test_clippo_trains_checkpoints_and_eval_restores(tmp_path, flip_data, eval_f
 
 
 @pytest.mark.slow
-def test_clippo_tiny_on_demo_data_zero_shot(tmp_path, eval_folder):
+def test_clippo_tiny_on_demo_data_zero_shot(tmp_path, eval_folder, demo_pairs):
     """The issue's bar: clippo_tiny (no tokenizer, captions and prompts rendered) learns the demo data to at
     least 3x chance zero-shot top-1."""
-    download = str(tmp_path / "download")
-    write_records(download, 1536, seed=1, files=4, short_side=72)
-    root = str(tmp_path / "tfds")
-    name = _register_tfds(download, root, "clippo_demo_pairs")
+    root, name = demo_pairs
     workdir = str(tmp_path / "run")
     res = train.train_demo(name, eval_folder, workdir, data_dir=root, config="clippo_tiny", quiet=True)
     chance = 1 / 30

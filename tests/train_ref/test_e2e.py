@@ -8,33 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from flip_helpers import write_records
 from laionprep.train_ref import evaluate, train
 
 
-def _register_tfds(download_dir: str, root: str, name: str = "flip_demo_pairs") -> str:
-    """Register an img2dataset download as a TFDS dataset without copying a record (the layout `build-tfds --mode
-    register` produces): links named NAME-train.tfrecord-0000i-of-0000n + dataset_info.json / features.json."""
-    import tensorflow_datasets as tfds
-
-    files = sorted(os.listdir(os.path.join(download_dir, "tfrecord")))
-    d = os.path.join(root, name, "1.0.0")
-    os.makedirs(d)
-    for i, fn in enumerate(files):
-        os.symlink(os.path.join(download_dir, "tfrecord", fn),
-                   os.path.join(d, f"{name}-train.tfrecord-{i:05d}-of-{len(files):05d}"))
-    features = tfds.features.FeaturesDict({"jpg": tfds.features.Image(encoding_format="jpeg"),
-                                           "txt": tfds.features.Text()})
-    tfds.folder_dataset.write_metadata(data_dir=d, features=features, split_infos=None, check_data=True)
-    return name
-
-
 @pytest.mark.slow
-def test_demo_data_register_train_zero_shot(tmp_path, eval_folder):
-    download = str(tmp_path / "download")
-    write_records(download, 1536, seed=1, files=4, short_side=72)
-    root = str(tmp_path / "tfds")
-    name = _register_tfds(download, root)
+def test_demo_data_register_train_zero_shot(tmp_path, eval_folder, demo_pairs):
+    root, name = demo_pairs
 
     workdir = str(tmp_path / "run")
     res = train.train_demo(name, eval_folder, workdir, data_dir=root)  # flip_tiny, unchanged
