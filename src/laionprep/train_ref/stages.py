@@ -69,18 +69,26 @@ def stage_dir(workdir: str, index: int, name: str) -> str:
     return os.path.join(workdir, f"stage{index + 1}_{name}")
 
 
+def _runs(config, workdir: str) -> list[tuple[str, str, ml_collections.ConfigDict]]:
+    """Per stage: (name, directory, the config of its run): each stage starts from the previous one's checkpoint,
+    and only the final stage is evaluated."""
+    stages = stage_configs(config)
+    out = []
+    for i, (name, cfg) in enumerate(stages):
+        if i > 0:
+            cfg.pretrain_dir = stage_dir(workdir, i - 1, stages[i - 1][0])
+        if i < len(stages) - 1:
+            cfg.eval.source = ""
+        out.append((name, stage_dir(workdir, i, name), cfg))
+    return out
+
+
 def plan(config, workdir: str) -> list[dict]:
     """Per stage: name, directory, config, total steps, steps before it, checkpoint step now, done?"""
     from laionprep.train_ref import checkpointing, train
 
     out, offset = [], 0
-    stages = stage_configs(config)
-    for i, (name, cfg) in enumerate(stages):
-        d = stage_dir(workdir, i, name)
-        if i > 0:
-            cfg.pretrain_dir = stage_dir(workdir, i - 1, stages[i - 1][0])
-        if i < len(stages) - 1:
-            cfg.eval.source = ""  # only the final stage is evaluated
+    for name, d, cfg in _runs(config, workdir):
         total = train.schedule_steps(cfg)[0]
         at = checkpointing.latest_step(d)
         out.append({"name": name, "dir": d, "config": cfg, "steps": total, "offset": offset, "at": at,
@@ -136,9 +144,7 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
 
 
 def final_stage(config, workdir: str) -> tuple[ml_collections.ConfigDict, str]:
-    """(config, directory) of the last stage: what ``laionprep eval`` evaluates for a staged run."""
-    from laionprep.train_ref import runtime
-
-    runtime.maybe_initialize_distributed(config.get("distributed", "auto"))
-    st = plan(config, workdir)[-1]
-    return st["config"], st["dir"]
+    """(config, directory) of the last stage: what ``laionprep eval`` evaluates for a staged run (no checkpoint
+    is looked at here)."""
+    _, d, cfg = _runs(config, workdir)[-1]
+    return cfg, d
