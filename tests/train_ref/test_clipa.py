@@ -308,6 +308,20 @@ def test_staged_run_crosses_its_boundary(staged_a):
     assert pos_embed._checkpoint_shapes(low, None)[("image", "pos_embed")] == (4, 64)
 
 
+def test_eval_of_a_staged_run_reads_its_last_stage(staged_a, flip_data, vocab_file, eval_folder):
+    """`laionprep eval` on a staged config evaluates the final stage's checkpoint (32 px, stage 2), in its folder."""
+    from laionprep.train_ref import evaluate
+
+    w, _, _ = staged_a
+    c = staged_config(flip_data, vocab_file)
+    c.eval.source = eval_folder
+    res = evaluate.evaluate(c, w)
+    assert res["step"] == 6 and res["num_examples"] == 240 and 0.0 <= res["top1"] <= res["top5"] <= 1.0
+    with open(os.path.join(w, "stage2_full", "eval_results.json")) as f:
+        assert json.load(f)["top1"] == res["top1"]
+    assert not os.path.exists(os.path.join(w, "stage1_low", "eval_results.json"))
+
+
 def test_staged_run_killed_in_stage_2_resumes_there(tmp_path, staged_a, flip_data, vocab_file):
     a_dir, _, _ = staged_a
     b_dir = str(tmp_path / "b")
