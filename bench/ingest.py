@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from laionprep.datasets import get_spec
-from laionprep.demo import synth
-from laionprep.demo.server import DemoServer
+from laionprep.testing import synth
+from laionprep.testing.server import DemoServer
 from laionprep.ingest.download import DownloadOptions, img2dataset_config
 from laionprep.ingest.prefilter import prefilter
 

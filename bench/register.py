@@ -42,7 +42,7 @@ def full_read_count(files: list[str]) -> int:
 
 def make_demo_download(work: str) -> str:
     from laionprep.demo.run import DemoConfig, download_demo
-    from laionprep.demo.server import DemoServer
+    from laionprep.testing.server import DemoServer
 
     with DemoServer() as srv:
         download_demo(DemoConfig(workdir=work, rows=240, processes=2, progress=False, number_sample_per_shard=60), srv)

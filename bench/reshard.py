@@ -37,7 +37,7 @@ ROLL = 5000  # records per raw-copy output file
 
 def make_input(workdir: str, copies: int) -> tuple[str, int, int, int]:
     from conftest import run_demo_download
-    from laionprep.demo.server import DemoServer
+    from laionprep.testing.server import DemoServer
 
     demo = os.path.join(workdir, "demo")
     base = os.path.join(demo, "laion", "tfrecord")

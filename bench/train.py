@@ -121,7 +121,7 @@ def bench_model(args) -> dict:
 def _write_images(out_dir: str, n: int, short_side: int = 480) -> list[str]:
     """``n`` demo-generator images with a ``short_side`` px short side, as img2dataset TFRecords (2 files)."""
     from laionprep._env import import_tf
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     tf = import_tf()
     os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)

@@ -28,7 +28,7 @@ import time
 def build(work: str, records: int) -> tuple[str, list[bytes]]:
     from laionprep._env import import_tf
     from laionprep.demo.run import DemoConfig, download_demo
-    from laionprep.demo.server import DemoServer
+    from laionprep.testing.server import DemoServer
     from laionprep import shards
 
     tf = import_tf()

@@ -70,7 +70,7 @@ def _compiled_step(cfg, mesh, text_len: int):
 def bench_text_reduction(args) -> dict:
     """Captions/s of the tf.data text stage (tokenize) with and without each reduction to 8 tokens, one thread."""
     from laionprep._env import import_tf
-    from laionprep.demo import synth
+    from laionprep.testing import synth
     from laionprep.train_ref import text_reduction, tokenizer as tokenizer_lib
 
     tf = import_tf()
@@ -159,7 +159,7 @@ def bench_clipa(args) -> dict:
 
 
 def _captions(n: int, seed: int = 0) -> list[str]:
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     r = random.Random(seed)
     out = []
@@ -172,7 +172,7 @@ def _captions(n: int, seed: int = 0) -> list[str]:
 def _jpegs(n: int, size: int = 224) -> list[bytes]:
     import dataclasses
 
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     out = []
     for i in range(n):

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from laionprep.demo.server import DemoServer
+from laionprep.testing.server import DemoServer
 
 DEMO_ROWS = 240
 DEMO_SHARD_SIZE = 60

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from laionprep.demo import synth
+from laionprep.testing import synth
 
 _spec = importlib.util.spec_from_file_location("hub_server", os.path.join(os.path.dirname(__file__), "hub_server.py"))
 hub_server = importlib.util.module_from_spec(_spec)

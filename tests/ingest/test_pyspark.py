@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from laionprep import shards
-from laionprep.demo import synth
+from laionprep.testing import synth
 from laionprep.ingest import pipeline
 from laionprep.ingest.download import DownloadOptions
 

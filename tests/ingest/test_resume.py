@@ -9,7 +9,7 @@ import sys
 import time
 
 from laionprep import shards
-from laionprep.demo import synth
+from laionprep.testing import synth
 
 
 

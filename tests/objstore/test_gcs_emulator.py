@@ -10,7 +10,7 @@ import pytest
 
 from laionprep import cli
 from laionprep import fs as lfs
-from laionprep.demo import synth
+from laionprep.testing import synth
 from laionprep.tfrecord import read_records
 
 ROWS, SHARD = 40, 20

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from laionprep import cli
-from laionprep.demo import synth
+from laionprep.testing import synth
 from laionprep.tfrecord import Damage, read_frames
 
 from .crash_helpers import download_args

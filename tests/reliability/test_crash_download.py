@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from laionprep import shards
-from laionprep.demo import synth
+from laionprep.testing import synth
 
 from .crash_helpers import SEEDS, download_cmd, download_keys, kill_at, run, temp_files
 

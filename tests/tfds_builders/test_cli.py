@@ -34,7 +34,7 @@ def test_cli_register_check_and_errors(copy_download, tmp_path, capsys):
 
 
 def test_cli_image_folder(tmp_path, capsys):
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     synth.write_eval_folder(str(tmp_path / "eval"), per_class=1)
     root = str(tmp_path / "tfds")

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from laionprep.demo import synth
+from laionprep.testing import synth
 from laionprep.errors import DataError, UsageError
 from laionprep.tfds_builders.image_folder import build_image_folder, class_names
 

@@ -49,7 +49,7 @@ def demo_pairs(tmp_path_factory) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def eval_folder(tmp_path_factory) -> str:
     """The demo's labelled evaluation folder: val/<color>_<shape>/*.jpg + class_names.txt, 30 classes x 8."""
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     out = str(tmp_path_factory.mktemp("flip_eval"))
     synth.write_eval_folder(out, per_class=8)

@@ -16,7 +16,7 @@ def write_records(out_dir: str, n: int, *, seed: int = 0, files: int = 4, short_
                   png_every: int = 0) -> list[str]:
     """``n`` synthetic image-caption records in ``files`` TFRecord files under ``out_dir/tfrecord``."""
     from laionprep._env import import_tf
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     tf = import_tf()
     d = os.path.join(out_dir, "tfrecord")

@@ -12,8 +12,8 @@ import os
 import shutil
 import time
 
-from laionprep.demo import synth
-from laionprep.demo.server import DemoServer
+from laionprep.testing import synth
+from laionprep.testing.server import DemoServer
 from laionprep.errors import DataError
 from laionprep.ingest import pipeline
 from laionprep.ingest.download import DownloadOptions

@@ -2,7 +2,7 @@
 
 Each family gets a tiny img2dataset-shaped folder ``dummy_data/tfrecord/0000{0,1}.tfrecord`` + ``_stats.json``
 with records exactly as img2dataset writes them (the same keys, one null written as ``b''`` in a float column,
-like img2dataset does), images drawn by the demo generator (``laionprep.demo.synth``) at 40 px so the whole
+like img2dataset does), images drawn by the demo generator (``laionprep.testing.synth``) at 40 px so the whole
 folder stays a few KB.  Output is deterministic.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ NULL_AT = (0, 1)  # (shard, record) whose first float column is null (b''), as i
 
 
 def _image(seed: int, index: int) -> tuple[bytes, int, int, int, int]:
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     s = synth.sample(seed, index)
     w, h = (40, 30) if s.width >= s.height else (30, 40)
@@ -39,7 +39,7 @@ def _image(seed: int, index: int) -> tuple[bytes, int, int, int, int]:
 
 def _example(family: str, shard: int, i: int, seed: int) -> bytes:
     from laionprep._env import import_tf
-    from laionprep.demo import synth
+    from laionprep.testing import synth
 
     tf = import_tf()
     index = shard * 10 + i

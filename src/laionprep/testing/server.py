@@ -1,7 +1,7 @@
 """The demo image server: an in-process HTTP server on 127.0.0.1 with an ephemeral port.
 
 ``GET /img/<seed>/<index>.<jpg|png>`` renders the synthetic image for (seed, index) on the fly (see
-:mod:`laionprep.demo.synth`); ``/missing/...`` and anything else answer 404.  The server counts the requests it
+:mod:`laionprep.testing.synth`); ``/missing/...`` and anything else answer 404.  The server counts the requests it
 answered by status, so tests can check what the downloader really fetched.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import threading
 from typing import Optional
 
-from laionprep.demo import synth
+from laionprep.testing import synth
 
 _IMG = re.compile(r"^/img/(\d+)/(\d+)\.(jpg|png)$")
 
