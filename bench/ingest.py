@@ -127,7 +127,8 @@ def main():
     try:
         pf = bench_prefilter(args.prefilter_rows, work)
         print(f"prefilter: {pf['rows']:,} rows  laionprep {pf['prefilter_rows_per_s']:,} rows/s  "
-              f"pyarrow read+write {pf['pyarrow_rw_rows_per_s']:,} rows/s  time ratio {pf['time_ratio']} (target <= 1.25)")
+              f"pyarrow read+write {pf['pyarrow_rw_rows_per_s']:,} rows/s  "
+              f"time ratio {pf['time_ratio']} (target <= 1.25)")
         dl = bench_download(args.rows, args.repeats, args.processes, work)
         print(f"download:  {dl['rows']:,} metadata rows  laionprep download {dl['laionprep_s']} s  "
               f"img2dataset {dl['img2dataset_s']} s  ratio {dl['ratio']} (target <= 1.05)")

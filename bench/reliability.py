@@ -134,7 +134,8 @@ def main() -> None:
     for r in f["behaviours"]:
         print(f"{r['behaviour']:<58} {r['urls']:>4}  " + ", ".join(f"{k} x{v}" for k, v in r["outcome"].items())
               + (f"  LOST {r['lost']}" if r["lost"] else ""))
-    print(f"\n{f['urls']} URLs, {f['records']} records, lost {f['lost']}, hangs {f['hangs']}, balanced {f['balanced']}, "
+    print(f"\n{f['urls']} URLs, {f['records']} records, lost {f['lost']}, hangs {f['hangs']}, "
+          f"balanced {f['balanced']}, "
           f"{f['seconds']} s, peak worker RSS {f['peak_worker_rss_mib']} MiB; longest held (s): "
           + json.dumps({k: round(v, 1) for k, v in f["longest_held_s"].items()}))
     mem = memory(args.mem_urls, args.timeout, args.compare_img2dataset)

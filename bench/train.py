@@ -132,7 +132,8 @@ def _write_images(out_dir: str, n: int, short_side: int = 480) -> list[str]:
     for i in range(n):
         s = synth.sample(0, i)
         aspect = max(s.width, s.height) / min(s.width, s.height)
-        w, h = (round(short_side * aspect), short_side) if s.width >= s.height else (short_side, round(short_side * aspect))
+        long_side = round(short_side * aspect)
+        w, h = (long_side, short_side) if s.width >= s.height else (short_side, long_side)
         s = dataclasses.replace(s, width=w, height=h)
         buf = io.BytesIO()
         synth.render(s).save(buf, format="JPEG", quality=90)

@@ -24,7 +24,7 @@ def setup_environment() -> None:
     if os.environ.get("STORAGE_EMULATOR_HOST", "") not in ("", "default"):
         # gcsfs's plain JSON client, not its gRPC bucket-layout probe (see laionprep.fs.configure_gcs)
         os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations: no update check  # deterministic float results across runs
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations: no update check
     # tensorflow-io's "unable to open file: libtensorflow_io_plugins.so" / "file system plugins are not loaded".
     flt = "ignore::UserWarning:tensorflow_io.python.ops"
     current = os.environ.get("PYTHONWARNINGS", "")

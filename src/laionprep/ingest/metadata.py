@@ -43,7 +43,8 @@ def parse_parts(spec: str | None, n: int) -> list[int]:
     if spec.isdigit():
         k = int(spec)
         if k < 1:
-            raise UsageError(f"--parts {spec}: must be at least 1", where="--parts", fix="e.g. --parts 3 or --parts 0,2,5-7")
+            raise UsageError(f"--parts {spec}: must be at least 1", where="--parts",
+                             fix="e.g. --parts 3 or --parts 0,2,5-7")
         return list(range(min(k, n)))
     out: list[int] = []
     for piece in spec.split(","):

@@ -2,7 +2,8 @@
 
 img2dataset's ``download_shard`` fetches every URL with ``download_image_with_retry(row, timeout, retries,
 user_agent_token, disallowed_header_directives) -> (key, BytesIO | None, error message | None)``.  The download
-child (:mod:`laionprep.ingest.img2dataset_runner`) makes img2dataset build a :class:`~laionprep.ingest.safe_downloader.SafeDownloader`, which puts
+child (:mod:`laionprep.ingest.img2dataset_runner`) makes img2dataset build a
+:class:`~laionprep.ingest.safe_downloader.SafeDownloader`, which puts
 :func:`download_image_with_retry` of this module there in each worker process, with the limits of
 :class:`FetchOptions`.  Per URL it:
 

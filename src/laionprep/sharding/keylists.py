@@ -30,7 +30,8 @@ def read_key_list(url: str) -> frozenset:
         with lfs.open_file(url, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise DataError("key list not found", where=url, fix="check the path given to --keep-keys/--drop-keys") from None
+        raise DataError("key list not found", where=url,
+                        fix="check the path given to --keep-keys/--drop-keys") from None
     name = url.lower()
     if name.endswith(".parquet"):
         import pyarrow as pa
@@ -41,7 +42,8 @@ def read_key_list(url: str) -> frozenset:
             table = pq.read_table(io.BytesIO(raw))
         except Exception as e:
             raise _fail(url, f"{type(e).__name__}: {e}") from e
-        cols = [c for c in ("key", "uid") if c in table.column_names] or (table.column_names if table.num_columns == 1 else [])
+        cols = ([c for c in ("key", "uid") if c in table.column_names]
+                or (table.column_names if table.num_columns == 1 else []))
         if not cols:
             raise _fail(url, f"no column 'key' or 'uid' among {table.column_names}")
         col = table.column(cols[0])

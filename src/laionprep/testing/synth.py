@@ -92,8 +92,8 @@ def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> l
         pts = [(math.cos(angle + k * math.pi / 2 + math.pi / 4), math.sin(angle + k * math.pi / 2 + math.pi / 4))
                for k in range(4)]
     elif shape == "triangle":
-        pts = [(math.cos(angle + k * 2 * math.pi / 3 - math.pi / 2), math.sin(angle + k * 2 * math.pi / 3 - math.pi / 2))
-               for k in range(3)]
+        corners = [angle + k * 2 * math.pi / 3 - math.pi / 2 for k in range(3)]
+        pts = [(math.cos(a), math.sin(a)) for a in corners]
     elif shape == "star":
         pts = []
         for k in range(10):
@@ -102,7 +102,8 @@ def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> l
             pts.append((rr * math.cos(a), rr * math.sin(a)))
     elif shape == "cross":
         w = 0.33
-        base = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]
+        base = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w),
+                (-w, -w)]
         ca, sa = math.cos(angle), math.sin(angle)
         pts = [(x * ca - y * sa, x * sa + y * ca) for x, y in base]
     else:
@@ -243,8 +244,9 @@ def write_eval_folder(out_dir: str, per_class: int, seed: int = 10_000, splits=(
             d = _mk(os.path.join(out_dir, split, f"{color}_{shape}"))
             for j in range(per_class):
                 base = sample(seed + si, label * 100_003 + j)
+                dark_on_dark = base.background == "black" and color == "purple"
                 s = dataclasses.replace(base, color=color, shape=shape, fmt="jpg",
-                                        background=base.background if not (base.background == "black" and color == "purple") else "white")
+                                        background="white" if dark_on_dark else base.background)
                 data, _ = encode(s)
                 with open(os.path.join(d, f"{j:04d}.jpg"), "wb") as f:
                     f.write(data)
