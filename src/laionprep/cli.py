@@ -308,9 +308,9 @@ def _add_train(sub):
 
 
 def _cmd_train(args) -> int:
-    from laionprep.train_ref import config_lib, train
+    from laionprep.train_ref import config_lib, runner
 
-    train.train_and_evaluate(config_lib.load_config(args.config, args.extra), args.workdir)
+    runner.train_and_evaluate(config_lib.load_config(args.config, args.extra), args.workdir)
     return 0
 
 
@@ -324,9 +324,9 @@ def _add_eval(sub):
 
 
 def _cmd_eval(args) -> int:
-    from laionprep.train_ref import config_lib, evaluate
+    from laionprep.train_ref import config_lib, runner
 
-    evaluate.evaluate(config_lib.load_config(args.config, args.extra), args.workdir)
+    runner.evaluate(config_lib.load_config(args.config, args.extra), args.workdir)
     return 0
 
 

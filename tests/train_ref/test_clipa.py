@@ -15,7 +15,7 @@ import pytest
 
 from flip_helpers import tiny_config
 from laionprep.errors import UsageError
-from laionprep.train_ref import checkpointing, config_lib, models, pos_embed, stages, text_reduction, train
+from laionprep.train_ref import checkpointing, config_lib, models, pos_embed, runner, stages, text_reduction, train
 from laionprep.train_ref import tokenizer as tokenizer_lib
 from test_training import _losses, _subprocess
 
@@ -283,8 +283,8 @@ def _steps(run_dir):
 def staged_a(tmp_path_factory, flip_data, vocab_file):
     w = str(tmp_path_factory.mktemp("staged_a"))
     seen = []
-    res = train.train_and_evaluate(staged_config(flip_data, vocab_file), w, quiet=True,
-                                   step_hook=lambda s, m: seen.append((s, m["stage"], m["stage_step"])))
+    res = runner.train_and_evaluate(staged_config(flip_data, vocab_file), w, quiet=True,
+                                    step_hook=lambda s, m: seen.append((s, m["stage"], m["stage_step"])))
     return w, res, seen
 
 
@@ -310,12 +310,10 @@ def test_staged_run_crosses_its_boundary(staged_a):
 
 def test_eval_of_a_staged_run_reads_its_last_stage(staged_a, flip_data, vocab_file, eval_folder):
     """`laionprep eval` on a staged config evaluates the final stage's checkpoint (32 px, stage 2), in its folder."""
-    from laionprep.train_ref import evaluate
-
     w, _, _ = staged_a
     c = staged_config(flip_data, vocab_file)
     c.eval.source = eval_folder
-    res = evaluate.evaluate(c, w)
+    res = runner.evaluate(c, w)
     assert res["step"] == 6 and res["num_examples"] == 240 and 0.0 <= res["top1"] <= res["top5"] <= 1.0
     with open(os.path.join(w, "stage2_full", "eval_results.json")) as f:
         assert json.load(f)["top1"] == res["top1"]
@@ -328,22 +326,22 @@ def test_staged_run_killed_in_stage_2_resumes_there(tmp_path, staged_a, flip_dat
     code = f"""
         import os, signal
         from test_clipa import staged_config
-        from laionprep.train_ref import train
+        from laionprep.train_ref import runner
 
         def hook(step, metrics):
             if step == 11:  # stage 2, step 5: after its checkpoint at 3
                 assert metrics["stage"] == "full" and metrics["stage_step"] == 5
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        train.train_and_evaluate(staged_config({flip_data!r}, {vocab_file!r}), {b_dir!r}, step_hook=hook, quiet=True)
+        runner.train_and_evaluate(staged_config({flip_data!r}, {vocab_file!r}), {b_dir!r}, step_hook=hook, quiet=True)
     """
     r = _subprocess(code)
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
     low, full = os.path.join(b_dir, "stage1_low"), os.path.join(b_dir, "stage2_full")
     assert checkpointing.latest_step(low) == 6 and checkpointing.latest_step(full) == 3
     seen = []
-    res = train.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, quiet=True,
-                                   step_hook=lambda s, m: seen.append((s, m["stage"])))
+    res = runner.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, quiet=True,
+                                    step_hook=lambda s, m: seen.append((s, m["stage"])))
     assert seen == [(10, "full"), (11, "full"), (12, "full")]  # continues in stage 2 after its step 3
     assert res["total_step"] == 12
     assert _steps(low) == list(range(1, 7))  # stage 1 was not run again
@@ -365,12 +363,12 @@ def test_staged_run_stopped_at_the_boundary_starts_stage_2(tmp_path, staged_a, f
             raise Stop()
 
     with pytest.raises(Stop):
-        train.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, step_hook=hook, quiet=True)
+        runner.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, step_hook=hook, quiet=True)
     assert checkpointing.latest_step(os.path.join(b_dir, "stage1_low")) == 6
     assert not os.path.isdir(os.path.join(b_dir, "stage2_full", "checkpoints"))
     seen = []
-    res = train.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, quiet=True,
-                                   step_hook=lambda s, m: seen.append(s))
+    res = runner.train_and_evaluate(staged_config(flip_data, vocab_file), b_dir, quiet=True,
+                                    step_hook=lambda s, m: seen.append(s))
     assert seen == list(range(7, 13)) and res["total_step"] == 12
     la, lb = _losses(os.path.join(a_dir, "stage2_full")), _losses(os.path.join(b_dir, "stage2_full"))
     assert lb == pytest.approx(la, rel=1e-5, abs=1e-6)
@@ -402,7 +400,7 @@ def test_clipa_tiny_learns_the_demo_data(tmp_path, eval_folder, demo_pairs):
     """The `laionprep demo --variant clipa` training: clipa_tiny (16 px + 8 syntax tokens, then 32 px) on the demo
     data registered as TFDS reaches >= 3x chance zero-shot."""
     root, name = demo_pairs
-    res = train.train_demo(name, eval_folder, str(tmp_path / "run"), data_dir=root, config="clipa_tiny")
+    res = runner.train_demo(name, eval_folder, str(tmp_path / "run"), data_dir=root, config="clipa_tiny")
     chance = 1 / 30
     assert res["num_examples"] == 240 and res["stage"] == "full_res" and res["total_step"] == 250
     assert res["top1"] >= 3 * chance, res

@@ -14,7 +14,8 @@ import pytest
 
 from flip_helpers import set_fields
 from laionprep.errors import UsageError
-from laionprep.train_ref import clippo, config_lib, evaluate, input_pipeline, text_render, train
+from laionprep.train_ref import clippo, config_lib, evaluate, input_pipeline, optim, runner, text_render, train
+from laionprep.train_ref import variants
 
 
 def _tiny(**over):
@@ -27,7 +28,7 @@ def _tiny(**over):
 def test_one_vit_encodes_photos_and_rendered_text():
     cfg = _tiny()
     model = clippo.build_model(cfg.model)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), clippo.example_text(cfg),
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), variants.example_text(cfg),
                         train=False)["params"]
     assert set(params) == {"tower", "logit_scale"}  # no text tower, no token embedding: one ViT + temperature
     assert float(params["logit_scale"]) == pytest.approx(np.log(1 / 0.1))  # CLIPPO's initial temperature 0.1
@@ -44,8 +45,8 @@ def test_published_clippo_b16_recipe():
     assert c.text_input == "render" and c.model.image.mask_ratio == 0.0
     assert (c.model.image.image_size, c.model.image.patch_size, c.model.image.width, c.model.image.depth,
             c.model.image.num_heads, c.model.image.mlp_dim, c.model.embed_dim) == (224, 16, 768, 12, 12, 3072, 768)
-    assert c.batch_size == 10_240 and train.schedule_steps(c) == (100_000, 10_000)
-    assert train.peak_learning_rate(c) == pytest.approx(1e-3)
+    assert c.batch_size == 10_240 and optim.schedule_steps(c) == (100_000, 10_000)
+    assert optim.peak_learning_rate(c) == pytest.approx(1e-3)
     assert (c.optimizer, c.lr_schedule, c.rsqrt_timescale, c.cooldown_steps) == ("adafactor", "rsqrt", 10_000, 10_000)
     assert c.weight_decay == pytest.approx(1e-4) and c.grad_clip_norm == 1.0
     assert c.model.temperature_init == pytest.approx(0.1)
@@ -56,7 +57,7 @@ def test_published_clippo_b16_recipe():
     c = config_lib.load_config("clippo_tiny", ["--config.unifont_path=/fonts/unifont.hex"])
     assert c.unifont_path == "/fonts/unifont.hex"
     with pytest.raises(UsageError, match="text_input"):
-        clippo.text_input(config_lib.load_config("clippo_tiny", ["--config.text_input=pixels"]))
+        variants.text_input(config_lib.load_config("clippo_tiny", ["--config.text_input=pixels"]))
 
 
 def test_clippo_b16_is_one_vit_b16():
@@ -69,7 +70,7 @@ def test_clippo_b16_is_one_vit_b16():
 
     c = config_lib.load_config("clippo_b16")
     m = clippo.build_model(c.model)
-    p = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)), clippo.example_text(c),
+    p = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)), variants.example_text(c),
                                       train=False))["params"]
     f = config_lib.load_config("flip_b16")
     fm = models.build_model(f.model, 30522, 32)
@@ -82,7 +83,7 @@ def test_clippo_b16_is_one_vit_b16():
 
 
 def test_rsqrt_schedule_warmup_decay_cooldown():
-    s = train.rsqrt_schedule(1e-3, warmup_steps=100, total_steps=10_000, timescale=1_000, cooldown_steps=1_000)
+    s = optim.rsqrt_schedule(1e-3, warmup_steps=100, total_steps=10_000, timescale=1_000, cooldown_steps=1_000)
     assert float(s(0)) == 0.0 and float(s(50)) == pytest.approx(5e-4)
     assert float(s(100)) == pytest.approx(1e-3)
     assert float(s(100 + 3 * 1_000)) == pytest.approx(1e-3 / 2)  # 1 / sqrt(1 + 3)
@@ -96,7 +97,7 @@ def test_adafactor_factors_large_matrices_and_trains():
     import optax
 
     c = _tiny(optimizer="adafactor", lr_schedule="rsqrt", rsqrt_timescale=10, cooldown_steps=2, weight_decay=1e-4)
-    tx, sched = train.make_optimizer(c, 20, 2)
+    tx, sched = optim.make_optimizer(c, 20, 2)
     params = {"w": jnp.ones((64, 48)), "b": jnp.ones((48,))}
     state = tx.init(params)
     fac = [x for x in jax.tree_util.tree_leaves(state) if hasattr(x, "shape")]
@@ -115,7 +116,7 @@ def test_adafactor_factors_large_matrices_and_trains():
         p = optax.apply_updates(p, u)
     assert float(loss(p)) < start
     with pytest.raises(UsageError, match="optimizer"):
-        train.make_optimizer(_tiny(optimizer="sgd"), 20, 2)
+        optim.make_optimizer(_tiny(optimizer="sgd"), 20, 2)
 
 
 def test_clippo_trains_checkpoints_and_eval_restores(tmp_path, flip_data, eval_folder):
@@ -153,7 +154,7 @@ def test_clippo_tiny_on_demo_data_zero_shot(tmp_path, eval_folder, demo_pairs):
     least 3x chance zero-shot top-1."""
     root, name = demo_pairs
     workdir = str(tmp_path / "run")
-    res = train.train_demo(name, eval_folder, workdir, data_dir=root, config="clippo_tiny", quiet=True)
+    res = runner.train_demo(name, eval_folder, workdir, data_dir=root, config="clippo_tiny", quiet=True)
     chance = 1 / 30
     assert res["num_classes"] == 30 and res["num_examples"] == 240 and res["step"] == 200
     assert res["top1"] >= 3 * chance, res

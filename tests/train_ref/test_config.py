@@ -59,7 +59,7 @@ def test_published_flip_sizes_and_recipe():
     import jax
     import jax.numpy as jnp
 
-    from laionprep.train_ref import train
+    from laionprep.train_ref import optim
 
     b, l_, h = (config_lib.load_config(n) for n in ("flip_b16", "flip_l16", "flip_h14"))
     assert (b.model.image.width, b.model.image.depth, b.model.image.num_heads, b.model.image.patch_size) == (768, 12, 12, 16)
@@ -72,31 +72,31 @@ def test_published_flip_sizes_and_recipe():
         assert c.batch_size == 65536 and c.learning_rate == 4e-6 and c.b2 == 0.95 and c.weight_decay == 0.2
         assert c.model.image.mask_ratio == 0.5 and c.tokenizer.max_len == 32
         assert c.model.image.mlp_dim == 4 * c.model.image.width and c.model.text.mlp_dim == 4 * c.model.text.width
-        assert train.peak_learning_rate(c) == pytest.approx(4e-6 * 256)
-    assert train.schedule_steps(l_) == (12_811_670_000 // 65536, 25_623_340 // 65536)
-    assert train.schedule_steps(h)[1] == 256_233_400 // 65536
+        assert optim.peak_learning_rate(c) == pytest.approx(4e-6 * 256)
+    assert optim.schedule_steps(l_) == (12_811_670_000 // 65536, 25_623_340 // 65536)
+    assert optim.schedule_steps(h)[1] == 256_233_400 // 65536
     # schedules are in samples: a smaller batch keeps the same number of images, more steps
     l_.batch_size = 32768
-    assert train.schedule_steps(l_)[0] == 12_811_670_000 // 32768
-    assert train.peak_learning_rate(l_) == pytest.approx(4e-6 * 128)
+    assert optim.schedule_steps(l_)[0] == 12_811_670_000 // 32768
+    assert optim.peak_learning_rate(l_) == pytest.approx(4e-6 * 128)
     # a laptop-sized batch on a 12.8B-sample schedule: 6.4e9 steps do not fit the int32 step counter
     l_.batch_size = 2
     with pytest.raises(UsageError, match="int32 step counter") as e:
-        train.schedule_steps(l_)
+        optim.schedule_steps(l_)
     assert e.value.where == "--config.batch_size" and "num_train_steps" in e.value.fix
     l_.num_train_steps = 100
-    assert train.schedule_steps(l_)[0] == 100
+    assert optim.schedule_steps(l_)[0] == 100
     l_.num_train_steps, l_.batch_size = 0, 8  # 1.6e9 steps: fits, and the schedule evaluates at its far end
-    _, sched = train.make_optimizer(l_, *train.schedule_steps(l_))
+    _, sched = optim.make_optimizer(l_, *optim.schedule_steps(l_))
     assert 0.0 <= float(jax.jit(sched)(jnp.int32(2**31 - 2))) < 1e-9
 
 
 def test_lr_schedule_warmup_then_cosine():
-    from laionprep.train_ref import train
+    from laionprep.train_ref import optim
 
     c = config_lib.load_config("flip_tiny", ["--config.num_train_steps=100", "--config.warmup_steps=10",
                                              "--config.batch_size=512", "--config.learning_rate=1e-3"])
-    _, sched = train.make_optimizer(c, *train.schedule_steps(c))
+    _, sched = optim.make_optimizer(c, *optim.schedule_steps(c))
     peak = 1e-3 * 512 / 256
     assert float(sched(0)) == 0.0
     assert float(sched(5)) == pytest.approx(peak / 2, rel=1e-5)

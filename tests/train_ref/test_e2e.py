@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from laionprep.train_ref import evaluate, train
+from laionprep.train_ref import evaluate, runner
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ def test_demo_data_register_train_zero_shot(tmp_path, eval_folder, demo_pairs):
     root, name = demo_pairs
 
     workdir = str(tmp_path / "run")
-    res = train.train_demo(name, eval_folder, workdir, data_dir=root)  # flip_tiny, unchanged
+    res = runner.train_demo(name, eval_folder, workdir, data_dir=root)  # flip_tiny, unchanged
 
     chance = 1 / 30
     assert res["num_classes"] == 30 and res["num_examples"] == 240

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from laionprep.train_ref import models, train
+from laionprep.train_ref import models, optim, pos_embed, train
 
 
 def _image_encoder(mask_ratio, image_size=32, patch=8):
@@ -94,7 +94,7 @@ def _flip(vocab=50):
 
     mcfg = ConfigDict(dict(dtype="float32", embed_dim=16, remat_policy="none", temperature_init=0.07,
                            image=dict(image_size=32, patch_size=8, width=32, depth=1, num_heads=2, mlp_dim=64,
-                                      mask_ratio=0.5),
+                                      mask_ratio=0.5, pos_embed="sincos"),
                            text=dict(vocab_size=0, width=32, depth=1, num_heads=2, mlp_dim=64)))
     return models.build_model(mcfg, vocab, 8)
 
@@ -154,7 +154,7 @@ def test_contrastive_loss_matches_reference():
 
 
 def test_sincos_position_embeddings():
-    e = models.sincos_2d(4, 16)
+    e = pos_embed.sincos_2d(4, 16)
     assert e.shape == (16, 16)
     np.testing.assert_allclose(e[0], [0, 0, 0, 0, 1, 1, 1, 1] * 2, atol=1e-7)  # position (0, 0)
     assert len({tuple(np.round(r, 5)) for r in e}) == 16  # every position distinct
@@ -164,7 +164,7 @@ def test_weight_decay_mask_skips_biases_norms_and_temperature():
     model = _flip()
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
                                                jnp.zeros((1, 8), jnp.int32), train=False))["params"]
-    mask = train.weight_decay_mask(params)
+    mask = optim.weight_decay_mask(params)
     flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(mask)}
     assert flat["['logit_scale']"] is False
     assert flat["['text']['pos_embed']"] is False

@@ -63,12 +63,12 @@ def test_one_step_on_8_devices_equals_1_device(tmp_path, flip_data, vocab_file):
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
         import json, jax, numpy as np
         from flip_helpers import tiny_config
-        from laionprep.train_ref import models, runtime, train
+        from laionprep.train_ref import models, optim, runtime, train
 
         cfg = tiny_config({flip_data!r}, {vocab_file!r}, warmup_steps=0, learning_rate=1e-2, batch_size=16)
         assert jax.device_count() == 8
         model = models.build_model(cfg.model, {tok.vocab_size}, cfg.tokenizer.max_len)
-        tx, sched = train.make_optimizer(cfg, *train.schedule_steps(cfg))
+        tx, sched = optim.make_optimizer(cfg, *optim.schedule_steps(cfg))
         z = np.load({str(tmp_path / "batches.npz")!r})
         batches = [{{"image": z[f"image{{i}}"], "text": z[f"text{{i}}"]}} for i in range(2)]
         key = jax.random.PRNGKey(0)

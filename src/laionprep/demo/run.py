@@ -123,7 +123,7 @@ def main(cfg: DemoConfig) -> int:
 
 
 def train_demo(cfg: DemoConfig, paths: dict[str, str]) -> dict:
-    from laionprep.train_ref import train
+    from laionprep.train_ref import runner
 
-    return train.train_demo(DATASET_NAME, EVAL_NAME, paths["train"], data_dir=paths["tfds"],
-                            eval_data_dir=paths["tfds"], config=cfg.train_config, overrides=list(cfg.train_overrides))
+    return runner.train_demo(DATASET_NAME, EVAL_NAME, paths["train"], data_dir=paths["tfds"],
+                             eval_data_dir=paths["tfds"], config=cfg.train_config, overrides=list(cfg.train_overrides))

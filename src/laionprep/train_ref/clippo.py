@@ -1,12 +1,12 @@
 """CLIPPO (Tschannen, Mustafa, Houlsby 2022): CLIP with pixels only -- one ViT for photos *and* text.
 
-Captions are rendered into images (:mod:`~laionprep.train_ref.text_render`) and encoded by the same
-:class:`~laionprep.train_ref.models.ImageEncoder` (patch embedding, Transformer, pooling and projection head: one
-set of parameters, as big_vision's ``one_tower`` model, whose single ViT carries the single output head) that
-encodes the photos.  No tokenizer, no text tower.  Loss, temperature, training loop, checkpoints and zero-shot
-evaluation are the FLIP trainer's: the module has :class:`~laionprep.train_ref.models.FLIP`'s interface
-(``__call__(images, text, train)``, ``encode_image``, ``encode_text``, ``clipped_logit_scale``), with ``text`` the
-uint8 rendered captions, normalised here like the photos.
+Selected by ``text_input=render`` (variants.py).  Captions are rendered into images
+(:mod:`~laionprep.train_ref.text_render`) and encoded by the same :class:`~laionprep.train_ref.models.ImageEncoder`
+(patch embedding, Transformer, pooling and projection head: one set of parameters, as big_vision's ``one_tower``
+model, whose single ViT carries the single output head) that encodes the photos.  No tokenizer, no text tower.
+Loss, temperature, training loop, checkpoints and zero-shot evaluation are the FLIP trainer's: the module has
+:class:`~laionprep.train_ref.models.FLIP`'s interface (``__call__(images, text, train)``, ``encode_image``,
+``encode_text``, ``clipped_logit_scale``), with ``text`` the uint8 rendered captions, normalised here like the photos.
 
 Differences from the paper's model: pooling is the FLIP tower's mean over the tokens (CLIPPO uses a MAP head), and
 position embeddings are FLIP's fixed 2-D sin-cos ones.  ``model.image.mask_ratio`` > 0 would mask the patches of
@@ -19,23 +19,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from laionprep.errors import UsageError
 from laionprep.train_ref import input_pipeline, models
-
-TEXT_INPUTS = ("tokens", "render")
-
-
-def text_input(config) -> str:
-    """``tokens`` (WordPiece ids + a text tower: FLIP) or ``render`` (rendered captions + the image tower: CLIPPO)."""
-    mode = config.get("text_input", "tokens")
-    if mode not in TEXT_INPUTS:
-        raise UsageError(f"unknown text_input {mode!r}", where="--config.text_input",
-                         fix=f"use one of {', '.join(TEXT_INPUTS)}")
-    return mode
-
-
-def uses_rendered_text(config) -> bool:
-    return text_input(config) == "render"
 
 
 class CLIPPO(nn.Module):
@@ -69,12 +53,3 @@ def build_model(mcfg) -> CLIPPO:
     """The CLIPPO module for ``config.model`` (the ``image`` fields describe the one ViT; ``text`` is unused)."""
     tower = models.build_image_encoder(mcfg, pos_embed="sincos")  # CLIPPO keeps FLIP's fixed position embeddings
     return CLIPPO(tower=tower, temperature_init=mcfg.temperature_init)
-
-
-def example_text(config):
-    """A one-example text batch of the model's text input (for initialisation and shape inference): token ids
-    ``[1, tokenizer.max_len]`` int32, or a rendered caption ``[1, S, S, 3]`` uint8."""
-    if uses_rendered_text(config):
-        s = config.model.image.image_size
-        return jnp.zeros((1, s, s, 3), jnp.uint8)
-    return jnp.zeros((1, config.tokenizer.max_len), jnp.int32)

@@ -22,8 +22,7 @@ import numpy as np
 
 from laionprep._env import import_tf
 from laionprep.errors import UsageError
-from laionprep.train_ref import checkpointing, clippo, input_pipeline, models, runtime, stages, text_reduction
-from laionprep.train_ref import text_render, tokenizer as tokenizer_lib
+from laionprep.train_ref import checkpointing, input_pipeline, runtime, text_reduction, variants
 
 SIMPLE_TEMPLATES = ("a photo of a {}.",)
 
@@ -156,11 +155,12 @@ def evaluate(config, workdir: str) -> dict:
     """Zero-shot evaluation of the newest checkpoint in ``workdir`` (else ``config.pretrain_dir``).
 
     Writes ``WORKDIR/eval_results.json`` and TensorBoard scalars ``eval/top1``, ``eval/top5``; returns the metrics
-    (``top1``, ``top5``, ``num_examples``, ``num_classes``, ``step``, ...).
+    (``top1``, ``top5``, ``num_examples``, ``num_classes``, ``step``, ...).  A staged run is evaluated in its last
+    stage's directory: ``runner.evaluate``.
     """
-    if stages.is_staged(config):  # a staged run (CLIPA): its last stage
-        config, workdir = stages.final_stage(config, workdir)
-    runtime.maybe_initialize_distributed(config.get("distributed", "auto"))
+    if tuple(config.stage_order):
+        raise ValueError("a staged config (config.stage_order) is evaluated through runner.evaluate")
+    runtime.maybe_initialize_distributed(config.distributed)
     tf = import_tf()
     if not config.eval.source:
         raise UsageError("no evaluation dataset", where="--config.eval.source",
@@ -174,13 +174,9 @@ def evaluate(config, workdir: str) -> dict:
                              fix="train first, or set --config.pretrain_dir to a run to evaluate")
         run_dir = config.pretrain_dir
     vocab_dir = run_dir if tf.io.gfile.exists(os.path.join(run_dir, "vocab.txt")) else workdir
-    if clippo.uses_rendered_text(config):  # CLIPPO: prompts are rendered, one ViT
-        tok, model = text_render.renderer_from_config(config), clippo.build_model(config.model)
-    else:
-        tok = tokenizer_lib.tokenizer_from_config(config, vocab_dir)
-        model = models.build_model(config.model, tok.vocab_size, config.tokenizer.max_len)
+    tok, model = variants.text_side(config, vocab_dir, training=False)
     mesh = runtime.make_mesh()
-    abstract = _abstract_params(model, config)
+    abstract = variants.abstract_params(model, config)
     shard = runtime.state_shardings(abstract, mesh, config.partition_states)
     params, step = checkpointing.load_params(run_dir, runtime.with_shardings(abstract, shard))
     log = runtime.RunLog(workdir)
@@ -194,9 +190,3 @@ def evaluate(config, workdir: str) -> dict:
             json.dump(res, f, indent=2)
     log.close()
     return res
-
-
-def _abstract_params(model, config):
-    s = config.model.image.image_size
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, s, s, 3), jnp.float32),
-                                             clippo.example_text(config), train=False))["params"]

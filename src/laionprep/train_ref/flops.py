@@ -18,7 +18,7 @@ explicit figure for anything else.
 """
 from __future__ import annotations
 
-from laionprep.train_ref import clippo, models, text_reduction
+from laionprep.train_ref import models, text_reduction, variants
 
 # Dense bf16 peak per device, FLOP/s (vendor datasheets).  Keys are matched against jax's ``device_kind``.
 PEAK_BF16_FLOPS = {
@@ -55,7 +55,7 @@ def image_tower_flops(mcfg, *, train: bool = True) -> dict:
 def text_tower_flops(config) -> dict:
     """``{'forward', 'train', 'tokens'}`` per example for the text side (FLIP/CLIPA text tower, or CLIPPO's
     shared tower on rendered captions)."""
-    if clippo.uses_rendered_text(config):
+    if variants.get(config).text_tower == "image":  # CLIPPO: the shared ViT encodes the rendered captions
         return image_tower_flops(config.model)
     tc = config.model.text
     tokens = text_reduction.text_length(config)

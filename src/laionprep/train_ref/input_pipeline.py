@@ -25,6 +25,7 @@ features, e.g. ``imagenet2012`` or one built by ``build-tfds --mode image-folder
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -46,7 +47,7 @@ _SPLIT_IN_NAME = re.compile(r"-(train|validation|valid|val|test|eval)\.tfrecord"
 
 def normalize(images, dtype=None):
     """uint8 ``[..., 3]`` images -> normalised floats (runs inside the jitted step on the accelerator)."""
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # this module runs without JAX where only data is read (`laionprep tokenizer`)
 
     dtype = dtype or jnp.float32
     x = images.astype(jnp.float32)
@@ -128,7 +129,7 @@ def resolve_source(source: str, data_dir: str = "", split: str = "train", *, all
     if tf.io.gfile.isdir(source):
         bdir = _tfds_builder_dir(source)
         if bdir:
-            import tensorflow_datasets as tfds
+            import tensorflow_datasets as tfds  # TFDS sources only: importing it takes seconds
 
             builder = tfds.builder_from_directory(bdir)
             return Source("tfds", f"TFDS {builder.info.full_name} at {bdir}", split, builder=builder)
@@ -149,7 +150,7 @@ def resolve_source(source: str, data_dir: str = "", split: str = "train", *, all
     if "/" in source and not re.match(r"^[\w]+(/[\w.\-]+)?(:[\w.*]+)?$", source):
         raise UsageError(f"data source not found: {source}", where=source,
                          fix="give an existing folder, file or glob, or a TFDS dataset name")
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # TFDS sources only: importing it takes seconds
 
     try:
         builder = tfds.builder(source, data_dir=data_dir or None)
@@ -207,7 +208,7 @@ def _pair_examples(src: Source, *, seed: int, process_index: int, process_count:
     raw-file sources yield the serialized records (parsed later, fused with decoding)."""
     tf = import_tf()
     if src.kind == "tfds":
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # TFDS sources only: importing it takes seconds
 
         feats = src.builder.info.features
         missing = [k for k in keys if k not in feats]
@@ -427,8 +428,6 @@ def read_class_names(path: str) -> list[str] | dict[str, str]:
     with tf.io.gfile.GFile(path, "r") as f:
         text = f.read()
     if path.endswith(".json"):
-        import json
-
         data = json.loads(text)
         if isinstance(data, dict):
             return {str(k): str(v) for k, v in data.items()}
@@ -475,8 +474,6 @@ def _stored_class_names(src: Source, n: int) -> list[str] | None:
     ``build-tfds --mode image-folder``; None when there are none."""
     if src.kind != "tfds":
         return None
-    import json
-
     tf = import_tf()
     meta = os.path.join(str(src.builder.data_dir), "metadata.json")
     if not tf.io.gfile.exists(meta):
@@ -523,7 +520,7 @@ def eval_dataset(source: str, *, image_size: int, batch_size: int, data_dir: str
         if src.kind != "tfds":
             raise UsageError(f"{src.description}: zero-shot evaluation reads a TFDS classification dataset or an "
                              "image folder, not raw TFRecords", where="--config.eval.source")
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # TFDS sources only: importing it takes seconds
 
         info = src.builder.info
         if not split:

@@ -3,7 +3,7 @@
 * Image tower: a ViT.  The image is cut into ``patch_size`` patches; during training each example keeps exactly
   ``int(L * (1 - mask_ratio))`` of its ``L`` patches, chosen by a fresh random permutation per example per step
   (the ``'mask'`` RNG stream); at evaluation nothing is masked.  Masking happens before the patch embedding, so the
-  masked patches cost nothing.  Fixed 2-D sin-cos position embeddings (or learned ones: pos_embed.py), pre-LN
+  masked patches cost nothing.  Fixed 2-D sin-cos position embeddings (or learned ones; both in pos_embed.py), pre-LN
   Transformer blocks, a final LayerNorm, global average pooling over the visible tokens (FLIP's
   ``img_avg_token``) and a linear projection.
 * Text tower: token + learned position embeddings, a non-causal pre-LN Transformer with padding masked out, a final
@@ -21,25 +21,12 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from laionprep.train_ref import pos_embed as pos_embed_lib, runtime
 
 Dtype = Any
 
 REMAT_POLICIES = ("none", "full", "minimal", "dots")
-
-
-def sincos_2d(grid: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
-    """Fixed 2-D sin-cos position embeddings ``[grid*grid, dim]`` (MAE / FLIP style); ``dim`` % 4 == 0."""
-    if dim % 4:
-        raise ValueError(f"sin-cos position embeddings need a width divisible by 4, got {dim}")
-    y, x = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij")
-    omega = 1.0 / temperature ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
-    out_y = y.reshape(-1)[:, None] * omega[None, :]
-    out_x = x.reshape(-1)[:, None] * omega[None, :]
-    emb = np.concatenate([np.sin(out_x), np.cos(out_x), np.sin(out_y), np.cos(out_y)], axis=1)
-    return emb.astype(np.float32)
 
 
 def num_kept(num_patches: int, mask_ratio: float) -> int:
@@ -225,8 +212,8 @@ def build_image_encoder(mcfg, pos_embed: str | None = None) -> ImageEncoder:
         raise ValueError(f"model.image.image_size={ic.image_size} is not a multiple of patch_size={ic.patch_size}")
     return ImageEncoder(image_size=ic.image_size, patch_size=ic.patch_size, width=ic.width, depth=ic.depth,
                         num_heads=ic.num_heads, mlp_dim=ic.mlp_dim, embed_dim=mcfg.embed_dim,
-                        mask_ratio=float(ic.mask_ratio), dtype=runtime.dtype_of(mcfg.dtype), remat_policy=mcfg.remat_policy,
-                        pos_embed=pos_embed or str(ic.get("pos_embed", "sincos")))
+                        mask_ratio=float(ic.mask_ratio), dtype=runtime.dtype_of(mcfg.dtype),
+                        remat_policy=mcfg.remat_policy, pos_embed=pos_embed or str(ic.pos_embed))
 
 
 def build_model(mcfg, vocab_size: int, max_len: int) -> FLIP:

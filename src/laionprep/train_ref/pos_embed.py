@@ -1,4 +1,5 @@
-"""Image position embeddings, and moving a checkpoint to another image resolution (CLIPA's image token reduction).
+"""Image position embeddings (fixed 2-D sin-cos or learned), and moving a checkpoint to another image resolution
+(CLIPA's image token reduction).
 
 ``config.model.image.pos_embed`` picks the kind:
 
@@ -17,24 +18,36 @@ from __future__ import annotations
 import math
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
 
 from laionprep.errors import UsageError
+from laionprep.train_ref import checkpointing
 
 KINDS = ("sincos", "learn")
 RESIZE_METHODS = ("bilinear", "bicubic")
 
 
+def sincos_2d(grid: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
+    """Fixed 2-D sin-cos position embeddings ``[grid*grid, dim]`` (MAE / FLIP style); ``dim`` % 4 == 0."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embeddings need a width divisible by 4, got {dim}")
+    y, x = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij")
+    omega = 1.0 / temperature ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
+    out_y = y.reshape(-1)[:, None] * omega[None, :]
+    out_x = x.reshape(-1)[:, None] * omega[None, :]
+    emb = np.concatenate([np.sin(out_x), np.cos(out_x), np.sin(out_y), np.cos(out_y)], axis=1)
+    return emb.astype(np.float32)
+
+
 def image_pos_embed(module, kind: str, grid: int, width: int):
     """The ``[grid*grid, width]`` position embeddings of the ViT ``module`` (called inside its ``@compact``)."""
-    from laionprep.train_ref import models
-
     if kind == "sincos":
-        return jnp.asarray(models.sincos_2d(grid, width))
+        return jnp.asarray(sincos_2d(grid, width))
     if kind == "learn":
-        import flax.linen as nn
-
         return module.param("pos_embed", nn.initializers.normal(0.02), (grid * grid, width))
     raise ValueError(f"unknown model.image.pos_embed {kind!r}; use one of {KINDS}")
 
@@ -58,10 +71,6 @@ def resize(table, new_grid: int, method: str = "bilinear"):
 def _checkpoint_shapes(run_dir: str, step: int | None) -> dict:
     """``{path tuple: shape}`` of the ``params`` stored in the newest (or ``step``) checkpoint of ``run_dir``
     (read from the checkpoint's metadata: no array is loaded)."""
-    import orbax.checkpoint as ocp
-
-    from laionprep.train_ref import checkpointing
-
     if step is None:
         step = checkpointing.latest_step(run_dir)
     if step is None:
@@ -81,8 +90,6 @@ def _key(p):
 def load_params(run_dir: str, abstract_params, *, method: str = "bilinear", step: int | None = None, log=None):
     """Like :func:`checkpointing.load_params`, but learned image position embeddings stored for another grid are
     restored at their stored shape and resized to the grid of ``abstract_params``.  -> (params, step)."""
-    from laionprep.train_ref import checkpointing
-
     want = abstract_params["image"].get("pos_embed") if "image" in abstract_params else None
     if want is None:  # fixed sin-cos embeddings: nothing stored to resize
         return checkpointing.load_params(run_dir, abstract_params, step=step)
@@ -110,5 +117,3 @@ def load_params(run_dir: str, abstract_params, *, method: str = "bilinear", step
         log(f"[train] image position embeddings {math.isqrt(have[0])}x{math.isqrt(have[0])} -> {new_grid}x{new_grid} "
             f"({method})")
     return params, pstep
-
-

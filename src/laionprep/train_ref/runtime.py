@@ -133,7 +133,7 @@ class RunLog:
             tf = import_tf()
             tf.io.gfile.makedirs(workdir)
             self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-            from tensorflow.core.framework import summary_pb2
+            from tensorflow.core.framework import summary_pb2  # TensorFlow is imported through import_tf() first
 
             self._md = summary_pb2.SummaryMetadata()
             self._md.plugin_data.plugin_name = "scalars"

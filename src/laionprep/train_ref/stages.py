@@ -5,7 +5,7 @@ A config is staged when ``config.stage_order`` names stages.  ``config.stages.<n
 fields that differ from the top-level config (same nesting: ``stages.low_res.model.image.image_size = 84``); the
 top level holds everything the stages share.  ``--config.stages.low_res.num_train_samples=...`` overrides a stage.
 
-``train_staged(config, workdir)`` -- what ``train.train_and_evaluate`` does for a staged config -- trains stage
+``train_staged(config, workdir)`` -- what ``runner.train_and_evaluate`` runs for a staged config -- trains stage
 ``i`` (1-based) in ``WORKDIR/stage<i>_<name>/``, an ordinary run directory (checkpoints, metrics.jsonl, vocab.txt,
 config.json).  Each stage after the first starts from the last parameters of the one before (``pretrain_dir``):
 a fresh optimizer and its own warmup + cosine schedule, as CLIPA's fine-tuning runs do, with learned image
@@ -21,14 +21,16 @@ import json
 import os
 from typing import Callable
 
+import jax
 import ml_collections
 
 from laionprep._env import import_tf
 from laionprep.errors import UsageError
+from laionprep.train_ref import checkpointing, optim, runtime, train, variants
 
 
 def is_staged(config) -> bool:
-    return bool(tuple(config.get("stage_order", ()) or ()))
+    return bool(tuple(config.stage_order))
 
 
 def _merge(dst: ml_collections.ConfigDict, src: ml_collections.ConfigDict, where: str) -> None:
@@ -85,11 +87,9 @@ def _runs(config, workdir: str) -> list[tuple[str, str, ml_collections.ConfigDic
 
 def plan(config, workdir: str) -> list[dict]:
     """Per stage: name, directory, config, total steps, steps before it, checkpoint step now, done?"""
-    from laionprep.train_ref import checkpointing, train
-
     out, offset = [], 0
     for name, d, cfg in _runs(config, workdir):
-        total = train.schedule_steps(cfg)[0]
+        total = optim.schedule_steps(cfg)[0]
         at = checkpointing.latest_step(d)
         out.append({"name": name, "dir": d, "config": cfg, "steps": total, "offset": offset, "at": at,
                     "done": at is not None and at >= total})
@@ -101,11 +101,7 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
                  quiet: bool = False) -> dict:
     """Run (or resume) every stage of a staged config; returns the last stage's metrics plus ``stage`` and
     ``total_step`` (steps over all stages)."""
-    import jax
-
-    from laionprep.train_ref import runtime, train
-
-    runtime.maybe_initialize_distributed(config.get("distributed", "auto"))  # before the checkpoint look-ups
+    runtime.maybe_initialize_distributed(config.distributed)  # before the checkpoint look-ups
     tf = import_tf()
     tf.io.gfile.makedirs(workdir)
     stages = plan(config, workdir)
@@ -120,7 +116,7 @@ def train_staged(config, workdir: str, *, step_hook: Callable[[int, dict], None]
         cfg = st["config"]
         ic = cfg.model.image
         desc = (f"stage {i + 1}/{len(stages)} '{st['name']}': {st['steps']} steps at {ic.image_size} px, "
-                f"{train.text_description(cfg)}, mask ratio {ic.mask_ratio}")
+                f"{variants.describe_text(cfg)}, mask ratio {ic.mask_ratio}")
         if st["done"] and not last:
             say(f"[stages] {desc}: done (checkpoint at step {st['at']}) in {st['dir']}")
             continue

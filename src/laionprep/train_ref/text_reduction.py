@@ -92,8 +92,7 @@ def check_config(tcfg, max_len: int) -> None:
 
 
 def enabled(config) -> bool:
-    tcfg = config.get("text_reduction")
-    return tcfg is not None and str(tcfg.strategy) != "none"
+    return str(config.text_reduction.strategy) != "none"
 
 
 def text_length(config) -> int:
@@ -291,9 +290,7 @@ class TextReducer:
 
 def reducer_from_config(config, tokenizer) -> TextReducer | None:
     """The run's :class:`TextReducer` (None for ``strategy='none'``); checks the config first."""
-    tcfg = config.get("text_reduction")
-    if tcfg is None:
-        return None
+    tcfg = config.text_reduction
     check_config(tcfg, int(config.tokenizer.max_len))
     if str(tcfg.strategy) == "none":
         return None
@@ -304,7 +301,7 @@ def reducer_from_config(config, tokenizer) -> TextReducer | None:
                              "captions with the renderer's size instead), or train a tokenized model")
     return TextReducer(str(tcfg.strategy), int(tcfg.length), cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
                        pad_id=tokenizer.pad_id, seed=int(config.seed), vocab=tokenizer.vocab,
-                       wordnet_dir=str(tcfg.get("wordnet_dir", DEFAULT_WORDNET_DIR)))
+                       wordnet_dir=str(tcfg.wordnet_dir))
 
 
 class _ReducedTokenizer:

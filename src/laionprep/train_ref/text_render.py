@@ -266,6 +266,6 @@ def _byte_pixels(on, off, dtype=np.uint8) -> np.ndarray:
 def renderer_from_config(config) -> TextRenderer:
     """The run's renderer: ``config.unifont_path``, ``config.text_render.*``, images of ``model.image.image_size``."""
     r = config.text_render
-    return TextRenderer(config.get("unifont_path", ""), image_size=config.model.image.image_size,
+    return TextRenderer(config.unifont_path, image_size=config.model.image.image_size,
                         cell_size=r.cell_size, lower=r.lower, text_brightness=r.text_brightness,
                         background_brightness=r.background_brightness)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from laionprep._env import import_tf
 from laionprep.errors import DataError, UsageError
+from laionprep.train_ref import input_pipeline
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 RESERVED_TOKENS = [PAD, UNK, CLS, SEP, MASK]
@@ -29,9 +30,8 @@ def learn_vocab(source: str, vocab_size: int, output: str | None = None, *, data
     ``max_examples`` captions; words seen fewer than ``min_count`` times are spelled with sub-word pieces.
     Writes the vocabulary to ``output`` (one token per line) when given, and returns it.
     """
+    # tensorflow_text imports TensorFlow (~10 s): only when a vocabulary is learned, not when this module is.
     from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bvd
-
-    from laionprep.train_ref import input_pipeline
 
     if vocab_size < len(RESERVED_TOKENS) + 30:
         raise UsageError(f"--vocab-size {vocab_size} is too small", where="--vocab-size",
@@ -82,7 +82,7 @@ class Tokenizer:
     """Batched caption -> int32 ``[batch, max_len]`` ids, usable inside ``tf.data`` (``tokenize``) or eagerly."""
 
     def __init__(self, vocab: Sequence[str], max_len: int = 32):
-        import tensorflow_text as text
+        import tensorflow_text as text  # imports TensorFlow: when a tokenizer is built, not with this module
 
         tf = import_tf()
         if max_len < 3:

@@ -12,20 +12,14 @@ from laionprep.train_ref.configs.common import base_config
 
 def clippo_base() -> ml_collections.ConfigDict:
     c = base_config()
-    c.text_input = "render"         # tokens (FLIP) | render (CLIPPO: captions drawn with Unifont, one shared ViT)
-    c.unifont_path = ""             # GNU Unifont .hex; empty: the system's (Debian package unifont)
-    c.text_render = ml_collections.ConfigDict()
-    c.text_render.cell_size = 16    # px per text line (a full-width glyph); 16 = Unifont's own size; 4/8 downsample
-    c.text_render.lower = True
-    c.text_render.text_brightness = 0
-    c.text_render.background_brightness = 127
+    c.text_input = "render"         # captions drawn with Unifont, one shared ViT (base_config documents the fields)
     c.model.image.mask_ratio = 0.0  # CLIPPO does not mask patches
     c.model.temperature_init = 0.1
     c.model.embed_dim = 768
-    c.optimizer = "adafactor"       # adamw | adafactor (big_vision's: factored 2nd moment, bf16 momentum 0.9)
-    c.lr_schedule = "rsqrt"         # cosine | rsqrt (warmup, lr / sqrt(1 + (step - warmup) / timescale), cooldown)
+    c.optimizer = "adafactor"
+    c.lr_schedule = "rsqrt"
     c.rsqrt_timescale = 10_000
-    c.cooldown_steps = 10_000       # linear decay to 0 over the last steps (rsqrt schedule)
+    c.cooldown_steps = 10_000
     c.learning_rate = 1e-3 * 256 / 10_240  # per 256 examples: peak 1e-3 at batch 10240
     c.weight_decay = 1e-4
     c.grad_clip_norm = 1.0

@@ -42,6 +42,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.text_reduction.length = 32
     c.text_reduction.wordnet_dir = "/usr/share/wordnet"  # syntax: WordNet database (Debian package wordnet-base)
 
+    # ---- text side: the variant (variants.py) -- tokens (FLIP / CLIPA: WordPiece ids, a text tower) | render
+    # (CLIPPO: captions drawn with Unifont, one shared ViT; configs/clippo_common.py)
+    c.text_input = "tokens"
+    c.unifont_path = ""             # render: GNU Unifont .hex; empty: the system's (Debian package unifont)
+    c.text_render = ml_collections.ConfigDict()  # render: see text_render.py
+    c.text_render.cell_size = 16    # px per text line (a full-width glyph); 16 = Unifont's own size; 4/8 downsample
+    c.text_render.lower = True
+    c.text_render.text_brightness = 0
+    c.text_render.background_brightness = 127
+
     # ---- model (see models.py)
     c.model = ml_collections.ConfigDict()
     c.model.embed_dim = 512
@@ -65,7 +75,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.text.num_heads = 8
     c.model.text.mlp_dim = 2048
 
-    # ---- optimisation
+    # ---- optimisation (see optim.py)
+    c.optimizer = "adamw"           # adamw | adafactor (big_vision's: factored 2nd moment, bf16 momentum 0.9)
+    c.lr_schedule = "cosine"        # cosine | rsqrt (warmup, lr / sqrt(1 + (step - warmup) / timescale), cooldown)
+    c.rsqrt_timescale = 10_000      # rsqrt schedule only
+    c.cooldown_steps = 0            # rsqrt: linear decay to 0 over the last steps
     c.batch_size = 65_536           # global, over all devices and hosts
     c.learning_rate = 4e-6          # per 256 examples: peak lr = learning_rate * batch_size / 256
     c.min_learning_rate = 0.0       # per 256 examples, reached at the end of the cosine
