@@ -62,11 +62,14 @@ def test_published_flip_sizes_and_recipe():
     from laionprep.train_ref import optim
 
     b, l_, h = (config_lib.load_config(n) for n in ("flip_b16", "flip_l16", "flip_h14"))
-    assert (b.model.image.width, b.model.image.depth, b.model.image.num_heads, b.model.image.patch_size) == (768, 12, 12, 16)
+    img = b.model.image
+    assert (img.width, img.depth, img.num_heads, img.patch_size) == (768, 12, 12, 16)
     assert (b.model.text.width, b.model.text.depth, b.model.text.num_heads, b.model.embed_dim) == (512, 12, 8, 512)
-    assert (l_.model.image.width, l_.model.image.depth, l_.model.image.num_heads, l_.model.image.patch_size) == (1024, 24, 16, 16)
+    img = l_.model.image
+    assert (img.width, img.depth, img.num_heads, img.patch_size) == (1024, 24, 16, 16)
     assert (l_.model.text.width, l_.model.text.depth, l_.model.text.num_heads, l_.model.embed_dim) == (768, 12, 12, 768)
-    assert (h.model.image.width, h.model.image.depth, h.model.image.num_heads, h.model.image.patch_size) == (1280, 32, 16, 14)
+    img = h.model.image
+    assert (img.width, img.depth, img.num_heads, img.patch_size) == (1280, 32, 16, 14)
     assert (h.model.text.width, h.model.text.depth, h.model.text.num_heads, h.model.embed_dim) == (1024, 24, 16, 1024)
     for c in (b, l_, h):
         assert c.batch_size == 65536 and c.learning_rate == 4e-6 and c.b2 == 0.95 and c.weight_decay == 0.2
