@@ -39,6 +39,7 @@ from typing import Sequence
 from laionprep import __version__
 from laionprep import fs as lfs
 from laionprep import manifest as lmanifest
+from laionprep import stage
 from laionprep.datasets import Filters, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.sharding import plan as lplan
@@ -56,7 +57,7 @@ _SHIPS_CODE = ("--setup_file", "--extra_package", "--extra_packages", "--sdk_con
 @dataclasses.dataclass(frozen=True)
 class ReshardConfig:
     sources: tuple[str, ...]
-    output: str
+    output: str = dataclasses.field(metadata=lmanifest.RUN_ONLY)
     name: str
     split: str = "train"
     num_shards: int | None = None  # None: from --shard-size-mb
@@ -80,8 +81,8 @@ class ReshardConfig:
     seed: int = 0
     shuffle_buffer_mb: float = 256.0
     drop_columns: tuple[str, ...] = ()
-    overwrite: bool = False
-    beam_args: tuple[str, ...] = ()
+    overwrite: bool = dataclasses.field(default=False, metadata=lmanifest.RUN_ONLY)
+    beam_args: tuple[str, ...] = dataclasses.field(default=(), metadata=lmanifest.RUN_ONLY)  # runner, workers...
 
     def filters(self, spec=None) -> Filters:
         base = spec.default_filters if (self.default_filters and spec is not None) else Filters()
@@ -415,10 +416,11 @@ def _complete_result(job: lworker.Job) -> dict | None:
         man = lfs.read_json(man_url)
     except Exception:
         return None
-    if man.get("plan", {}).get("hash") != job.plan_hash:
+    rs = lmanifest.detail(man, "reshard")
+    if rs.get("plan", {}).get("hash") != job.plan_hash:
         return None
     fsys, _ = lfs.get_fs(job.output)
-    for split, shards in man.get("shards", {}).items():
+    for split, shards in rs.get("shards", {}).items():
         for sh in shards:
             path = lfs.get_fs(lfs.join(job.output, sh["file"]))[1]
             if not fsys.exists(path) or fsys.size(path) != sh["bytes"]:
@@ -432,7 +434,8 @@ def _prepare_output(job: lworker.Job, overwrite: bool) -> None:
     counts_url = lfs.join(job.output, COUNTS_NAME)
     if lfs.exists(counts_url):
         try:
-            same_plan = lfs.read_json(lfs.join(job.output, MANIFEST_NAME))["plan"]["hash"] == job.plan_hash
+            man = lfs.read_json(lfs.join(job.output, MANIFEST_NAME))
+            same_plan = lmanifest.detail(man, "reshard")["plan"]["hash"] == job.plan_hash
         except Exception:
             same_plan = False
         if not (overwrite or same_plan):  # same plan: the output was damaged since; repair it
@@ -516,11 +519,25 @@ def _read_results(job: lworker.Job) -> list[dict]:
 # ------------------------------------------------------------------------------------------------ the stage
 def reshard(cfg: ReshardConfig, *, progress=None, log=print) -> dict:
     """Run the reshard stage; returns the manifest (also written to ``OUT/manifest.json``)."""
+    return run_stage(cfg, progress=progress, log=log).manifest
+
+
+def run_stage(cfg: ReshardConfig, *, progress=None, log=print) -> stage.StageResult:
     t0 = time.time()
-    prep = prepare(cfg)
-    job = prep.job
+    prep = prepare(cfg)  # checks everything before the lock creates OUT
     for w in prep.warnings:
         log(f"warning: {w}")
+
+    def body():
+        m = _reshard(prep, t0, progress=progress, log=log)
+        table = stage.Table(f"laionprep reshard -> {cfg.output}", summary_rows(m), ("", "records"))
+        return stage.StageResult(manifest=m, tables=(table,))
+
+    return stage.run("reshard", prep.job.output, body)
+
+
+def _reshard(prep: Prepared, t0: float, *, progress, log) -> dict:
+    cfg, job = prep.config, prep.job
     done = _complete_result(job)
     if done is not None:
         log(f"reshard: {job.output} already holds this output (plan {job.plan_hash}); nothing to do")
@@ -587,7 +604,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
             normalised.setdefault(k, Counter()).update(d)
     dropped = {reason: dropped.get(reason, 0) for reason in lrec.REASONS}
     rows_out = {s: sum(r["splits"][s]["records"] for r in results) for s in job.splits}
-    lmanifest.check_accounting(rows_in, sum(rows_out.values()), dropped, stage="reshard")
+    accounting = lmanifest.check_accounting(rows_in, sum(rows_out.values()), dropped, stage="reshard")
     warnings = list(prep.warnings)
     if rows_in != expected:
         warnings.append(f"read {rows_in} records where the stats files announce {expected}: a stats file does not "
@@ -600,13 +617,10 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
         for s in job.splits}}
     cfg = prep.config
     schema = {k: v for k, v in job.schema if k not in job.drop_columns}
-    man = {
-        "stage": "reshard",
+    parameters, settings = lmanifest.parameters_of(cfg)
+    detail = {
         "name": job.name,
-        "status": "complete",
-        "dataset": prep.dataset,
-        "parameters": cfg.to_dict() | {"filters_applied": job.filters.to_dict()},
-        "sources": [s.describe() for s in prep.sources],
+        "settings": settings,
         "keys": ("unchanged (one source)" if len(prep.sources) == 1 else
                  "prefixed with the source index: " + ", ".join(f"{p.decode()}<key> = source {i}"
                                                                 for i, p in enumerate(job.key_prefixes))),
@@ -623,17 +637,16 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
         "dropped": dropped,
         "normalised": {k: dict(v) for k, v in sorted(normalised.items())},
         "nulls_normalised": sum(v.get("null", 0) + v.get("missing", 0) for v in normalised.values()),
-        "accounting": {"rows_in": rows_in, "kept": sum(rows_out.values()), "dropped": sum(dropped.values()),
-                       "balanced": True},
         "shards": shards,
         "warnings": warnings,
         "seconds": round(seconds, 2),
         "timing": timing,
         "resumed_shards": sum(1 for r in results if r.get("resumed")),
-        "updated": lmanifest.now(),
-        "versions": lmanifest.library_versions(),
     }
-    lfs.write_json(lfs.join(job.output, MANIFEST_NAME), man)
+    man = stage.write_manifest(
+        job.output, stage="reshard", dataset=prep.dataset, status="complete",
+        parameters=parameters | {"filters_applied": job.filters.to_dict()},
+        inputs=[s.describe() for s in prep.sources], accounting=accounting, stages={"reshard": detail})
     fsys, _ = lfs.get_fs(job.output)
     work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
     if fsys.exists(work):
@@ -645,17 +658,18 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
 
 def summary_rows(m: dict) -> list[tuple[str, int | str]]:
     """Rows for the summary table the CLI prints."""
-    rows: list[tuple[str, int | str]] = [("records in", m["rows_in"])]
-    rows += [(f"  dropped: {k}", v) for k, v in m["dropped"].items() if v]
-    for s, n in m["rows_out"].items():
+    d = lmanifest.detail(m, "reshard")
+    rows: list[tuple[str, int | str]] = [("records in", d["rows_in"])]
+    rows += [(f"  dropped: {k}", v) for k, v in d["dropped"].items() if v]
+    for s, n in d["rows_out"].items():
         rows.append((f"records out: {s}", n))
-    rows.append(("shards per split", m["plan"]["num_shards"]))
-    if m.get("nulls_normalised"):
-        rows.append(("nulls replaced by sentinels", m["nulls_normalised"]))
-    casts = sum(v.get("cast", 0) + v.get("invalid", 0) for v in m.get("normalised", {}).values())
+    rows.append(("shards per split", d["plan"]["num_shards"]))
+    if d.get("nulls_normalised"):
+        rows.append(("nulls replaced by sentinels", d["nulls_normalised"]))
+    casts = sum(v.get("cast", 0) + v.get("invalid", 0) for v in d.get("normalised", {}).values())
     if casts:
         rows.append(("values retyped", casts))
-    if m.get("resumed_shards"):
-        rows.append(("shards reused from an earlier run", m["resumed_shards"]))
-    rows.append(("seconds", f'{m["seconds"]:.1f}'))
+    if d.get("resumed_shards"):
+        rows.append(("shards reused from an earlier run", d["resumed_shards"]))
+    rows.append(("seconds", f'{d["seconds"]:.1f}'))
     return rows
