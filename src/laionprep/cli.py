@@ -118,13 +118,18 @@ def ingest_config(args):
 
 def _cmd_download(args) -> int:
     from laionprep.ingest import pipeline
-    from laionprep.progress import print_table, progress_bar
 
-    cfg = ingest_config(args)
+    return _run_stage(args, pipeline.run_stage, ingest_config(args))
+
+
+def _run_stage(args, run_stage, cfg) -> int:
+    """Every folder-writing verb: the stage (lock, manifest, accounting: ``laionprep.stage``), then its tables."""
+    from laionprep.progress import progress_bar
+    from laionprep.stage import print_result
+
     with progress_bar(not args.no_progress) as prog:
-        m = pipeline.run(cfg, progress=prog)
-    print_table(f"laionprep download {cfg.dataset} -> {cfg.output}", pipeline.summary_rows(m), ["", "rows"])
-    return 0
+        res = run_stage(cfg, progress=prog)
+    return print_result(res)
 
 
 # ----------------------------------------------------------------------------------------------------- demo
@@ -240,8 +245,8 @@ def _add_reshard(sub):
 
 
 def _cmd_reshard(args) -> int:
-    from laionprep.progress import print_table, progress_bar
-    from laionprep.sharding import ReshardConfig, reshard, summary_rows
+    from laionprep.sharding import ReshardConfig
+    from laionprep.sharding.pipeline import run_stage
 
     cfg = ReshardConfig(
         sources=tuple(args.sources), output=args.output, name=args.name, split=args.split, num_shards=args.num_shards,
@@ -255,10 +260,7 @@ def _cmd_reshard(args) -> int:
         drop_columns=tuple(c.strip() for c in args.drop_columns.split(",") if c.strip()) if args.drop_columns else (),
         overwrite=args.overwrite, beam_args=tuple(args.extra),
     )
-    with progress_bar(not args.no_progress) as prog:
-        m = reshard(cfg, progress=prog)
-    print_table(f"laionprep reshard -> {cfg.output}", summary_rows(m), ["", "records"])
-    return 0
+    return _run_stage(args, run_stage, cfg)
 
 
 # ----------------------------------------------------------------------------------------------------- build-tfds
