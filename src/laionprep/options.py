@@ -18,11 +18,13 @@ _MISSING = dataclasses.MISSING
 def option(flag: str, type: Callable | None = None, help: str = "", *, default: Any = None, cli_default: Any = _MISSING,
            parse: Callable[[Any], Any] | None = None, group: str | None = None, exclusive: str | None = None,
            output: bool = True, **argparse_kw: Any):
-    """A dataclass field with its flag. ``cli_default``: the flag's default when it differs from the field's."""
+    """A dataclass field with its flag (or positional name). ``cli_default``: the flag's default when it differs
+    from the field's; ``default=dataclasses.MISSING``: a required field."""
+    if cli_default is _MISSING:
+        cli_default = None if default is _MISSING else default
     meta = {"flag": flag, "type": type, "help": help, "parse": parse, "group": group, "exclusive": exclusive,
-            "output": output, "cli_default": default if cli_default is _MISSING else cli_default,
-            "argparse": argparse_kw}
-    return dataclasses.field(default=default, metadata=meta)
+            "output": output, "cli_default": cli_default, "argparse": argparse_kw}
+    return dataclasses.field(default=default, metadata=meta)  # default MISSING: a required field
 
 
 def _flagged(cls) -> list[dataclasses.Field]:
@@ -49,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, groups: dict[str, str
             kw.setdefault("action", "store_true")
         elif m["type"] is not None:
             kw["type"] = m["type"]
-        target.add_argument(m["flag"], dest=f.name, default=m["cli_default"], help=m["help"], **kw)
+        if m["flag"].startswith("-"):
+            kw.update(dest=f.name, default=m["cli_default"])
+        target.add_argument(m["flag"], help=m["help"], **kw)  # a positional's name is its field's
 
 
 def from_args(cls, args: argparse.Namespace, **given: Any):

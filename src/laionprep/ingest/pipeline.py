@@ -17,45 +17,46 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import MISSING
 import posixpath
 from typing import Sequence
 
 import pyarrow.parquet as pq
 
 from laionprep import fs as lfs
-from laionprep import manifest, stage
-from laionprep.datasets import Column, DatasetSpec, Filters, get_spec
+from laionprep import manifest, options, stage
+from laionprep.datasets import Column, DatasetSpec, FilterOverrides, Filters, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.ingest import download as dl
 from laionprep.ingest import metadata as md
 from laionprep.ingest import prefilter as pf
+from laionprep.options import option
 
 
 @dataclasses.dataclass(frozen=True)
-class IngestConfig:
-    dataset: str
-    output: str = dataclasses.field(metadata=manifest.RUN_ONLY)
-    metadata_source: str | None = None  # default: the spec's Hub location
-    parts: str | None = None
-    max_samples: int | None = None
-    nsfw: tuple[str, ...] | None = None  # overrides of the spec's default filters
-    min_similarity: float | None = None
-    max_punsafe: float | None = None
-    max_pwatermark: float | None = None
-    no_filters: bool = False
-    extra_columns: tuple[str, ...] | None = None  # None: the spec's
+class IngestConfig(FilterOverrides):
+    """``laionprep download``'s config; each field with a flag is the CLI option (``laionprep.options``)."""
+
+    dataset: str = option("--dataset", None, "dataset spec name (see `laionprep datasets`)", default=MISSING,
+                          required=True)
+    output: str = option("--output", None, "output folder DIR (local or gs://)", default=MISSING, required=True,
+                         output=False)
+    metadata_source: str | None = option(  # default: the spec's Hub location
+        "--metadata-source", None, "folder, file or fsspec URL of the metadata parquet (default: the Hub)")
+    parts: str | None = option("--parts", None, "subset of metadata files: a count (3) or indices/ranges (0,2,5-7)")
+    max_samples: int | None = option("--max-samples", int, "stop reading metadata after this many rows (a quick try)")
+    extra_columns: tuple[str, ...] | None = option(  # None: the spec's
+        "--extra-columns", None, "comma-separated columns to carry instead of the spec's",
+        parse=lambda v: options.csv(v) or None)
+    no_filters: bool = option("--no-filters", bool, "drop the dataset's default filters (flags still apply)",
+                              default=False, group="filters")
     download: dl.DownloadOptions = dl.DownloadOptions()
 
     def spec(self) -> DatasetSpec:
         return get_spec(self.dataset)
 
     def filters(self) -> Filters:
-        if self.no_filters:
-            base = Filters()
-        else:
-            base = self.spec().default_filters
-        return base.replace(nsfw=self.nsfw, min_similarity=self.min_similarity, max_punsafe=self.max_punsafe,
-                            max_pwatermark=self.max_pwatermark)
+        return self.apply(Filters() if self.no_filters else self.spec().default_filters)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

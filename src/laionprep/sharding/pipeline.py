@@ -43,6 +43,7 @@ from laionprep import stage
 from laionprep.datasets import Filters, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.sharding import plan as lplan
+from laionprep.sharding.config import ReshardConfig
 from laionprep.sharding import records as lrec
 from laionprep.sharding import worker as lworker
 
@@ -52,46 +53,6 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _SHARD_RE = re.compile(r"^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*\.tfrecord-\d{5}-of-\d{5}$")
 LOCAL_RUNNERS = ("directrunner", "switchingdirectrunner", "fnapirunner")
 _SHIPS_CODE = ("--setup_file", "--extra_package", "--extra_packages", "--sdk_container_image", "--worker_harness_container_image")
-
-
-@dataclasses.dataclass(frozen=True)
-class ReshardConfig:
-    sources: tuple[str, ...]
-    output: str = dataclasses.field(metadata=lmanifest.RUN_ONLY)
-    name: str
-    split: str = "train"
-    num_shards: int | None = None  # None: from --shard-size-mb
-    shard_size_mb: float = 1024.0  # target size of an output shard, computed from the INPUT bytes
-    dataset: str | None = None  # spec name; None: from the sources' manifests
-    default_filters: bool = False  # start from the dataset's default filters (the download already applied them)
-    nsfw: tuple[str, ...] | None = None  # () keeps every tag
-    min_similarity: float | None = None
-    max_punsafe: float | None = None
-    max_pwatermark: float | None = None
-    min_side: int | None = None
-    max_aspect: float | None = None
-    min_caption_chars: int | None = None
-    max_caption_chars: int | None = None
-    keep_keys: str | None = None
-    drop_keys: str | None = None
-    keys_column: str | None = None  # None: uid when the records carry one, else key
-    validation_fraction: float = 0.0
-    validation_split: str = "validation"
-    shuffle: bool = False
-    seed: int = 0
-    shuffle_buffer_mb: float = 256.0
-    drop_columns: tuple[str, ...] = ()
-    overwrite: bool = dataclasses.field(default=False, metadata=lmanifest.RUN_ONLY)
-    beam_args: tuple[str, ...] = dataclasses.field(default=(), metadata=lmanifest.RUN_ONLY)  # runner, workers...
-
-    def filters(self, spec=None) -> Filters:
-        base = spec.default_filters if (self.default_filters and spec is not None) else Filters()
-        f = base.replace(nsfw=self.nsfw, min_similarity=self.min_similarity, max_punsafe=self.max_punsafe,
-                         max_pwatermark=self.max_pwatermark)
-        return dataclasses.replace(f, nsfw=None) if f.nsfw == () else f
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
