@@ -203,35 +203,21 @@ def _cmd_reshard(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- build-tfds
 def _add_build_tfds(sub):
+    from laionprep import options
+    from laionprep.tfds_builders.command import BuildTfdsConfig
+
     p = sub.add_parser("build-tfds", help="register TFRecord shards as a TensorFlow Dataset without copying them "
                                           "(or turn an image folder into a TFDS classification set)")
-    p.add_argument("--name", required=True, help="TFDS dataset name, e.g. laion400m_tfrecord")
-    p.add_argument("--data-dir", required=True, help="TFDS data dir ROOT: the dataset goes to ROOT/NAME/VERSION")
-    p.add_argument("--source", help="a download folder DIR, a resharded folder, or (image-folder) SPLIT/CLASS/*.jpg")
-    p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
-    p.add_argument("--mode", choices=["register", "rewrite", "image-folder"], default="register",
-                   help="register: zero-copy (symlinks; in place when ROOT/NAME/VERSION is the source); rewrite: "
-                        "copy the files under TFDS names; image-folder: labelled images -> image/label dataset")
-    p.add_argument("--split", help="split name of a download folder (default train); image-folder: treat SOURCE "
-                                   "itself as this one split")
-    p.add_argument("--dataset", help="dataset spec for features and citation (default: the source's manifest)")
-    p.add_argument("--exclude", help="comma-separated record keys to leave out of the features")
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="register the shards whose counts are established, listing the others (default: refuse)")
-    p.add_argument("--verify", choices=["sample", "all", "none"], default="sample",
-                   help="re-count records of a sample of shards (default), of every shard, or none")
-    p.add_argument("--class-names", help="image-folder: prompt names, .txt (one per line, label order) or .json "
-                                         "{folder: name} (default: SOURCE/class_names.txt when present)")
-    p.add_argument("--check", action="store_true",
-                   help="only check that an existing registration still matches its source (exit 1 if not)")
+    options.add_arguments(p, BuildTfdsConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_build_tfds)
 
 
 def _cmd_build_tfds(args) -> int:
-    from laionprep.tfds_builders.command import run_command
+    from laionprep import options
+    from laionprep.tfds_builders.command import BuildTfdsConfig, run_stage
 
-    return run_command(args)
+    return _run_stage(args, run_stage, options.from_args(BuildTfdsConfig, args))
 
 
 # ----------------------------------------------------------------------------------------------------- train
