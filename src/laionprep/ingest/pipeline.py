@@ -58,11 +58,6 @@ class IngestConfig(FilterOverrides):
     def filters(self) -> Filters:
         return self.apply(Filters() if self.no_filters else self.spec().default_filters)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["filters_applied"] = self.filters().to_dict()
-        return d
-
     def parameters(self) -> tuple[dict, dict]:
         """(parameters that decide the output, run-only settings) for the manifest."""
         params, settings = manifest.parameters_of(self)

@@ -65,6 +65,3 @@ class ReshardConfig(FilterOverrides):
 
     def filters(self, spec=None) -> Filters:
         return self.apply(spec.default_filters if (self.default_filters and spec is not None) else Filters())
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
