@@ -5,6 +5,7 @@ each verb is one ``_cmd_<verb>`` function that calls into the package (``ingest`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import traceback
 
@@ -33,15 +34,6 @@ def _cmd_datasets(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- download
-def _add_filter_flags(p):
-    g = p.add_argument_group("filters (override the dataset's defaults)")
-    g.add_argument("--nsfw", help="NSFW tags to keep, comma-separated, e.g. UNLIKELY,UNSURE ('all' keeps every tag)")
-    g.add_argument("--min-similarity", type=float, help="keep rows with similarity >= this")
-    g.add_argument("--max-punsafe", type=float, help="keep rows with punsafe < this")
-    g.add_argument("--max-pwatermark", type=float, help="keep rows with pwatermark < this")
-    g.add_argument("--no-filters", action="store_true", help="drop the dataset's default filters (flags still apply)")
-
-
 def _add_download_flags(p):
     from laionprep.ingest.safe_fetch import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_REDIRECTS
 
@@ -73,58 +65,47 @@ def _add_download_flags(p):
 
 
 def _add_download(sub):
+    from laionprep import options
+    from laionprep.ingest.pipeline import IngestConfig
+
     p = sub.add_parser("download", help="metadata -> prefilter -> img2dataset -> TFRecords (resumable)")
-    p.add_argument("--dataset", required=True, help="dataset spec name (see `laionprep datasets`)")
-    p.add_argument("--output", required=True, help="output folder DIR (local or gs://)")
-    p.add_argument("--metadata-source", help="folder, file or fsspec URL of the metadata parquet (default: the Hub)")
-    p.add_argument("--parts", help="subset of metadata files: a count (3) or indices/ranges (0,2,5-7)")
-    p.add_argument("--max-samples", type=int, help="stop reading metadata after this many rows (a quick try)")
-    p.add_argument("--extra-columns", help="comma-separated columns to carry instead of the spec's")
-    _add_filter_flags(p)
+    options.add_arguments(p, IngestConfig, groups={"filters": "filters (override the dataset's defaults)"})
     _add_download_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_download)
 
 
-def _nsfw(value):
-    if value is None:
-        return None
-    if value.strip().lower() == "all":
-        return ()
-    return tuple(v.strip().upper() for v in value.split(",") if v.strip())
-
-
 def ingest_config(args):
+    from laionprep import options
     from laionprep.ingest.download import DownloadOptions
     from laionprep.ingest.pipeline import IngestConfig
 
-    nsfw = _nsfw(args.nsfw)
-    return IngestConfig(
-        dataset=args.dataset, output=args.output, metadata_source=args.metadata_source, parts=args.parts,
-        max_samples=args.max_samples, nsfw=None if nsfw == () else nsfw, min_similarity=args.min_similarity,
-        max_punsafe=args.max_punsafe, max_pwatermark=args.max_pwatermark,
-        no_filters=args.no_filters or nsfw == (),
-        extra_columns=tuple(c.strip() for c in args.extra_columns.split(",")) if args.extra_columns else None,
-        download=DownloadOptions(
-            image_size=args.image_size, resize_mode=args.resize_mode, resize_only_if_bigger=args.resize_only_if_bigger,
-            processes=args.processes, threads=args.threads, retries=args.retries, timeout=args.timeout,
-            number_sample_per_shard=args.number_sample_per_shard, distributor=args.distributor,
-            spark_master=args.spark_master, allow_private_addresses=args.allow_private_addresses,
-            allowed_networks=tuple(args.allow_network), max_image_bytes=args.max_image_bytes,
-            max_image_pixels=args.max_image_pixels, max_redirects=args.max_redirects,
-        ),
-    )
+    cfg = options.from_args(IngestConfig, args, download=DownloadOptions(
+        image_size=args.image_size, resize_mode=args.resize_mode, resize_only_if_bigger=args.resize_only_if_bigger,
+        processes=args.processes, threads=args.threads, retries=args.retries, timeout=args.timeout,
+        number_sample_per_shard=args.number_sample_per_shard, distributor=args.distributor,
+        spark_master=args.spark_master, allow_private_addresses=args.allow_private_addresses,
+        allowed_networks=tuple(args.allow_network), max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels, max_redirects=args.max_redirects,
+    ))
+    # download's `--nsfw all` also drops the dataset's other default filters (as it always has)
+    return dataclasses.replace(cfg, nsfw=None, no_filters=True) if cfg.nsfw == () else cfg
 
 
 def _cmd_download(args) -> int:
     from laionprep.ingest import pipeline
-    from laionprep.progress import print_table, progress_bar
 
-    cfg = ingest_config(args)
+    return _run_stage(args, pipeline.run_stage, ingest_config(args))
+
+
+def _run_stage(args, run_stage, cfg) -> int:
+    """Every folder-writing verb: the stage (lock, manifest, accounting: ``laionprep.stage``), then its tables."""
+    from laionprep.progress import progress_bar
+    from laionprep.stage import print_result
+
     with progress_bar(not args.no_progress) as prog:
-        m = pipeline.run(cfg, progress=prog)
-    print_table(f"laionprep download {cfg.dataset} -> {cfg.output}", pipeline.summary_rows(m), ["", "rows"])
-    return 0
+        res = run_stage(cfg, progress=prog)
+    return print_result(res)
 
 
 # ----------------------------------------------------------------------------------------------------- demo
@@ -198,100 +179,45 @@ def _cmd_validate(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- reshard
 def _add_reshard(sub):
+    from laionprep import options
+    from laionprep.sharding.config import ReshardConfig
+
     p = sub.add_parser(
         "reshard", allow_abbrev=False,
         help="filter img2dataset TFRecords and rewrite them as TFDS-named shards (an Apache Beam job)",
         epilog="Any other option goes to Beam: e.g. --runner DataflowRunner --project P --region R "
                "--temp_location gs://B/tmp (write Beam options after SRC, or as --option=value).")
-    p.add_argument("sources", nargs="+", metavar="SRC", help="img2dataset TFRecord folders (a download DIR or DIR/tfrecord)")
-    p.add_argument("--output", required=True, help="output folder OUT (local or gs://)")
-    p.add_argument("--name", required=True, help="dataset name in the file names (snake_case, e.g. laion_demo)")
-    p.add_argument("--split", default="train", help="name of the main split (default train)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--num-shards", type=int, help="output shards per split")
-    g.add_argument("--shard-size-mb", type=float, default=1024.0,
-                   help="target shard size, from the input bytes (default 1024)")
-    p.add_argument("--dataset", help="dataset spec (default: from the sources' manifests)")
-    f = p.add_argument_group("filters (none by default: the download already applied the dataset's)")
-    f.add_argument("--default-filters", action="store_true", help="start from the dataset's default filters")
-    f.add_argument("--nsfw", help="NSFW tags to keep, comma-separated ('all' keeps every tag)")
-    f.add_argument("--min-similarity", type=float, help="keep similarity >= this")
-    f.add_argument("--max-punsafe", type=float, help="keep punsafe < this")
-    f.add_argument("--max-pwatermark", type=float, help="keep pwatermark < this")
-    f.add_argument("--min-side", type=int, help="keep images whose original short side >= this (pixels)")
-    f.add_argument("--max-aspect", type=float, help="keep long side / short side <= this")
-    f.add_argument("--min-caption-chars", type=int, help="keep captions at least this long (stripped)")
-    f.add_argument("--max-caption-chars", type=int, help="keep captions at most this long (stripped)")
-    k = f.add_mutually_exclusive_group()
-    k.add_argument("--keep-keys", metavar="FILE", help="keep only these keys/uids (.txt, .parquet or .npy)")
-    k.add_argument("--drop-keys", metavar="FILE", help="drop these keys/uids (.txt, .parquet or .npy)")
-    f.add_argument("--keys-column", help="column the key lists match (default: uid if present, else key)")
-    o = p.add_argument_group("output")
-    o.add_argument("--validation-fraction", type=float, default=0.0,
-                   help="fraction of records (by a stable hash of the key) for the validation split")
-    o.add_argument("--validation-split", default="validation", help="name of that split (default validation)")
-    o.add_argument("--shuffle", action="store_true", help="shuffle input order and records within shards (seeded)")
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--shuffle-buffer-mb", type=float, default=256.0, help="per-split shuffle buffer of a worker")
-    o.add_argument("--drop-columns", help="comma-separated columns to remove, e.g. exif,error_message,status")
-    o.add_argument("--overwrite", action="store_true", help="replace a complete output made with other parameters")
+    options.add_arguments(p, ReshardConfig, groups={
+        "filters": "filters (none by default: the download already applied the dataset's)", "output": "output"})
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_reshard, accepts_extra=True)
 
 
 def _cmd_reshard(args) -> int:
-    from laionprep.progress import print_table, progress_bar
-    from laionprep.sharding import ReshardConfig, reshard, summary_rows
+    from laionprep import options
+    from laionprep.sharding.config import ReshardConfig
+    from laionprep.sharding.pipeline import run_stage
 
-    cfg = ReshardConfig(
-        sources=tuple(args.sources), output=args.output, name=args.name, split=args.split, num_shards=args.num_shards,
-        shard_size_mb=args.shard_size_mb, dataset=args.dataset, default_filters=args.default_filters,
-        nsfw=_nsfw(args.nsfw), min_similarity=args.min_similarity, max_punsafe=args.max_punsafe,
-        max_pwatermark=args.max_pwatermark, min_side=args.min_side, max_aspect=args.max_aspect,
-        min_caption_chars=args.min_caption_chars, max_caption_chars=args.max_caption_chars, keep_keys=args.keep_keys,
-        drop_keys=args.drop_keys, keys_column=args.keys_column, validation_fraction=args.validation_fraction,
-        validation_split=args.validation_split, shuffle=args.shuffle, seed=args.seed,
-        shuffle_buffer_mb=args.shuffle_buffer_mb,
-        drop_columns=tuple(c.strip() for c in args.drop_columns.split(",") if c.strip()) if args.drop_columns else (),
-        overwrite=args.overwrite, beam_args=tuple(args.extra),
-    )
-    with progress_bar(not args.no_progress) as prog:
-        m = reshard(cfg, progress=prog)
-    print_table(f"laionprep reshard -> {cfg.output}", summary_rows(m), ["", "records"])
-    return 0
+    return _run_stage(args, run_stage, options.from_args(ReshardConfig, args, beam_args=tuple(args.extra)))
 
 
 # ----------------------------------------------------------------------------------------------------- build-tfds
 def _add_build_tfds(sub):
+    from laionprep import options
+    from laionprep.tfds_builders.command import BuildTfdsConfig
+
     p = sub.add_parser("build-tfds", help="register TFRecord shards as a TensorFlow Dataset without copying them "
                                           "(or turn an image folder into a TFDS classification set)")
-    p.add_argument("--name", required=True, help="TFDS dataset name, e.g. laion400m_tfrecord")
-    p.add_argument("--data-dir", required=True, help="TFDS data dir ROOT: the dataset goes to ROOT/NAME/VERSION")
-    p.add_argument("--source", help="a download folder DIR, a resharded folder, or (image-folder) SPLIT/CLASS/*.jpg")
-    p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
-    p.add_argument("--mode", choices=["register", "rewrite", "image-folder"], default="register",
-                   help="register: zero-copy (symlinks; in place when ROOT/NAME/VERSION is the source); rewrite: "
-                        "copy the files under TFDS names; image-folder: labelled images -> image/label dataset")
-    p.add_argument("--split", help="split name of a download folder (default train); image-folder: treat SOURCE "
-                                   "itself as this one split")
-    p.add_argument("--dataset", help="dataset spec for features and citation (default: the source's manifest)")
-    p.add_argument("--exclude", help="comma-separated record keys to leave out of the features")
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="register the shards whose counts are established, listing the others (default: refuse)")
-    p.add_argument("--verify", choices=["sample", "all", "none"], default="sample",
-                   help="re-count records of a sample of shards (default), of every shard, or none")
-    p.add_argument("--class-names", help="image-folder: prompt names, .txt (one per line, label order) or .json "
-                                         "{folder: name} (default: SOURCE/class_names.txt when present)")
-    p.add_argument("--check", action="store_true",
-                   help="only check that an existing registration still matches its source (exit 1 if not)")
+    options.add_arguments(p, BuildTfdsConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_build_tfds)
 
 
 def _cmd_build_tfds(args) -> int:
-    from laionprep.tfds_builders.command import run_command
+    from laionprep import options
+    from laionprep.tfds_builders.command import BuildTfdsConfig, run_stage
 
-    return run_command(args)
+    return _run_stage(args, run_stage, options.from_args(BuildTfdsConfig, args))
 
 
 # ----------------------------------------------------------------------------------------------------- train

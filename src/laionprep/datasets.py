@@ -15,6 +15,7 @@ import dataclasses
 from typing import Mapping, Sequence
 
 from laionprep.errors import UsageError
+from laionprep.options import option
 
 # Sentinels written in place of nulls, one per column kind.  Documented in the README ("Records").
 SENTINELS = {"float": -1.0, "int": -1, "str": ""}
@@ -82,6 +83,36 @@ class Filters:
         if d["nsfw"] is not None:
             d["nsfw"] = list(d["nsfw"])
         return d
+
+
+def parse_nsfw(value: str | None) -> tuple[str, ...] | None:
+    """``--nsfw UNLIKELY,unsure`` -> ("UNLIKELY", "UNSURE"); ``all`` -> () (every tag kept)."""
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        return ()
+    return tuple(v.strip().upper() for v in value.split(",") if v.strip())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FilterOverrides:
+    """The filter flags of ``download`` and ``reshard``, declared once: overrides of a base :class:`Filters` (the
+    dataset's defaults, or none).  Both configs inherit these fields."""
+
+    nsfw: tuple[str, ...] | None = option(
+        "--nsfw", None, "NSFW tags to keep, comma-separated, e.g. UNLIKELY,UNSURE ('all' keeps every tag)",
+        parse=parse_nsfw, group="filters")
+    min_similarity: float | None = option("--min-similarity", float, "keep rows with similarity >= this",
+                                          group="filters")
+    max_punsafe: float | None = option("--max-punsafe", float, "keep rows with punsafe < this", group="filters")
+    max_pwatermark: float | None = option("--max-pwatermark", float, "keep rows with pwatermark < this",
+                                          group="filters")
+
+    def apply(self, base: Filters) -> Filters:
+        """``base`` with the given overrides; ``nsfw=()`` (--nsfw all) lifts the NSFW filter."""
+        f = base.replace(nsfw=self.nsfw, min_similarity=self.min_similarity, max_punsafe=self.max_punsafe,
+                         max_pwatermark=self.max_pwatermark)
+        return dataclasses.replace(f, nsfw=None) if f.nsfw == () else f
 
 
 @dataclasses.dataclass(frozen=True)

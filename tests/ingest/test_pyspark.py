@@ -25,7 +25,7 @@ def test_pyspark_distributor(tmp_path, demo_server):
     )
     m = pipeline.run(cfg)
     assert m["status"] == "complete" and m["accounting"]["balanced"]
-    assert m["parameters"]["download"]["distributor"] == "pyspark"
+    assert m["stages"]["download"]["settings"]["download"]["distributor"] == "pyspark"  # run-only: not a parameter
     scan = shards.scan(out)
     assert len(scan.shards) == 2 and scan.total == m["stages"]["download"]["success"] > 50
     log = open(os.path.join(out, "logs", "img2dataset.log")).read()

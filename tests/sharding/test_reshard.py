@@ -20,6 +20,7 @@ import pytest
 
 from laionprep import cli
 from laionprep.errors import DataError, UsageError
+from laionprep.manifest import detail
 from laionprep.sharding import REASONS, ReshardConfig, reshard
 from laionprep.sharding.worker import FAIL_ONCE_ENV
 
@@ -71,12 +72,12 @@ def test_filters_drop_exactly_what_pyarrow_computes(demo_download, tmp_path, rea
         expected[reason] = int(hit.sum())
         alive &= ~hit
     assert all(expected[r] > 0 for r in masks), expected  # every filter really drops something here
-    assert m["dropped"] == expected
-    assert m["rows_in"] == t.num_rows
+    assert detail(m)["dropped"] == expected
+    assert detail(m)["rows_in"] == t.num_rows
     kept = sorted(np.asarray(t["key"].to_pylist(), dtype=object)[alive].tolist())
     got = keys_of(read_out(out, "train"))
     assert sorted(got) == kept and len(set(got)) == len(got)
-    assert m["rows_out"] == {"train": len(kept)}
+    assert detail(m)["rows_out"] == {"train": len(kept)}
 
 
 def test_filter_on_a_column_the_records_lack_is_a_usage_error(demo_download, tmp_path):
@@ -103,7 +104,7 @@ def test_counts_file_equals_a_full_read_and_types_are_uniform(clean, read_out, d
     assert set(counts) == {"name", "splits"} and counts["name"] == "demo_s"
     assert set(counts["splits"]) == {"train", "validation"}
     n_total = 0
-    schema = m["schema"]
+    schema = detail(m)["schema"]
     for split, info in counts["splits"].items():
         assert set(info) == {"filename_template", "num_shards", "shard_lengths", "num_examples"}
         assert info["filename_template"] == f"demo_s-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
@@ -111,7 +112,7 @@ def test_counts_file_equals_a_full_read_and_types_are_uniform(clean, read_out, d
         rows = read_out(out, split)
         for i, n in enumerate(info["shard_lengths"]):
             assert sum(1 for f, _ in rows if f == f"demo_s-{split}.tfrecord-{i:05d}-of-00003") == n
-        assert info["num_examples"] == len(rows) == m["rows_out"][split]
+        assert info["num_examples"] == len(rows) == detail(m)["rows_out"][split]
         n_total += len(rows)
         for _, ex in rows:  # one type per key, every key in every record, dropped columns gone
             kinds = kinds_of(ex)
@@ -120,7 +121,7 @@ def test_counts_file_equals_a_full_read_and_types_are_uniform(clean, read_out, d
             assert all(len(value(ex, k)) >= 1 for k in kinds)
     assert {"jpg", "txt", "key", "width", "height", "similarity", "NSFW"} <= set(schema)
     assert not {"exif", "error_message", "status"} & set(schema)
-    assert n_total == m["rows_in"] == success_table(demo_download).num_rows
+    assert n_total == detail(m)["rows_in"] == success_table(demo_download).num_rows
     assert m["accounting"] == {"rows_in": n_total, "kept": n_total, "dropped": 0, "balanced": True}
     assert not os.path.exists(os.path.join(out, "_reshard"))
     assert not [p for p in os.listdir(out) if ".tmp-" in p]
@@ -135,14 +136,14 @@ def _is_validation(key: bytes, fraction: float) -> bool:
 def test_split_is_stable_across_runs_workers_and_plans(clean, tmp_path, read_out):
     cfg, out, m, ref = clean
     train, val = keys_of(read_out(out, "train")), keys_of(read_out(out, "validation"))
-    assert not set(train) & set(val) and len(train) + len(val) == m["rows_in"]
+    assert not set(train) & set(val) and len(train) + len(val) == detail(m)["rows_in"]
     assert set(val) == {k for k in train + val if _is_validation(k.encode(), 0.25)}
     assert 0 < len(val) < len(train)
 
     # the same job with one worker process: byte-identical shards
     one = str(tmp_path / "one")
     m1 = reshard(ReshardConfig(**{**cfg.__dict__, "output": one, "beam_args": ("--direct_num_workers=1",)}), **QUIET)
-    assert shard_bytes(one) == ref and m1["rows_out"] == m["rows_out"]
+    assert shard_bytes(one) == ref and detail(m1)["rows_out"] == detail(m)["rows_out"]
 
     # another plan (2 shards, shuffled): the same records in the same splits, in another order; reproducible
     shuf = [str(tmp_path / "shuf1"), str(tmp_path / "shuf2")]
@@ -158,7 +159,7 @@ def test_rerun_is_a_noop_and_repairs_a_damaged_output(clean):
     cfg, out, m, ref = clean
     mtimes = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(out, "*"))}
     m2 = reshard(cfg, **QUIET)
-    assert m2["plan"]["hash"] == m["plan"]["hash"]
+    assert detail(m2)["plan"]["hash"] == detail(m)["plan"]["hash"]
     assert {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(out, "*"))} == mtimes
     victim = sorted(ref)[1]
     os.remove(os.path.join(out, victim))
@@ -176,7 +177,7 @@ def test_other_parameters_into_a_complete_output_need_overwrite(clean, tmp_path)
     m = reshard(ReshardConfig(**{**other.__dict__, "overwrite": True}), **QUIET)
     files = sorted(p for p in os.listdir(copy) if ".tfrecord-" in p)
     assert files == ["demo_s-train.tfrecord-00000-of-00002", "demo_s-train.tfrecord-00001-of-00002"]
-    assert m["rows_out"] == {"train": m["rows_in"]}
+    assert detail(m)["rows_out"] == {"train": detail(m)["rows_in"]}
 
 
 # ------------------------------------------------------------------------------------------------ failures
@@ -189,9 +190,9 @@ def test_worker_failure_retried_by_the_runner_leaves_no_duplicate(clean, tmp_pat
                  **QUIET)
     assert marker.exists()  # the failure really happened (after writing half of task 1's records)
     assert shard_bytes(out) == ref
-    assert m2["rows_out"] == m["rows_out"] and m2["dropped"] == m["dropped"]
+    assert detail(m2)["rows_out"] == detail(m)["rows_out"] and detail(m2)["dropped"] == detail(m)["dropped"]
     keys = keys_of(read_out(out, "train")) + keys_of(read_out(out, "validation"))
-    assert len(keys) == len(set(keys)) == m["rows_in"]
+    assert len(keys) == len(set(keys)) == detail(m)["rows_in"]
     assert not [p for p in os.listdir(out) if ".tmp-" in p]
 
 
@@ -212,7 +213,7 @@ def test_failed_job_leaves_no_partial_shard_and_rerun_resumes(clean, tmp_path, m
     done = len(glob.glob(os.path.join(out, "_reshard", "part-*.json")))
     m = reshard(job_cfg, **QUIET)  # the marker exists now: the same command completes
     assert shard_bytes(out) == ref
-    assert m["resumed_shards"] == done
+    assert detail(m)["resumed_shards"] == done
     assert not [p for p in os.listdir(out) if ".tmp-" in p]
 
 
@@ -223,11 +224,11 @@ def test_several_sources_get_prefixed_unique_keys(demo_download, copy_download, 
     m = reshard(ReshardConfig(sources=(demo_download, second), output=out, name="two", num_shards=4), **QUIET)
     n = success_table(demo_download).num_rows
     keys = keys_of(read_out(out, "train"))
-    assert len(keys) == len(set(keys)) == 2 * n == m["rows_in"]
+    assert len(keys) == len(set(keys)) == 2 * n == detail(m)["rows_in"]
     originals = sorted(success_table(demo_download)["key"].to_pylist())
     for i in (0, 1):
         assert sorted(k[2:] for k in keys if k.startswith(f"{i}_")) == originals
-    assert "prefixed" in m["keys"]
+    assert "prefixed" in detail(m)["keys"]
     with pytest.raises(UsageError, match="given twice"):
         reshard(ReshardConfig(sources=(demo_download, os.path.join(demo_download, "tfrecord")),
                               output=str(tmp_path / "dup"), name="dup"), **QUIET)
@@ -286,14 +287,16 @@ def test_types_are_normalised_and_nulls_counted(demo_download, tmp_path, tf, rea
     out = str(tmp_path / "out")
     m = reshard(ReshardConfig(sources=(src,), output=out, name="norm", dataset="laion2b-en", max_punsafe=0.5,
                               max_pwatermark=0.5, num_shards=2), **QUIET)
-    assert m["normalised"] == want["normalised"]
-    assert m["nulls_normalised"] == sum(v.get("null", 0) + v.get("missing", 0) for v in want["normalised"].values())
-    assert {k: m["dropped"][k] for k in want["dropped"]} == want["dropped"]
-    assert m["rows_in"] == want["n"] and sum(m["dropped"].values()) == sum(want["dropped"].values())
-    assert m["schema"]["similarity"] == m["schema"]["punsafe"] == m["schema"]["pwatermark"] == "float"
-    assert m["schema"]["NSFW"] == "bytes"
+    assert detail(m)["normalised"] == want["normalised"]
+    assert detail(m)["nulls_normalised"] == sum(v.get("null", 0) + v.get("missing", 0)
+                                               for v in want["normalised"].values())
+    assert {k: detail(m)["dropped"][k] for k in want["dropped"]} == want["dropped"]
+    assert detail(m)["rows_in"] == want["n"] and sum(detail(m)["dropped"].values()) == sum(want["dropped"].values())
+    schema = detail(m)["schema"]
+    assert schema["similarity"] == schema["punsafe"] == schema["pwatermark"] == "float"
+    assert detail(m)["schema"]["NSFW"] == "bytes"
     rows = read_out(out, "train")
-    assert len(rows) == m["rows_out"]["train"] > 0
+    assert len(rows) == detail(m)["rows_out"]["train"] > 0
     sims = {}
     for _, ex in rows:
         k = kinds_of(ex)
@@ -320,7 +323,8 @@ def test_cli_reshard_and_its_errors(demo_download, tmp_path, capsys):
     counts = json.load(open(os.path.join(out, "counts.json")))
     assert counts["splits"]["train"]["num_shards"] == 2
     man = json.load(open(os.path.join(out, "manifest.json")))
-    assert man["parameters"]["beam_args"] == ["--direct_num_workers=2"] and man["dropped"]["long_caption"] > 0
+    assert detail(man)["settings"]["beam_args"] == ["--direct_num_workers=2"]
+    assert detail(man)["dropped"]["long_caption"] > 0
     for argv, code, msg in [
         (["--name", "Bad-Name"], 2, "not a valid TFDS name"),
         (["--name", "x", "--drop-columns", "jpg"], 2, "cannot drop"),
@@ -358,7 +362,8 @@ def test_object_store_urls_work_end_to_end(demo_download, tmp_path):
                 url = f"memory://reshard-test/out/mem-{split}.tfrecord-{i:05d}-of-00002"
                 assert sum(1 for _ in read_records(url)) == n
                 total += n
-        assert total == sum(m["rows_out"].values()) == m["rows_in"] - m["dropped"]["short_caption"] > 0
+        rs = detail(m)
+        assert total == sum(rs["rows_out"].values()) == rs["rows_in"] - rs["dropped"]["short_caption"] > 0
         assert m["dataset"] == "demo" and not [p for p in mem.ls("/reshard-test/out", detail=False) if ".tmp-" in p]
     finally:
         mem.rm("/reshard-test", recursive=True)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from laionprep import cli
 from laionprep.errors import DataError
 from laionprep.sharding import keylists, plan
 from laionprep.tfrecord import Example, RecordWriter, feature_kinds, read_records
@@ -123,3 +124,20 @@ def test_plan_shuffle_changes_assignment_with_seed():
     assert shards(plain) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]]
     assert shards(a) != shards(plain) and shards(a) != shards(b)
     assert sorted(sum(shards(a), [])) == list(range(20))
+
+
+def test_reshard_flags_are_the_config_fields():
+    """Options declared once: the CLI parses every ReshardConfig field (beam_args: the rest) into the same config."""
+    import dataclasses
+
+    from laionprep import options
+    from laionprep.sharding import ReshardConfig
+
+    parser = cli.build_parser()
+    args, extra = parser.parse_known_args(
+        ["reshard", "a", "b", "--output", "o", "--name", "n", "--nsfw", "unlikely", "--drop-columns", "x, y",
+         "--min-side", "3", "--runner=DataflowRunner"])
+    cfg = options.from_args(ReshardConfig, args, beam_args=tuple(extra))
+    assert cfg == ReshardConfig(sources=("a", "b"), output="o", name="n", nsfw=("UNLIKELY",), drop_columns=("x", "y"),
+                                min_side=3, beam_args=("--runner=DataflowRunner",))
+    assert {f.name for f in dataclasses.fields(ReshardConfig)} - set(vars(args)) == {"beam_args"}

@@ -17,50 +17,59 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import MISSING
 import posixpath
 from typing import Sequence
 
 import pyarrow.parquet as pq
 
 from laionprep import fs as lfs
-from laionprep import manifest
-from laionprep.datasets import Column, DatasetSpec, Filters, get_spec
+from laionprep import manifest, options, stage
+from laionprep.datasets import Column, DatasetSpec, FilterOverrides, Filters, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.ingest import download as dl
 from laionprep.ingest import metadata as md
 from laionprep.ingest import prefilter as pf
+from laionprep.options import option
 
 
 @dataclasses.dataclass(frozen=True)
-class IngestConfig:
-    dataset: str
-    output: str
-    metadata_source: str | None = None  # default: the spec's Hub location
-    parts: str | None = None
-    max_samples: int | None = None
-    nsfw: tuple[str, ...] | None = None  # overrides of the spec's default filters
-    min_similarity: float | None = None
-    max_punsafe: float | None = None
-    max_pwatermark: float | None = None
-    no_filters: bool = False
-    extra_columns: tuple[str, ...] | None = None  # None: the spec's
+class IngestConfig(FilterOverrides):
+    """``laionprep download``'s config; each field with a flag is the CLI option (``laionprep.options``)."""
+
+    dataset: str = option("--dataset", None, "dataset spec name (see `laionprep datasets`)", default=MISSING,
+                          required=True)
+    output: str = option("--output", None, "output folder DIR (local or gs://)", default=MISSING, required=True,
+                         output=False)
+    metadata_source: str | None = option(  # default: the spec's Hub location
+        "--metadata-source", None, "folder, file or fsspec URL of the metadata parquet (default: the Hub)")
+    parts: str | None = option("--parts", None, "subset of metadata files: a count (3) or indices/ranges (0,2,5-7)")
+    max_samples: int | None = option("--max-samples", int, "stop reading metadata after this many rows (a quick try)")
+    extra_columns: tuple[str, ...] | None = option(  # None: the spec's
+        "--extra-columns", None, "comma-separated columns to carry instead of the spec's",
+        parse=lambda v: options.csv(v) or None)
+    no_filters: bool = option("--no-filters", bool, "drop the dataset's default filters (flags still apply)",
+                              default=False, group="filters")
     download: dl.DownloadOptions = dl.DownloadOptions()
 
     def spec(self) -> DatasetSpec:
         return get_spec(self.dataset)
 
     def filters(self) -> Filters:
-        if self.no_filters:
-            base = Filters()
-        else:
-            base = self.spec().default_filters
-        return base.replace(nsfw=self.nsfw, min_similarity=self.min_similarity, max_punsafe=self.max_punsafe,
-                            max_pwatermark=self.max_pwatermark)
+        return self.apply(Filters() if self.no_filters else self.spec().default_filters)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["filters_applied"] = self.filters().to_dict()
-        return d
+    def parameters(self) -> tuple[dict, dict]:
+        """(parameters that decide the output, run-only settings) for the manifest."""
+        params, settings = manifest.parameters_of(self)
+        dl_settings = settings.setdefault("download", {})
+        for name in _DOWNLOAD_RUN_ONLY:
+            dl_settings[name] = params["download"].pop(name)
+        params["filters_applied"] = self.filters().to_dict()
+        return params, settings
+
+
+# DownloadOptions fields that change how img2dataset runs, not what it writes
+_DOWNLOAD_RUN_ONLY = ("processes", "threads", "distributor", "spark_master")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +143,16 @@ def check_paths(cfg: IngestConfig) -> None:
 
 def run(cfg: IngestConfig, *, progress=None, log=print) -> dict:
     """Run the whole download stage; returns the manifest (also written to ``DIR/manifest.json``)."""
-    with lfs.exclusive_lock(cfg.output, "laionprep download"):
-        return _run(cfg, progress=progress, log=log)
+    return run_stage(cfg, progress=progress, log=log).manifest
+
+
+def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResult:
+    def body():
+        m = _run(cfg, progress=progress, log=log)
+        title = f"laionprep download {cfg.dataset} -> {cfg.output}"
+        return stage.StageResult(manifest=m, tables=(stage.Table(title, summary_rows(m), ("", "rows")),))
+
+    return stage.run("download", cfg.output, body)
 
 
 def _run(cfg: IngestConfig, *, progress, log) -> dict:
@@ -162,8 +179,17 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     columns = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
     metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
                         "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
-    base = {"dataset": spec.name, "parameters": cfg.to_dict(), "layout": _layout_dict(lay)}
-    manifest.update(lay.manifest, **base, status="prefiltering", stages={"metadata": metadata_section})
+    parameters, settings = cfg.parameters()
+
+    def write(status, stages, accounting=None):
+        return stage.write_manifest(cfg.output, stage="download", dataset=spec.name, status=status,
+                                    parameters=parameters, inputs={"metadata_source": source}, accounting=accounting,
+                                    stages=stages)
+
+    # run-only settings and the layout are the download's detail from the start (stages.download)
+    run_detail = {"layout": _layout_dict(lay), "settings": settings}
+
+    write("prefiltering", {"metadata": metadata_section, "download": run_detail})
 
     # 2. prefilter
     try:
@@ -182,15 +208,15 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                          "columns": rep.columns, "filters": filters.to_dict(), "warnings": rep.warnings,
                          "invalid_utf8_repaired": repaired,
                          "long_captions": sum(f.get("long_captions", 0) for f in rep.files)}
-    stages = {"metadata": metadata_section, "prefilter": prefilter_section}
-    manifest.update(lay.manifest, **base, status="downloading", stages=stages)
+    stages = {"metadata": metadata_section, "prefilter": prefilter_section, "download": run_detail}
+    write("downloading", stages)
 
     # 3. download
     verify = any(c.name == "sha256" for c in columns)
     res = dl.run(lay.prefiltered, lay.tfrecord, [f["rows_out"] for f in rep.files], [c.name for c in columns],
                  cfg.download, verify_sha256=verify, log_path=lay.log, progress=progress)
     stages["download"] = {
-        "rows_in": rep.rows_out, "success": res.success, "failed": res.failed,
+        **run_detail, "rows_in": rep.rows_out, "success": res.success, "failed": res.failed,
         "failure_reasons": dict(list(res.failure_reasons.items())[:50]),
         "distinct_failure_reasons": len(res.failure_reasons),
         "shards_expected": res.shards_expected, "shards_done": res.shards_done,
@@ -199,7 +225,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         "seconds": res.seconds, "peak_worker_rss_mib": res.peak_worker_rss_mib,
     }
     complete = not res.incomplete_shards
-    accounting = {
+    breakdown = {
         "metadata_rows": meta_rows,
         "not_read_max_samples": not_read,
         "dropped_by_prefilter": sum(rep.dropped.values()),
@@ -207,11 +233,11 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         "downloaded_ok": res.success,
         "pending_in_incomplete_shards": rep.rows_out - res.rows,
     }
-    accounting["balanced"] = meta_rows == (not_read + accounting["dropped_by_prefilter"] + res.success
-                                           + accounting["failed_download"] + accounting["pending_in_incomplete_shards"])
-    data = manifest.update(lay.manifest, **base, status="complete" if complete else "incomplete", stages=stages,
-                           accounting=accounting)
-    if not accounting["balanced"]:
+    not_kept = {k: breakdown[k] for k in ("not_read_max_samples", "dropped_by_prefilter", "failed_download",
+                                          "pending_in_incomplete_shards")}
+    accounting = manifest.accounting(meta_rows, res.success, not_kept, **breakdown)
+    data = write("complete" if complete else "incomplete", stages, accounting)
+    if not accounting["balanced"]:  # written first: the manifest shows the numbers that do not add up
         raise DataError(f"accounting does not balance: {accounting}", where=lay.manifest,
                         fix="this is a bug in laionprep; please report it with the manifest")
     if not complete:

@@ -1,40 +1,95 @@
-"""What ``laionprep build-tfds`` does with its parsed arguments (``cli.py`` only parses and maps errors)."""
+"""``laionprep build-tfds`` as a stage: its options (``BuildTfdsConfig``), ``run_stage`` around ``register`` /
+``build_image_folder`` / ``check_registration``, and the build-tfds manifest (``cli.py`` only parses, prints and maps
+errors).
+"""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import MISSING
+
 from laionprep import fs as lfs
+from laionprep import manifest as lmanifest
+from laionprep import options, stage
 from laionprep.errors import UsageError
+from laionprep.options import option
+
+# RegisterConfig fields that change how the registration runs or where it goes, not what it registers
+_RUN_ONLY = ("source", "data_dir", "verify", "check_read")
 
 
-def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+@dataclasses.dataclass(frozen=True)
+class BuildTfdsConfig:
+    """``laionprep build-tfds``'s options, declared once (``laionprep.options``); ``register.RegisterConfig`` and
+    ``image_folder`` take them from here."""
+
+    name: str = option("--name", None, "TFDS dataset name, e.g. laion400m_tfrecord", default=MISSING, required=True)
+    data_dir: str = option("--data-dir", None, "TFDS data dir ROOT: the dataset goes to ROOT/NAME/VERSION",
+                           default=MISSING, required=True)
+    source: str | None = option(
+        "--source", None, "a download folder DIR, a resharded folder, or (image-folder) SPLIT/CLASS/*.jpg")
+    version: str = option("--version", None, "dataset version (default 1.0.0)", default="1.0.0")
+    mode: str = option("--mode", None, "register: zero-copy (symlinks; in place when ROOT/NAME/VERSION is the "
+                       "source); rewrite: copy the files under TFDS names; image-folder: labelled images -> "
+                       "image/label dataset", default="register", choices=["register", "rewrite", "image-folder"])
+    split: str | None = option("--split", None, "split name of a download folder (default train); image-folder: "
+                               "treat SOURCE itself as this one split")
+    dataset: str | None = option("--dataset", None,
+                                 "dataset spec for features and citation (default: the source's manifest)")
+    exclude: tuple[str, ...] = option("--exclude", None, "comma-separated record keys to leave out of the features",
+                                      default=(), cli_default=None, parse=options.csv)
+    allow_incomplete: bool = option(
+        "--allow-incomplete", bool, "register the shards whose counts are established, listing the others "
+        "(default: refuse)", default=False)
+    verify: str = option("--verify", None, "re-count records of a sample of shards (default), of every shard, or "
+                         "none", default="sample", choices=["sample", "all", "none"])
+    class_names: str | None = option(
+        "--class-names", None, "image-folder: prompt names, .txt (one per line, label order) or .json "
+        "{folder: name} (default: SOURCE/class_names.txt when present)")
+    check: bool = option("--check", bool, "only check that an existing registration still matches its source "
+                         "(exit 1 if not)", default=False)
 
 
-def run_command(args) -> int:
-    from laionprep.progress import print_table, progress_bar
+def write_manifest(cfg, record: dict, examples: dict[str, int]) -> dict:
+    """``ROOT/NAME/VERSION/manifest.json`` (the one schema, ``manifest.py``); the registration record (also in
+    metadata.json["laionprep"]) is its ``stages["build-tfds"]``."""
+    params = {k: v for k, v in lmanifest.parameters_of(cfg)[0].items() if k not in _RUN_ONLY}
+    total = sum(examples.values())
+    acc = lmanifest.check_accounting(total, total, {}, stage="build-tfds", **{f"examples_{s}": n
+                                                                              for s, n in examples.items()})
+    return stage.write_manifest(cfg.dataset_dir, stage="build-tfds", dataset=record.get("dataset"),
+                                status="complete", parameters=params,
+                                inputs={"source": record.get("source"), "source_kind": record.get("source_kind")},
+                                accounting=acc, stages={"build-tfds": record})
+
+
+def run_stage(cfg: BuildTfdsConfig, *, progress=None) -> stage.StageResult:
     from laionprep.tfds_builders import register as reg
 
-    dataset_dir = lfs.join(args.data_dir, args.name, args.version)
-    if args.check:
+    dataset_dir = lfs.join(cfg.data_dir, cfg.name, cfg.version)
+    if cfg.check:
         res = reg.check_registration(dataset_dir)
-        print_table(f"laionprep build-tfds --check {args.name}", res.summary_rows(), ["", ""])
-        return 0 if res.status == "ok" else 1
-    if not args.source:
+        table = stage.Table(f"laionprep build-tfds --check {cfg.name}", res.summary_rows())
+        return stage.StageResult(manifest=lmanifest.read(dataset_dir), tables=(table,),
+                                 exit_code=0 if res.status == "ok" else 1, detail=res)
+    if not cfg.source:
         raise UsageError("--source is required (or pass --check)", where="--source",
                          fix="pass the download, resharded or image folder to register")
-    with progress_bar(not args.no_progress) as prog:
-        if args.mode == "image-folder":
-            from laionprep.tfds_builders.image_folder import build_image_folder
+    if cfg.mode == "image-folder":
+        from laionprep.tfds_builders.image_folder import build_image_folder
 
-            res = build_image_folder(args.source, args.name, args.data_dir, args.version,
-                                     class_names_file=args.class_names, split=args.split, progress=prog)
-        else:
-            if args.class_names:
-                raise UsageError("--class-names applies to --mode image-folder only", where="--class-names")
-            res = reg.register(args.source, args.name, args.data_dir, args.version, mode=args.mode,
-                               split=args.split or "train", dataset=args.dataset, exclude=_csv(args.exclude),
-                               allow_incomplete=args.allow_incomplete, verify=args.verify, progress=prog)
-    print_table(f"laionprep build-tfds {args.name} ({args.mode})", res.summary_rows(), ["", ""])
-    print_table("as TFDS sees it", reg.describe(res.dataset_dir), ["", ""])
-    print(f"load it:  tfds.load({args.name!r}, data_dir={args.data_dir!r}, split=...)\n"
-          f"     or:  tfds.builder_from_directory({res.dataset_dir!r})")
-    return 0
+        res = build_image_folder(cfg.source, cfg.name, cfg.data_dir, cfg.version,
+                                 class_names_file=cfg.class_names, split=cfg.split, progress=progress)
+    else:
+        if cfg.class_names:
+            raise UsageError("--class-names applies to --mode image-folder only", where="--class-names")
+        res = reg.register(cfg.source, cfg.name, cfg.data_dir, cfg.version, mode=cfg.mode,
+                           split=cfg.split or "train", dataset=cfg.dataset, exclude=cfg.exclude,
+                           allow_incomplete=cfg.allow_incomplete, verify=cfg.verify, progress=progress)
+    tables = (stage.Table(f"laionprep build-tfds {cfg.name} ({cfg.mode})", res.summary_rows()),
+              stage.Table("as TFDS sees it", reg.describe(res.dataset_dir)))
+    note = (f"load it:  tfds.load({cfg.name!r}, data_dir={cfg.data_dir!r}, split=...)\n"
+            f"     or:  tfds.builder_from_directory({res.dataset_dir!r})")
+    return stage.StageResult(manifest=lmanifest.read(res.dataset_dir), tables=tables, note=note, detail=res)
+
+
+__all__ = ["BuildTfdsConfig", "run_stage", "write_manifest"]

@@ -40,6 +40,7 @@ from laionprep.datasets import DatasetSpec, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.tfds_builders import features as feats
 from laionprep.tfds_builders import sources
+from laionprep.tfds_builders.command import write_manifest
 from laionprep.tfrecord import count_records, read_records
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -386,6 +387,8 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
     else:
         _publish_remote_copy(cfg, splits, common, progress)
 
+    if layout != "in_place":  # in place, the folder's manifest.json is the reshard's own
+        write_manifest(cfg, record, {s: sum(x.count for x in v) for s, v in splits.items()})
     changes = _diff(previous, record) if previous else []
     return RegisterResult(
         dataset_dir=dataset_dir, name=cfg.name, version=cfg.version, layout=layout, source=source.root,

@@ -121,7 +121,8 @@ def _size_settings(manifest: dict, cfg, notes: list) -> dict:
     """The download's image settings: a reshard manifest's ``images``, a download manifest's
     ``stages.download`` / ``parameters.download``, else the first such key anywhere in the manifest."""
     src = manifest
-    for cand in (manifest.get("images"), (manifest.get("stages") or {}).get("download"),
+    for cand in (((manifest.get("stages") or {}).get("reshard") or {}).get("images"), manifest.get("images"),
+                 (manifest.get("stages") or {}).get("download"),
                  (manifest.get("parameters") or {}).get("download")):
         if isinstance(cand, dict) and cand.get("image_size") is not None:
             src = cand
@@ -211,7 +212,8 @@ def _resharded(root: str, cfg) -> Layout:
         notes.append("no manifest.json next to counts.json")
     ds_name = cfg.dataset or manifest.get("dataset") or _find_value(manifest.get("parameters", {}), "dataset")
     spec = _spec_for(ds_name, "--dataset") if (cfg.dataset or ds_name in SPECS) else None
-    schema = manifest.get("schema")
+    # the records' schema: stages.reshard.schema (manifest.py), top-level in manifests written before it
+    schema = ((manifest.get("stages") or {}).get("reshard") or {}).get("schema") or manifest.get("schema")
     if isinstance(schema, dict) and schema and not cfg.dataset:
         # the reshard manifest's output schema: every record holds exactly these keys with these types
         kinds = {k: v for k, v in schema.items() if v in ("bytes", "int64", "float")}

@@ -1,0 +1,131 @@
+"""The state of a reshard's output folder OUT: is this exact job already there, make OUT ready for it (refuse to
+clobber another complete output, clear stale files), and read what the workers reported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from laionprep import fs as lfs
+from laionprep import manifest as lmanifest
+from laionprep.errors import DataError, UsageError
+from laionprep.sharding import worker as lworker
+
+COUNTS_NAME = "counts.json"
+MANIFEST_NAME = "manifest.json"
+_SHARD_RE = re.compile(r"^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*\.tfrecord-\d{5}-of-\d{5}$")
+
+
+def _outputs(job: lworker.Job) -> list[str]:
+    return [job.shard_url(s, i) for s in job.splits for i in range(job.num_shards)]
+
+
+def complete_result(job: lworker.Job) -> dict | None:
+    """The existing manifest when OUT already holds this exact job, complete and intact."""
+    counts_url = lfs.join(job.output, COUNTS_NAME)
+    man_url = lfs.join(job.output, MANIFEST_NAME)
+    if not (lfs.exists(counts_url) and lfs.exists(man_url)):
+        return None
+    try:
+        man = lfs.read_json(man_url)
+    except Exception:
+        return None
+    rs = lmanifest.detail(man, "reshard")
+    if rs.get("plan", {}).get("hash") != job.plan_hash:
+        return None
+    fsys, _ = lfs.get_fs(job.output)
+    for split, shards in rs.get("shards", {}).items():
+        for sh in shards:
+            path = lfs.get_fs(lfs.join(job.output, sh["file"]))[1]
+            if not fsys.exists(path) or fsys.size(path) != sh["bytes"]:
+                return None
+    return man
+
+
+def prepare_output(job: lworker.Job, overwrite: bool) -> None:
+    """Make OUT ready for this job: refuse to clobber another complete output, clear stale and temporary files."""
+    fsys, root = lfs.get_fs(job.output)
+    counts_url = lfs.join(job.output, COUNTS_NAME)
+    if lfs.exists(counts_url):
+        try:
+            man = lfs.read_json(lfs.join(job.output, MANIFEST_NAME))
+            same_plan = lmanifest.detail(man, "reshard")["plan"]["hash"] == job.plan_hash
+        except Exception:
+            same_plan = False
+        if not (overwrite or same_plan):  # same plan: the output was damaged since; repair it
+            raise UsageError("the output folder already holds a complete reshard made with other parameters or inputs",
+                             where=job.output, fix="pass --overwrite to replace it, or choose another --output")
+        fsys.rm(lfs.get_fs(counts_url)[1])
+    lfs.makedirs(job.output)
+    lfs.makedirs(lfs.join(job.output, lworker.WORK_DIR))
+    wanted = {os.path.basename(u) for u in _outputs(job)}
+    for entry in _ls(fsys, root):
+        base = os.path.basename(entry.rstrip("/"))
+        if lfs.TMP_MARK in base or (_SHARD_RE.match(base) and base not in wanted):
+            fsys.rm(entry)
+    work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
+    for entry in _ls(fsys, work):
+        base = os.path.basename(entry)
+        if lfs.TMP_MARK in base or base.startswith("error-"):  # errors of an earlier attempt are re-found
+            fsys.rm(entry)
+            continue
+        try:
+            stale = json.loads(fsys.cat(entry)).get("plan_hash") != job.plan_hash
+        except Exception:
+            stale = True
+        if stale:
+            fsys.rm(entry)
+
+
+def _ls(fsys, path: str) -> list[str]:
+    """Names in a folder; none when it does not exist (object stores have no empty folders)."""
+    try:
+        return [e for e in fsys.ls(path, detail=False) if e.rstrip("/") != path.rstrip("/")]
+    except FileNotFoundError:
+        return []
+
+
+def remove_tmp(fsys, folder: str) -> None:
+    """Remove the temporary files (``lfs.TMP_MARK``) directly in ``folder``."""
+    for entry in _ls(fsys, folder):
+        if lfs.TMP_MARK in os.path.basename(entry):
+            fsys.rm(entry)
+
+
+def raise_task_errors(job: lworker.Job) -> None:
+    """Raise the first problem a worker reported (a damaged input file...), with the number of output shards that
+    failed; temporary files of the failed tasks are removed (re-running resumes from the finished shards)."""
+    from laionprep import errors
+
+    fsys, root = lfs.get_fs(job.output)
+    work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
+    found = sorted(e for e in _ls(fsys, work) if os.path.basename(e).startswith("error-"))
+    reports = [r for r in (json.loads(fsys.cat(e)) for e in found) if r.get("plan_hash") == job.plan_hash]
+    if not reports:
+        return
+    remove_tmp(fsys, root)
+    first = reports[0]
+    cls = getattr(errors, first.get("type", ""), None)
+    cls = cls if isinstance(cls, type) and issubclass(cls, errors.LaionprepError) else DataError
+    others = (f" ({len(reports)} of {job.num_shards} output shards stopped on problems like this one; the other "
+              "output shards are finished)") if len(reports) > 1 else ""
+    raise cls(first["what"] + others, where=first.get("where"), fix=first.get("fix"))
+
+
+def read_results(job: lworker.Job) -> list[dict]:
+    fsys, _ = lfs.get_fs(job.output)
+    paths = [lfs.get_fs(job.part_url(i))[1] for i in range(job.num_shards)]
+    found = [p for p in paths if fsys.exists(p)]
+    missing = [i for i, p in enumerate(paths) if p not in set(found)]
+    if missing:
+        raise DataError(f"the Beam job finished but {len(missing)} of {job.num_shards} output shards have no result "
+                        f"(e.g. {missing[:5]})", where=lfs.join(job.output, lworker.WORK_DIR),
+                        fix="re-run the same command: finished shards are reused")
+    blobs = fsys.cat(found)
+    results = [json.loads(blobs[p]) for p in found]
+    for i, r in enumerate(results):
+        if r.get("index") != i or r.get("plan_hash") != job.plan_hash:
+            raise DataError(f"result of output shard {i} belongs to another job", where=job.part_url(i),
+                            fix="another reshard is writing to the same output folder? run one at a time")
+    return results
