@@ -47,7 +47,8 @@ class Hub:
                 p = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
                 m = re.match(r"^/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?$", p)
                 if m:
-                    return self._json({"id": m.group(1), "sha": SHA, "private": False, "siblings": [{"rfilename": e["path"]} for e in hub.entries() if e["type"] == "file"]})
+                    files = [{"rfilename": e["path"]} for e in hub.entries() if e["type"] == "file"]
+                    return self._json({"id": m.group(1), "sha": SHA, "private": False, "siblings": files})
                 m = re.match(r"^/api/datasets/([^/]+/[^/]+)/tree/([^/]+)/?(.*)$", p)
                 if m:
                     sub = m.group(3).strip("/")
@@ -72,7 +73,8 @@ class Hub:
                         a, b = rng.split("=")[1].split("-")
                         a = int(a); b = int(b) if b else len(data) - 1
                         chunk = data[a:b + 1]
-                        return self._send(206, chunk, "application/octet-stream", hdr + [("Content-Range", f"bytes {a}-{a+len(chunk)-1}/{len(data)}")], body)
+                        rng_hdr = ("Content-Range", f"bytes {a}-{a+len(chunk)-1}/{len(data)}")
+                        return self._send(206, chunk, "application/octet-stream", hdr + [rng_hdr], body)
                     return self._send(200, data, "application/octet-stream", hdr, body)
                 self._json({"error": "nf"}, 404)
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
@@ -90,5 +92,6 @@ class Hub:
             if rel != ".": out.append({"type": "directory", "path": rel, "oid": "d" * 40})
             for f in files:
                 full = os.path.join(d, f); data = open(full, "rb").read()
-                out.append({"type": "file", "path": os.path.normpath(os.path.join(rel, f)), "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
+                out.append({"type": "file", "path": os.path.normpath(os.path.join(rel, f)), "size": len(data),
+                            "oid": hashlib.sha1(data).hexdigest()})
         return sorted(out, key=lambda e: e["path"])

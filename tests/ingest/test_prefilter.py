@@ -76,7 +76,8 @@ def test_lowercase_columns_and_sentinels(tmp_path):
 
 def test_missing_extra_column_filled_and_warned(tmp_path):
     spec = get_spec("laion400m")
-    path = write(tmp_path / "m.parquet", [{"URL": "http://x/1.jpg", "TEXT": "t", "NSFW": "UNLIKELY", "similarity": 0.5}])
+    path = write(tmp_path / "m.parquet",
+                 [{"URL": "http://x/1.jpg", "TEXT": "t", "NSFW": "UNLIKELY", "similarity": 0.5}])
     rep = prefilter(spec, [path], str(tmp_path / "out"), spec.default_filters)
     assert rep.rows_out == 1
     assert any("LICENSE" in w for w in rep.warnings)

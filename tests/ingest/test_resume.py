@@ -48,7 +48,8 @@ def test_killed_download_resumes_to_the_same_result(tmp_path, demo_server, demo_
         if any(n.endswith("_stats.json") for n in done):
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the download finished before it could be killed: " + proc.stdout.read().decode()[-2000:]
+    assert proc.poll() is None, ("the download finished before it could be killed: "
+                                 + proc.stdout.read().decode()[-2000:])
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = [n for n in os.listdir(tf_dir) if n.endswith("_stats.json")]

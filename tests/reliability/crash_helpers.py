@@ -75,8 +75,8 @@ def run_and_kill(cmd: list[str], delay: float, *, start=None, **kw) -> bool:
 def kill_at(cmd: list[str], seed: int, duration: float, reset, **kw) -> float:
     """Run ``cmd`` and kill its process group at seed ``seed``'s moment of ``duration`` (:func:`kill_moment`).  If the
     command finished first (it ran faster than the reference run, e.g. on a less loaded machine), ``reset()`` its
-    output and run it again, killed at the same fraction of the shortest duration measured so far (a few times).  Returns the delay of the
-    kill that happened; fails the test if the command could not be killed while running."""
+    output and run it again, killed at the same fraction of the shortest duration measured so far (a few times).
+    Returns the delay of the kill that happened; fails the test if the command could not be killed while running."""
     delay = kill_moment(seed, duration)
     shortest = duration
     for _ in range(3):  # run times vary with the machine's load: aim at the shortest run seen so far

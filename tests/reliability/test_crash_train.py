@@ -5,9 +5,9 @@ and every loss it logs equals the reference run's loss at that step.
 
 The loop of this tiny run lasts about a second of a ~30 s command (imports and compilation are the rest), so the
 kill moment is drawn over the loop: from the killed run's first logged step, a delay of [5%, 95%] (stratified per
-seed) of the reference run's loop duration up to its last step, measured from its metrics.  Most of that time is spent writing the
-asynchronous checkpoints, so kills land mid-step and mid-checkpoint.  (tests/train_ref/test_training.py kills at
-one fixed moment, step 7, from a step hook.)
+seed) of the reference run's loop duration up to its last step, measured from its metrics.  Most of that time is
+spent writing the asynchronous checkpoints, so kills land mid-step and mid-checkpoint.
+(tests/train_ref/test_training.py kills at one fixed moment, step 7, from a step hook.)
 """
 from __future__ import annotations
 

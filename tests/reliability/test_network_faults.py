@@ -30,7 +30,8 @@ BEHAVIOURS = hostile_server.behaviours(MAX_BYTES, MAX_PIXELS)  # path -> the rea
 def hostile_run(tmp_path_factory, hostile):
     """One `laionprep download` (the pipeline, in-process) of every behaviour, private addresses allowed."""
     work = tmp_path_factory.mktemp("hostile")
-    expected = {u: reason for pattern, reason in BEHAVIOURS.items() for u in hostile_server.urls_of(hostile, pattern, COPIES)}
+    expected = {u: reason for pattern, reason in BEHAVIOURS.items()
+                for u in hostile_server.urls_of(hostile, pattern, COPIES)}
     source = write_urls(str(work / "source"), list(expected))
     out = str(work / "laion")
     cfg = pipeline.IngestConfig(

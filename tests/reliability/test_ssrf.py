@@ -93,9 +93,11 @@ def test_connects_to_the_checked_address(hostile, monkeypatch):
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    data, err = fetch(f"http://rebind.test:{hostile.port}/ok/3.jpg", sf.FetchOptions(allowed_networks=("127.0.0.1/32",)))
+    data, err = fetch(f"http://rebind.test:{hostile.port}/ok/3.jpg",
+                      sf.FetchOptions(allowed_networks=("127.0.0.1/32",)))
     assert err is None and data is not None and calls == ["rebind.test"]
-    data, err = fetch(f"http://rebind.test:{hostile.port}/ok/3.jpg", sf.FetchOptions(allowed_networks=("127.0.0.1/32",)))
+    data, err = fetch(f"http://rebind.test:{hostile.port}/ok/3.jpg",
+                      sf.FetchOptions(allowed_networks=("127.0.0.1/32",)))
     assert sf.reason_of(err) == "refused: link-local address"
 
 

@@ -57,7 +57,8 @@ def test_dataflow_job_ships_the_package_without_submitting(demo_download, tmp_pa
     assert isinstance(fn, WriteShardFn)
     assert fn.job.output == out and fn.job.num_shards == 2 and fn.job.filters.min_side == 64
     # no Group-by-key over records anywhere: the only shuffle is Reshuffle of the (tiny) task list
-    gbks = [t.unique_name for t in proto.components.transforms.values() if t.spec.urn == "beam:transform:group_by_key:v1"]
+    gbks = [t.unique_name for t in proto.components.transforms.values()
+            if t.spec.urn == "beam:transform:group_by_key:v1"]
     assert all(n.startswith("Distribute") for n in gbks)
 
 

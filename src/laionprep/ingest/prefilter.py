@@ -44,6 +44,7 @@ from laionprep.manifest import check_accounting
 
 REASONS = ("invalid_url", "empty_caption", "nsfw", "low_similarity", "high_punsafe", "high_pwatermark", "duplicate_url")
 REPORT_NAME = "_prefilter_report.json"
+_UNREADABLE_FIX = "delete it and re-run to fetch it again, or replace it with a valid parquet file"
 
 
 @dataclasses.dataclass
@@ -221,15 +222,13 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             pf = pq.ParquetFile(lfs.open_file(path) if not lfs.is_local(path) else path)
             names = pf.schema_arrow.names
         except Exception as e:
-            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path,
-                            fix="delete it and re-run to fetch it again, or replace it with a valid parquet file") from e
+            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
         mapping = resolve_columns(spec, names, where=path, columns=columns)
         wanted = [mapping["url"], mapping["caption"]] + [mapping[c.name] for c in columns if mapping.get(c.name)]
         try:
             table = pf.read(columns=list(dict.fromkeys(wanted)))
         except Exception as e:
-            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path,
-                            fix="delete it and re-run to fetch it again, or replace it with a valid parquet file") from e
+            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
         if max_samples is not None and total_in + table.num_rows > max_samples:
             table = table.slice(0, max_samples - total_in)
         n = table.num_rows
@@ -336,7 +335,8 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
     check_accounting(total_in, rows_out, dropped_all, stage="prefilter")
     for c, k in kinds.items():
         if k == "json":
-            warnings.append(f"column {c!r} is a list/struct column: stored as JSON text (img2dataset cannot store lists)")
+            warnings.append(f"column {c!r} is a list/struct column: stored as JSON text "
+                            "(img2dataset cannot store lists)")
     report = PrefilterReport(rows_in=total_in, rows_out=rows_out, dropped=dropped_all, files=files_report,
                              columns=kinds, warnings=warnings, params_hash=phash)
     lfs.write_json(report_path, report.to_dict())
