@@ -11,13 +11,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from laionprep.errors import UsageError
 from laionprep.sharding import worker as lworker
-
-if TYPE_CHECKING:  # preparation imports this module
-    from laionprep.sharding.preparation import Prepared
 
 LOCAL_RUNNERS = ("directrunner", "switchingdirectrunner", "fnapirunner")
 _SHIPS_CODE = ("--setup_file", "--extra_package", "--extra_packages", "--sdk_container_image",
@@ -103,8 +100,9 @@ def build_wheel(out_dir: str) -> str:
     return os.path.join(out_dir, wheels[-1])
 
 
-def build_pipeline(prep: Prepared, *, wheel_dir: str | None = None):
-    """The Beam pipeline for a prepared job, NOT run: ``(pipeline, options)``.
+def build_pipeline(prep, *, wheel_dir: str | None = None):
+    """The Beam pipeline for a prepared job (a ``preparation.Prepared``; not imported: preparation imports this
+    module), NOT run: ``(pipeline, options)``.
 
     For remote runners without code-shipping options, builds the laionprep wheel into ``wheel_dir`` (default: a
     temporary folder) and adds it as ``--extra_package``.
