@@ -29,9 +29,9 @@ from typing import Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
+from laionprep.folders.scan import STATS_FILE as STATS_RE, list_done
 from laionprep.ingest import safe_fetch
 
-STATS_RE = re.compile(r"(\d+)_stats\.json$")
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 # Columns img2dataset reserves for itself; a carried column of one of these names cannot be saved as an extra.
 RESERVED = {"key", "caption", "url", "width", "height", "original_width", "original_height", "status",
@@ -175,17 +175,6 @@ def check_output_folder(output_dir: str) -> None:
             where=output_dir,
             fix="move them out: img2dataset's resume treats every *.json there as a finished-shard marker",
         )
-
-
-def list_done(output_dir: str) -> dict[int, str]:
-    if not lfs.exists(output_dir):
-        return {}
-    out = {}
-    for p in lfs.glob(str(output_dir).rstrip("/") + "/*_stats.json"):
-        m = STATS_RE.search(p)
-        if m:
-            out[int(m.group(1))] = p
-    return out
 
 
 def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_columns: Sequence[str],

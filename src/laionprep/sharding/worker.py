@@ -37,13 +37,12 @@ from laionprep.errors import DataError, LaionprepError
 from laionprep.manifest import check_accounting
 from laionprep.sharding import keylists
 from laionprep.sharding.plan import Task
+from laionprep.folders import names
 from laionprep.sharding.records import REASONS, RecordFilters, RecordProcessor
 from laionprep.tfrecord import RecordWriter, read_records
 
 FAIL_ONCE_ENV = "LAIONPREP_RESHARD_FAIL_ONCE"
 WORK_DIR = "_reshard"
-SHARD_TEMPLATE = "{name}-{split}.tfrecord-{index:05d}-of-{num:05d}"
-FILENAME_TEMPLATE = "{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"  # counts.json's template
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Job:
         return (self.split,) + ((self.validation_split,) if self.validation_split else ())
 
     def shard_url(self, split: str, index: int) -> str:
-        return lfs.join(self.output, SHARD_TEMPLATE.format(name=self.name, split=split, index=index, num=self.num_shards))
+        return lfs.join(self.output, names.shard_name(self.name, split, index, self.num_shards))
 
     def part_url(self, index: int) -> str:
         return lfs.join(self.output, WORK_DIR, f"part-{index:05d}.json")
