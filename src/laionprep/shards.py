@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from laionprep.folders.scan import Shard, ShardScan, resolve_download_folder, scan
+from laionprep.folders.shardscan import Shard, ShardScan, resolve_download_folder, scan
 
 __all__ = ["Shard", "ShardScan", "resolve_download_folder", "scan", "iter_records", "parse_example"]
 

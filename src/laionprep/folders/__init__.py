@@ -5,7 +5,7 @@ this package (``kinds`` for the folder types, ``scan`` for complete shards, ``na
 """
 from laionprep.folders.kinds import DownloadFolder, Folder, ReshardFolder, TfdsFolder, detect, download_folder
 from laionprep.folders.names import format_template, reshard_template, shard_name, shard_names
-from laionprep.folders.scan import (Shard, ShardScan, group_files, list_done, list_sizes, local_path, read_many,
+from laionprep.folders.shardscan import (Shard, ShardScan, group_files, list_done, list_sizes, local_path, read_many,
                                     resolve_download_folder, scan)
 
 __all__ = ["DownloadFolder", "Folder", "ReshardFolder", "TfdsFolder", "detect", "download_folder",

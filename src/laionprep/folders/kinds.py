@@ -16,7 +16,7 @@ from typing import ClassVar
 from laionprep import fs as lfs
 from laionprep.errors import UsageError
 from laionprep.folders import names
-from laionprep.folders.scan import MANIFEST, ShardScan, scan
+from laionprep.folders.shardscan import MANIFEST, ShardScan, scan
 
 COUNTS = "counts.json"
 DATASET_INFO = "dataset_info.json"

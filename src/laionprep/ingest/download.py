@@ -29,7 +29,7 @@ from typing import Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
-from laionprep.folders.scan import STATS_FILE as STATS_RE, list_done
+from laionprep.folders.shardscan import STATS_FILE as STATS_RE, list_done
 from laionprep.ingest import safe_fetch
 
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
