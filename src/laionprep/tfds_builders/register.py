@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 from laionprep import fs as lfs
+from laionprep import folders
 from laionprep.datasets import DatasetSpec, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.tfds_builders import features as feats
@@ -341,7 +342,7 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
             for i, sh in enumerate(shards):
                 dst = os.path.join(tmp, names[i])
                 if layout == "symlinks":
-                    os.symlink(os.path.abspath(sources.local_path(sh.url)), dst)
+                    os.symlink(os.path.abspath(folders.local_path(sh.url)), dst)
                 else:
                     _copy(sh.url, dst)
                 if task is not None and (i % 512 == 511 or i == n - 1):

@@ -19,7 +19,7 @@ import json
 from laionprep import fs as lfs
 from laionprep import folders
 from laionprep.errors import DataError, UsageError
-from laionprep.folders.shardscan import list_sizes, local_path, read_many  # noqa: F401 (register.py uses local_path)
+from laionprep.folders.shardscan import list_sizes, read_many
 MIN_RECORD_BYTES = 16  # framing overhead of one TFRecord record
 
 
