@@ -160,8 +160,9 @@ def write_task(job: Job, task: Task) -> dict:
     finals = {s: job.shard_url(s, task.index) for s in job.splits}
     tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
     writers = {s: RecordWriter(tmps[s]) for s in job.splits}
-    buffers = ({s: ShuffleBuffer(job.shuffle_buffer_bytes, random.Random(f"laionprep-reshard:{job.seed}:{task.index}:{s}"))
-                for s in job.splits} if job.shuffle else None)
+    seed = f"laionprep-reshard:{job.seed}:{task.index}"
+    buffers = ({s: ShuffleBuffer(job.shuffle_buffer_bytes, random.Random(f"{seed}:{s}")) for s in job.splits}
+               if job.shuffle else None)
     fail_at = max(1, task.expected // 2) if _maybe_fail(task.index) else None
     rows_in = 0
     pieces = []
@@ -178,7 +179,8 @@ def write_task(job: Job, task: Task) -> dict:
                         w.flush()
                     with open(marker, "w") as f:
                         f.write(f"task {task.index} failed once after {rows_in} records\n")
-                    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} records")
+                    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} "
+                                       "records")
                 try:
                     is_val, out = proc.process(data, prefix)
                 except DecodeError as e:

@@ -11,7 +11,6 @@ Three kinds (see the formats section of the README):
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from laionprep import fs as lfs
@@ -145,7 +144,8 @@ def _download(folder: folders.DownloadFolder, cfg) -> Layout:
                           expected_source="_stats.json", parquet=s.parquet, stats=s.stats, shard_id=s.id))
     for sid in scan.gaps:
         problems.append(Problem("missing_shard", f"shard {sid:05d} is missing (no tfrecord, parquet or _stats.json) "
-                                                 "between finished shards", file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
+                                                 "between finished shards",
+                                file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
     expected_shards = _find_value(manifest.get("stages", {}).get("download", {}), "shards_expected")
     found = {s.id for s in scan.shards} | set(scan.gaps) | set(scan.missing_tfrecord)
     if isinstance(expected_shards, int):
