@@ -53,8 +53,8 @@ def make_resharded(download: str, out: str, name: str = "laion_demo", shards: di
         lengths = []
         for i in range(n):
             chunk = recs[i * len(recs) // n:(i + 1) * len(recs) // n]
-            write_records(os.path.join(out, tpl.replace("{SHARD_INDEX}", f"{i:05d}").replace("{NUM_SHARDS}", f"{n:05d}")),
-                          chunk)
+            name = tpl.replace("{SHARD_INDEX}", f"{i:05d}").replace("{NUM_SHARDS}", f"{n:05d}")
+            write_records(os.path.join(out, name), chunk)
             lengths.append(len(chunk))
         counts["splits"][split] = {"filename_template": tpl, "num_shards": n, "shard_lengths": lengths,
                                    "num_examples": sum(lengths)}

@@ -46,7 +46,8 @@ def test_resharded_wrong_count_missing_and_stray_files(resharded, tmp_path, cli)
     assert cli(d, "--decode-fraction", 0) == 1
 
     os.remove(os.path.join(d, "demo_rs-train.tfrecord-00001-of-00004"))
-    shutil.copy(os.path.join(d, "demo_rs-train.tfrecord-00000-of-00004"), os.path.join(d, "demo_rs-train.tfrecord-00000-of-00002"))
+    shutil.copy(os.path.join(d, "demo_rs-train.tfrecord-00000-of-00004"),
+                os.path.join(d, "demo_rs-train.tfrecord-00000-of-00002"))
     rep = run(d, decode_fraction=0)
     assert [p.file for p in rep.by_kind("missing_shard")] == ["demo_rs-train.tfrecord-00001-of-00004"]
     assert [p.file for p in rep.by_kind("unexpected_file")] == ["demo_rs-train.tfrecord-00000-of-00002"]

@@ -33,7 +33,8 @@ def test_report_json_has_the_figures(report, demo_download):
     assert data["ok"] is True and data["kind"] == "download" and data["totals"]["records"] == 190
     f = data["figures"]
     # download success and failure reasons, from the shard parquets
-    t = pa.concat_tables([pq.read_table(p) for p in sorted(glob.glob(os.path.join(demo_download, "tfrecord", "*.parquet")))]).to_pydict()
+    parquets = sorted(glob.glob(os.path.join(demo_download, "tfrecord", "*.parquet")))
+    t = pa.concat_tables([pq.read_table(p) for p in parquets]).to_pydict()
     assert f["download"]["rows"] == len(t["status"]) and f["download"]["success"] == t["status"].count("success")
     top = dict((m, n) for m, n in f["download"]["top_errors"])
     assert top == {"failed_to_download: HTTP Error 404: Not Found": t["status"].count("failed_to_download")}

@@ -143,7 +143,8 @@ def make_tfds(download: str, root: str, name: str = "demo_tfds", version: str = 
     srcs = sorted(p for p in os.listdir(os.path.join(download, "tfrecord")) if p.endswith(".tfrecord"))
     lengths = []
     for i, s in enumerate(srcs):
-        shutil.copy(os.path.join(download, "tfrecord", s), os.path.join(d, f"{name}-train.tfrecord-{i:05d}-of-{len(srcs):05d}"))
+        shutil.copy(os.path.join(download, "tfrecord", s),
+                    os.path.join(d, f"{name}-train.tfrecord-{i:05d}-of-{len(srcs):05d}"))
         with open(os.path.join(download, "tfrecord", s.replace(".tfrecord", "_stats.json"))) as f:
             lengths.append(json.load(f)["successes"])
     F = tfds.features

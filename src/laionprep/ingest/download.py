@@ -29,9 +29,9 @@ from typing import Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
+from laionprep.folders.shardscan import STATS_FILE as STATS_RE, list_done
 from laionprep.ingest import safe_fetch
 
-STATS_RE = re.compile(r"(\d+)_stats\.json$")
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 # Columns img2dataset reserves for itself; a carried column of one of these names cannot be saved as an extra.
 RESERVED = {"key", "caption", "url", "width", "height", "original_width", "original_height", "status",
@@ -75,7 +75,8 @@ class DownloadOptions:
                 import ray  # noqa: F401
             except ImportError:
                 raise UsageError("--distributor ray needs the ray package", where="--distributor",
-                                 fix="pip install 'ray[default]' and start a ray cluster, or use multiprocessing/pyspark") from None
+                                 fix="pip install 'ray[default]' and start a ray cluster, or use "
+                                     "multiprocessing/pyspark") from None
         if self.distributor == "pyspark":
             try:
                 import pyspark  # noqa: F401
@@ -96,7 +97,8 @@ class DownloadOptions:
                                  fix="give an address or CIDR, e.g. 10.1.2.0/24 or 10.1.2.3") from None
         if self.resize_mode not in ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"):
             raise UsageError(f"unknown resize mode {self.resize_mode!r}", where="--resize-mode",
-                             fix="use keep_ratio (short side = image size), center_crop, border, keep_ratio_largest or no")
+                             fix="use keep_ratio (short side = image size), center_crop, border, "
+                                 "keep_ratio_largest or no")
 
     @property
     def processes_count(self) -> int:
@@ -175,17 +177,6 @@ def check_output_folder(output_dir: str) -> None:
             where=output_dir,
             fix="move them out: img2dataset's resume treats every *.json there as a finished-shard marker",
         )
-
-
-def list_done(output_dir: str) -> dict[int, str]:
-    if not lfs.exists(output_dir):
-        return {}
-    out = {}
-    for p in lfs.glob(str(output_dir).rstrip("/") + "/*_stats.json"):
-        m = STATS_RE.search(p)
-        if m:
-            out[int(m.group(1))] = p
-    return out
 
 
 def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_columns: Sequence[str],
@@ -336,7 +327,8 @@ def set_aside_broken_markers(output_dir: str) -> list[int]:
         except (ValueError, UnicodeDecodeError):
             pass
         fsys, p = lfs.get_fs(path)
-        dest = posixpath.join(posixpath.dirname(posixpath.dirname(p.rstrip("/"))), "_incomplete", time.strftime("%Y%m%d-%H%M%S"))
+        dest = posixpath.join(posixpath.dirname(posixpath.dirname(p.rstrip("/"))), "_incomplete",
+                              time.strftime("%Y%m%d-%H%M%S"))
         fsys.makedirs(dest, exist_ok=True)
         for suffix in ("_stats.json", ".tfrecord", ".parquet"):
             src = p.replace("_stats.json", suffix)

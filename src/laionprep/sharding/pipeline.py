@@ -31,6 +31,7 @@ from collections import Counter
 from laionprep import fs as lfs
 from laionprep import manifest as lmanifest
 from laionprep import stage
+from laionprep.folders import names
 from laionprep.errors import DataError
 from laionprep.sharding import records as lrec
 from laionprep.sharding import worker as lworker
@@ -130,7 +131,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     shards = {s: [{"file": r["splits"][s]["file"], "records": r["splits"][s]["records"],
                    "bytes": r["splits"][s]["bytes"]} for r in results] for s in job.splits}
     counts = {"name": job.name, "splits": {
-        s: {"filename_template": lworker.FILENAME_TEMPLATE.format(name=job.name, split=s), "num_shards": job.num_shards,
+        s: {"filename_template": names.reshard_template(job.name, s), "num_shards": job.num_shards,
             "shard_lengths": [sh["records"] for sh in shards[s]], "num_examples": rows_out[s]}
         for s in job.splits}}
     cfg = prep.config

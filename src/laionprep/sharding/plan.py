@@ -1,7 +1,7 @@
 """Planning on the launcher: which input records go to which output shard.
 
 Nothing here reads more than ONE record per source: record counts come from img2dataset's ``NNNNN_stats.json``
-(via :func:`laionprep.shards.scan`), sizes from one directory listing per source.
+(via :func:`laionprep.folders.scan`), sizes from one directory listing per source.
 
 The input shards of all sources are concatenated in order (source order as given, shard number within a source;
 with ``--shuffle``, permuted by the seed) and the concatenation is cut into ``N`` contiguous ranges of equal
@@ -18,7 +18,7 @@ import os
 import random
 
 from laionprep import fs as lfs
-from laionprep import shards as lshards
+from laionprep import folders as lshards
 from laionprep.errors import DataError
 
 

@@ -37,13 +37,12 @@ from laionprep.errors import DataError, LaionprepError
 from laionprep.manifest import check_accounting
 from laionprep.sharding import keylists
 from laionprep.sharding.plan import Task
+from laionprep.folders import names
 from laionprep.sharding.records import REASONS, RecordFilters, RecordProcessor
 from laionprep.tfrecord import RecordWriter, read_records
 
 FAIL_ONCE_ENV = "LAIONPREP_RESHARD_FAIL_ONCE"
 WORK_DIR = "_reshard"
-SHARD_TEMPLATE = "{name}-{split}.tfrecord-{index:05d}-of-{num:05d}"
-FILENAME_TEMPLATE = "{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"  # counts.json's template
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Job:
         return (self.split,) + ((self.validation_split,) if self.validation_split else ())
 
     def shard_url(self, split: str, index: int) -> str:
-        return lfs.join(self.output, SHARD_TEMPLATE.format(name=self.name, split=split, index=index, num=self.num_shards))
+        return lfs.join(self.output, names.shard_name(self.name, split, index, self.num_shards))
 
     def part_url(self, index: int) -> str:
         return lfs.join(self.output, WORK_DIR, f"part-{index:05d}.json")
@@ -161,8 +160,9 @@ def write_task(job: Job, task: Task) -> dict:
     finals = {s: job.shard_url(s, task.index) for s in job.splits}
     tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
     writers = {s: RecordWriter(tmps[s]) for s in job.splits}
-    buffers = ({s: ShuffleBuffer(job.shuffle_buffer_bytes, random.Random(f"laionprep-reshard:{job.seed}:{task.index}:{s}"))
-                for s in job.splits} if job.shuffle else None)
+    seed = f"laionprep-reshard:{job.seed}:{task.index}"
+    buffers = ({s: ShuffleBuffer(job.shuffle_buffer_bytes, random.Random(f"{seed}:{s}")) for s in job.splits}
+               if job.shuffle else None)
     fail_at = max(1, task.expected // 2) if _maybe_fail(task.index) else None
     rows_in = 0
     pieces = []
@@ -179,7 +179,8 @@ def write_task(job: Job, task: Task) -> dict:
                         w.flush()
                     with open(marker, "w") as f:
                         f.write(f"task {task.index} failed once after {rows_in} records\n")
-                    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} records")
+                    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} "
+                                       "records")
                 try:
                     is_val, out = proc.process(data, prefix)
                 except DecodeError as e:

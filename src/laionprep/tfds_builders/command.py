@@ -1,6 +1,6 @@
 """``laionprep build-tfds`` as a stage: its options (``BuildTfdsConfig``), ``run_stage`` around ``register`` /
-``build_image_folder`` / ``check_registration``, and the build-tfds manifest (``cli.py`` only parses, prints and maps
-errors).
+``build_image_folder`` / ``check_registration`` (``cli.py`` only parses, prints and maps errors; the build-tfds
+manifest is written by ``register``).
 """
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from laionprep import manifest as lmanifest
 from laionprep import options, stage
 from laionprep.errors import UsageError
 from laionprep.options import option
-
-# RegisterConfig fields that change how the registration runs or where it goes, not what it registers
-_RUN_ONLY = ("source", "data_dir", "verify", "check_read")
-
 
 @dataclasses.dataclass(frozen=True)
 class BuildTfdsConfig:
@@ -49,21 +45,10 @@ class BuildTfdsConfig:
                          "(exit 1 if not)", default=False)
 
 
-def write_manifest(cfg, record: dict, examples: dict[str, int]) -> dict:
-    """``ROOT/NAME/VERSION/manifest.json`` (the one schema, ``manifest.py``); the registration record (also in
-    metadata.json["laionprep"]) is its ``stages["build-tfds"]``."""
-    params = {k: v for k, v in lmanifest.parameters_of(cfg)[0].items() if k not in _RUN_ONLY}
-    total = sum(examples.values())
-    acc = lmanifest.check_accounting(total, total, {}, stage="build-tfds", **{f"examples_{s}": n
-                                                                              for s, n in examples.items()})
-    return stage.write_manifest(cfg.dataset_dir, stage="build-tfds", dataset=record.get("dataset"),
-                                status="complete", parameters=params,
-                                inputs={"source": record.get("source"), "source_kind": record.get("source_kind")},
-                                accounting=acc, stages={"build-tfds": record})
-
-
 def run_stage(cfg: BuildTfdsConfig, *, progress=None) -> stage.StageResult:
+    # imported here: cli.py builds every verb's flags from BuildTfdsConfig, and register loads TFDS (~1.8 s)
     from laionprep.tfds_builders import register as reg
+    from laionprep.tfds_builders.image_folder import build_image_folder
 
     dataset_dir = lfs.join(cfg.data_dir, cfg.name, cfg.version)
     if cfg.check:
@@ -75,8 +60,6 @@ def run_stage(cfg: BuildTfdsConfig, *, progress=None) -> stage.StageResult:
         raise UsageError("--source is required (or pass --check)", where="--source",
                          fix="pass the download, resharded or image folder to register")
     if cfg.mode == "image-folder":
-        from laionprep.tfds_builders.image_folder import build_image_folder
-
         res = build_image_folder(cfg.source, cfg.name, cfg.data_dir, cfg.version,
                                  class_names_file=cfg.class_names, split=cfg.split, progress=progress)
     else:
@@ -92,4 +75,4 @@ def run_stage(cfg: BuildTfdsConfig, *, progress=None) -> stage.StageResult:
     return stage.StageResult(manifest=lmanifest.read(res.dataset_dir), tables=tables, note=note, detail=res)
 
 
-__all__ = ["BuildTfdsConfig", "run_stage", "write_manifest"]
+__all__ = ["BuildTfdsConfig", "run_stage"]

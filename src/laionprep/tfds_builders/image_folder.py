@@ -116,7 +116,8 @@ def read_mapping(path: str, classes: list[str]) -> list[str]:
         try:
             mapping = json.loads(text)
         except ValueError as e:
-            raise DataError(f"unreadable class-name mapping: {e}", where=path, fix="write {folder: name} JSON") from None
+            raise DataError(f"unreadable class-name mapping: {e}", where=path,
+                            fix="write {folder: name} JSON") from None
         missing = [c for c in classes if c not in mapping]
         if missing:
             raise DataError(f"class-name mapping lacks {len(missing)} class folder(s), e.g. {missing[:3]}",
@@ -163,11 +164,11 @@ def build_image_folder(source: str, name: str, data_dir: str, version: str = "1.
 def run(cfg: ImageFolderConfig, *, progress=None) -> ImageFolderResult:
     import tensorflow_datasets as tfds
 
-    from laionprep.tfds_builders import register as reg
+    from laionprep.tfds_builders import tfds_files
     from laionprep.tfrecord import write_records
 
     t0 = time.time()
-    reg.check_name(cfg.name, cfg.version)
+    tfds_files.check_name(cfg.name, cfg.version)
     if not lfs.is_local(cfg.data_dir) or not lfs.is_local(cfg.source):
         raise UsageError("image-folder mode reads and writes local folders", where="--data-dir/--source",
                          fix="build locally, then copy ROOT/NAME/VERSION to the bucket (gsutil -m cp -r)")
@@ -196,7 +197,7 @@ def run(cfg: ImageFolderConfig, *, progress=None) -> ImageFolderResult:
             items.sort(key=lambda it: hashlib.sha256(f"{split}/{it[0]}".encode()).digest())
             total_bytes = sum(os.path.getsize(p) for _, p, _ in items)
             n_shards = max(1, min(len(items), math.ceil(total_bytes / cfg.shard_bytes)))
-            names = reg.shard_file_names(split, cfg.name, reg.DEFAULT_TEMPLATE, n_shards)
+            names = tfds_files.shard_file_names(split, cfg.name, tfds_files.DEFAULT_TEMPLATE, n_shards)
             task = progress.add_task(f"images {split}", total=len(items)) if progress is not None else None
             lengths, nbytes, done = [], 0, 0
             for k in range(n_shards):
@@ -218,17 +219,17 @@ def run(cfg: ImageFolderConfig, *, progress=None) -> ImageFolderResult:
             if task is not None:
                 progress.update(task, completed=len(items))
             counts[split] = sum(lengths)
-            infos.append(reg.split_info(split, cfg.name, reg.DEFAULT_TEMPLATE, final, lengths, nbytes))
-        record = {"tool": "laionprep build-tfds --mode image-folder", "created": reg._now(),
+            infos.append(tfds_files.split_info(split, cfg.name, tfds_files.DEFAULT_TEMPLATE, final, lengths, nbytes))
+        record = {"tool": "laionprep build-tfds --mode image-folder", "created": tfds_files._now(),
                   "source": os.path.abspath(cfg.source), "source_kind": "image_folder",
                   "class_names_file": os.path.abspath(mapping) if mapping else None}
-        info = reg.dataset_info(
+        info = tfds_files.dataset_info(
             name=cfg.name, version=cfg.version, dataset_dir=final, features=features, split_infos=infos,
             description=cfg.description or (f"Labelled images from {os.path.abspath(cfg.source)} "
                                             f"({len(classes)} classes), for zero-shot evaluation."),
             homepage=None, citation=None, supervised_keys=("image", "label"),
             metadata={"class_names": prompts or [c.replace("_", " ") for c in classes],
-                      "class_names_from": "mapping file" if prompts else "folder names", reg.RECORD_KEY: record})
+                      "class_names_from": "mapping file" if prompts else "folder names", tfds_files.RECORD_KEY: record})
         info.write_to_directory(tmp)
         with open(os.path.join(tmp, "class_names.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(prompts or [c.replace("_", " ") for c in classes]) + "\n")

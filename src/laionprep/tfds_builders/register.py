@@ -29,24 +29,24 @@ import dataclasses
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 from laionprep import fs as lfs
+from laionprep import folders
+from laionprep import manifest as lmanifest
+from laionprep import stage
 from laionprep.datasets import DatasetSpec, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.tfds_builders import features as feats
 from laionprep.tfds_builders import sources
-from laionprep.tfds_builders.command import write_manifest
+from laionprep.tfds_builders.tfds_files import (DEFAULT_TEMPLATE, IN_PLACE_DOWNLOAD_TEMPLATE, RECORD_KEY, _now,
+                                                check_name, dataset_info, read_record, shard_file_name,
+                                                shard_file_names, split_info, write_metadata_files)
 from laionprep.tfrecord import count_records, read_records
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-IN_PLACE_DOWNLOAD_TEMPLATE = "tfrecord/{SHARD_INDEX}.tfrecord"
-RECORD_KEY = "laionprep"  # key of the registration record in the dataset's metadata.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,27 +104,6 @@ class RegisterResult:
 
 
 # --------------------------------------------------------------------------------------------------------- checks
-def our_builder_names() -> set[str]:
-    from laionprep.tfds_builders import BUILDERS
-
-    return set(BUILDERS)
-
-
-def check_name(name: str, version: str) -> None:
-    import tensorflow_datasets as tfds
-
-    if not NAME_RE.match(name or ""):
-        raise UsageError(f"invalid dataset name {name!r}", where="--name",
-                         fix="use lower case letters, digits and underscores, starting with a letter "
-                             "(e.g. laion400m_tfrecord)")
-    if not tfds.core.Version.is_valid(version):
-        raise UsageError(f"invalid version {version!r}", where="--version", fix="use MAJOR.MINOR.PATCH, e.g. 1.0.0")
-    if name not in our_builder_names() and name in set(tfds.list_builders(with_community_datasets=False)):
-        raise UsageError(f"{name!r} is a dataset in the TFDS catalog: tfds.load({name!r}) would use TFDS's own "
-                         f"code and features instead of these files", where="--name",
-                         fix=f"choose another name, e.g. {name}_tfrecord")
-
-
 def _sample(items: Sequence, k: int) -> list:
     """Up to ``k`` items spread evenly, always including the first and the last."""
     n = len(items)
@@ -181,76 +160,6 @@ def _spec(cfg_dataset: str | None, source: sources.Source, notes: list[str]) -> 
     return get_spec(name)
 
 
-def _info_dir(url: str) -> str:
-    """The folder to name in TFDS objects (informational: TFDS re-derives it when reading).  etils.epath knows local
-    paths, gs:// and s3://; fsspec-only schemes such as memory:// get a neutral placeholder."""
-    url = str(url)
-    if "://" not in url or url.startswith(("gs://", "s3://", "file://")):
-        return url
-    return "/" + url.split("://", 1)[1]
-
-
-def dataset_info(*, name: str, version: str, dataset_dir: str, features, split_infos, description: str,
-                 homepage: str | None, citation: str | None, metadata: dict, supervised_keys=None):
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.core import file_adapters
-
-    identity = tfds.core.dataset_info.DatasetIdentity(
-        name=name, version=tfds.core.Version(version), data_dir=_info_dir(dataset_dir), module_name="")
-    info = tfds.core.DatasetInfo(builder=identity, description=description, features=features,
-                                 homepage=homepage or None, citation=citation or None,
-                                 metadata=tfds.core.MetadataDict(metadata), supervised_keys=supervised_keys)
-    info.set_file_format(file_adapters.file_format_from_suffix("tfrecord"))
-    info.set_splits(tfds.core.SplitDict(split_infos))
-    return info
-
-
-def split_info(split: str, name: str, template: str, dataset_dir: str, lengths: list[int], num_bytes: int):
-    import tensorflow_datasets as tfds
-
-    tpl = tfds.core.ShardedFileTemplate(data_dir=_info_dir(dataset_dir), template=template, dataset_name=name,
-                                        split=split, filetype_suffix="tfrecord")
-    return tfds.core.SplitInfo(name=split, shard_lengths=list(lengths), num_bytes=int(num_bytes),
-                               filename_template=tpl)
-
-
-def shard_file_name(split: str, name: str, template: str, index: int, num_shards: int) -> str:
-    import tensorflow_datasets as tfds
-
-    tpl = tfds.core.ShardedFileTemplate(data_dir="/", template=template, dataset_name=name, split=split,
-                                        filetype_suffix="tfrecord")
-    return tpl.relative_filepath(shard_index=index, num_shards=num_shards)
-
-
-def shard_file_names(split: str, name: str, template: str, num_shards: int) -> list[str]:
-    import tensorflow_datasets as tfds
-
-    tpl = tfds.core.ShardedFileTemplate(data_dir="/", template=template, dataset_name=name, split=split,
-                                        filetype_suffix="tfrecord")
-    return [tpl.relative_filepath(shard_index=i, num_shards=num_shards) for i in range(num_shards)]
-
-
-def write_metadata_files(info, target: str, *, last: str = "dataset_info.json") -> None:
-    """Write the info's files into ``target`` (any filesystem), each atomically, ``dataset_info.json`` last: TFDS
-    treats a folder with ``dataset_info.json`` as a finished dataset."""
-    with tempfile.TemporaryDirectory(prefix="laionprep-tfds-") as tmp:
-        info.write_to_directory(tmp)
-        names = sorted(os.listdir(tmp), key=lambda n: (n == last, n))
-        for n in names:
-            with open(os.path.join(tmp, n), "rb") as f:
-                lfs.atomic_write_bytes(lfs.join(target, n), f.read())
-
-
-def read_record(dataset_dir: str) -> dict | None:
-    p = lfs.join(dataset_dir, "metadata.json")
-    if not lfs.exists(p):
-        return None
-    try:
-        return lfs.read_json(p).get(RECORD_KEY)
-    except (ValueError, AttributeError):
-        return None
-
-
 def _check_first_record(dataset_dir: str) -> None:
     import tensorflow_datasets as tfds
 
@@ -263,6 +172,23 @@ def _check_first_record(dataset_dir: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ register
+# RegisterConfig fields that change how the registration runs or where it goes, not what it registers
+_RUN_ONLY = ("source", "data_dir", "verify", "check_read")
+
+
+def write_manifest(cfg: RegisterConfig, record: dict, examples: dict[str, int]) -> dict:
+    """``ROOT/NAME/VERSION/manifest.json`` (the one schema, ``manifest.py``); the registration record (also in
+    metadata.json["laionprep"]) is its ``stages["build-tfds"]``."""
+    params = {k: v for k, v in lmanifest.parameters_of(cfg)[0].items() if k not in _RUN_ONLY}
+    total = sum(examples.values())
+    acc = lmanifest.check_accounting(total, total, {}, stage="build-tfds", **{f"examples_{s}": n
+                                                                              for s, n in examples.items()})
+    return stage.write_manifest(cfg.dataset_dir, stage="build-tfds", dataset=record.get("dataset"),
+                                status="complete", parameters=params,
+                                inputs={"source": record.get("source"), "source_kind": record.get("source_kind")},
+                                accounting=acc, stages={"build-tfds": record})
+
+
 def register(source: str, name: str, data_dir: str, version: str = "1.0.0", *, progress=None,
              **options) -> RegisterResult:
     """Register ``source`` (a download or resharded folder) as TFDS dataset ``name`` under ``data_dir``.
@@ -306,9 +232,10 @@ def _layout(cfg: RegisterConfig, source: sources.Source) -> str:
         return "in_place"
     if lfs.is_local(dataset_dir) and lfs.is_local(source.data_folder):
         return "symlinks"
+    holder = "gs:// and other object stores" if not lfs.is_local(dataset_dir) else \
+        "a local folder pointing at an object store"
     raise UsageError(
-        f"zero-copy registration of {source.root} into {dataset_dir} needs symbolic links, which "
-        f"{'gs:// and other object stores' if not lfs.is_local(dataset_dir) else 'a local folder pointing at an object store'} "
+        f"zero-copy registration of {source.root} into {dataset_dir} needs symbolic links, which {holder} "
         f"cannot hold", where="--data-dir",
         fix=f"register in place (--data-dir such that DATA_DIR/{cfg.name}/{cfg.version} is the source folder, i.e. "
             f"download or reshard into gs://BUCKET/tfds/{cfg.name}/{cfg.version}), or copy the files with --mode "
@@ -436,7 +363,7 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
             for i, sh in enumerate(shards):
                 dst = os.path.join(tmp, names[i])
                 if layout == "symlinks":
-                    os.symlink(os.path.abspath(sources.local_path(sh.url)), dst)
+                    os.symlink(os.path.abspath(folders.local_path(sh.url)), dst)
                 else:
                     _copy(sh.url, dst)
                 if task is not None and (i % 512 == 511 or i == n - 1):
@@ -587,11 +514,6 @@ def _feature_txt(f) -> str:
         return "Text"
     return f"{type(f).__name__}(shape={f.shape}, dtype={np.dtype(f.np_dtype).name})"
 
-
-def _now() -> str:
-    from laionprep.manifest import now
-
-    return now()
 
 
 def _abs(url: str) -> str:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 
 from laionprep import fs as lfs
-from laionprep.errors import DataError
-
-_SHARD_FILE = re.compile(r"^(\d+)(_stats\.json|\.tfrecord|\.parquet)$")
+from laionprep import folders
+from laionprep.errors import DataError, UsageError
+from laionprep.folders.shardscan import list_sizes, read_many
 MIN_RECORD_BYTES = 16  # framing overhead of one TFRecord record
 
 
@@ -59,68 +57,21 @@ class Source:
         return {s: sum(x.count for x in shards) for s, shards in self.splits.items()}
 
 
-def local_path(url: str) -> str | None:
-    """The OS path of a local URL (plain path or file://), None for other filesystems; no fsspec call."""
-    url = str(url)
-    if url.startswith("file://"):
-        return url[len("file://"):]
-    return None if "://" in url else url
-
-
-def list_sizes(folder: str) -> dict[str, int]:
-    """``{file name: size}`` of the files directly in ``folder`` (symlinks followed)."""
-    path = local_path(folder)
-    if path is not None:
-        out = {}
-        with os.scandir(path) as it:
-            for e in it:
-                try:
-                    if e.is_file():
-                        out[e.name] = e.stat().st_size
-                except FileNotFoundError:  # a dangling symlink or a file removed meanwhile
-                    continue
-        return out
-    fsys, path = lfs.get_fs(folder)
-    out = {}
-    for d in fsys.ls(path.rstrip("/"), detail=True):
-        if d.get("type") == "file":
-            out[d["name"].rstrip("/").rsplit("/", 1)[-1]] = int(d.get("size") or 0)
-    return out
-
-
-def read_many(urls: list[str]) -> dict[str, bytes | Exception]:
-    """Contents of many small files: a plain loop locally, one concurrent ``cat`` on object stores."""
-    if not urls:
-        return {}
-    if local_path(urls[0]) is not None:
-        out: dict[str, bytes | Exception] = {}
-        for u in urls:
-            try:
-                with open(local_path(u), "rb") as f:
-                    out[u] = f.read()
-            except OSError as e:
-                out[u] = e
-        return out
-    fsys, _ = lfs.get_fs(urls[0])
-    paths = [lfs.get_fs(u)[1] for u in urls]
-    got = fsys.cat(paths, on_error="return")
-    return {u: got.get(p, FileNotFoundError(p)) for u, p in zip(urls, paths)}
-
-
 def detect(path: str) -> Source:
     """Scan ``path``: a download folder DIR (or DIR/tfrecord) or a resharded folder."""
     path = str(path).rstrip("/") or "/"
     if not lfs.exists(path):
         raise DataError(f"source folder not found: {path}", where="--source",
                         fix="pass a `laionprep download` output folder or a `laionprep reshard` output folder")
-    if lfs.exists(lfs.join(path, "counts.json")):
+    try:
+        folder = folders.detect(path, kinds=("resharded", "download"))
+    except UsageError:
+        folder = None
+    if isinstance(folder, folders.ReshardFolder):
         return scan_resharded(path)
-    if lfs.exists(lfs.join(path, "tfrecord")):
+    if isinstance(folder, folders.DownloadFolder):
         return scan_download(path)
-    names = list_sizes(path)
-    if any(_SHARD_FILE.match(n) for n in names):
-        return scan_download(path)
-    if any(".tfrecord-" in n for n in names):
+    if any(".tfrecord-" in n for n in list_sizes(path)):
         raise DataError("this looks like a resharded folder without counts.json: the reshard did not finish",
                         where=path, fix="re-run `laionprep reshard` to completion (counts.json is written last)")
     raise DataError("not a download folder (no tfrecord/ with NNNNN_stats.json) nor a resharded folder "
@@ -146,19 +97,11 @@ def _dataset_of(manifest: dict) -> str | None:
 
 
 def scan_download(path: str) -> Source:
-    if lfs.exists(lfs.join(path, "tfrecord")):
-        root, data = path, lfs.join(path, "tfrecord")
-    else:
-        data = path
-        parent = path.rsplit("/", 1)[0] if "/" in path else "."
-        root = parent if lfs.exists(lfs.join(parent, "manifest.json")) else path
+    folder = folders.download_folder(path)
+    root, data = folder.root, folder.data
     manifest = _manifest(root) if root != data else {}
     sizes = list_sizes(data)
-    by_id: dict[int, dict[str, str]] = {}
-    for name in sizes:
-        m = _SHARD_FILE.match(name)
-        if m:
-            by_id.setdefault(int(m.group(1)), {})[m.group(2)] = name
+    by_id = folders.group_files(sizes)
     stats_urls = {sid: lfs.join(data, f["_stats.json"]) for sid, f in by_id.items() if "_stats.json" in f}
     contents = read_many(list(stats_urls.values()))
     shards: list[SourceShard] = []
@@ -210,11 +153,6 @@ def scan_download(path: str) -> Source:
                   splits={"train": shards} if shards else {}, problems=problems)
 
 
-def format_template(template: str, index: int, num_shards: int) -> str:
-    digits = max(5, len(str(num_shards)))
-    return template.replace("{SHARD_INDEX}", f"{index:0{digits}d}").replace("{NUM_SHARDS}", f"{num_shards:0{digits}d}")
-
-
 def scan_resharded(path: str) -> Source:
     counts_url = lfs.join(path, "counts.json")
     try:
@@ -247,7 +185,7 @@ def scan_resharded(path: str) -> Source:
         num_shards[split] = n
         shards = []
         for i, count in enumerate(lengths):
-            fname = format_template(template, i, n)
+            fname = folders.format_template(template, i, n)
             size = sizes.get(fname)
             if size is None:
                 problems.append(Problem("missing", i, f"{split} shard {i}: {fname} is missing"))

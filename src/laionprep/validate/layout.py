@@ -11,12 +11,10 @@ Three kinds (see the formats section of the README):
 from __future__ import annotations
 
 import dataclasses
-import os
-import posixpath
 from typing import Any
 
 from laionprep import fs as lfs
-from laionprep import shards as lshards
+from laionprep import folders
 from laionprep.datasets import DatasetSpec, SPECS
 from laionprep.errors import UsageError
 from laionprep.validate.problems import Problem
@@ -71,31 +69,8 @@ def _spec_for(name: str | None, where: str) -> DatasetSpec | None:
 
 def detect(path: str) -> tuple[str, str]:
     """(kind, folder) for the folder given on the command line."""
-    path = str(path).rstrip("/") or "/"
-    if not lfs.exists(path):
-        raise UsageError(f"no such folder: {path}", where="DIR", fix="pass a download, resharded or TFDS folder")
-    j = lambda *p: lfs.join(path, *p)  # noqa: E731
-    if lfs.exists(j("dataset_info.json")):
-        return "tfds", path
-    if lfs.exists(j("counts.json")):
-        return "resharded", path
-    if lfs.exists(j("manifest.json")) and lfs.exists(j("tfrecord")):
-        return "download", path
-    if lfs.glob(j("*_stats.json")) or lfs.glob(j("[0-9]*.tfrecord")):
-        parent = posixpath.dirname(path) if "://" in path else os.path.dirname(path)
-        if posixpath.basename(path) == "tfrecord" and lfs.exists(lfs.join(parent, "manifest.json")):
-            return "download", parent
-        return "download", path
-    infos = lfs.glob(j("*", "dataset_info.json")) + lfs.glob(j("*", "*", "dataset_info.json"))
-    if len(infos) == 1:
-        return "tfds", infos[0].rsplit("/", 1)[0]
-    if len(infos) > 1:
-        raise UsageError(f"{path} holds {len(infos)} TFDS dataset versions", where="DIR",
-                         fix="pass one of: " + ", ".join(i.rsplit("/", 1)[0] for i in infos[:10]))
-    raise UsageError(f"{path} is not a dataset folder laionprep knows", where="DIR",
-                     fix="pass a `laionprep download` folder (manifest.json + tfrecord/), an img2dataset TFRecord "
-                         "folder (NNNNN.tfrecord + NNNNN_stats.json), a resharded folder (counts.json) or a TFDS "
-                         "folder (dataset_info.json)")
+    f = folders.detect(path)
+    return f.kind, f.root
 
 
 _COLUMN_KINDS = {"float": "float", "int": "int64", "str": "bytes", "json": "bytes"}
@@ -137,12 +112,12 @@ def _size_settings(manifest: dict, cfg, notes: list) -> dict:
 
 
 def build(cfg) -> Layout:
-    kind, folder = detect(cfg.path)
-    if kind == "download":
-        return _download(folder, cfg)
-    if kind == "resharded":
-        return _resharded(folder, cfg)
-    return _tfds(folder, cfg)
+    f = folders.detect(cfg.path)
+    if isinstance(f, folders.DownloadFolder):
+        return _download(f, cfg)
+    if isinstance(f, folders.ReshardFolder):
+        return _resharded(f.root, cfg)
+    return _tfds(f.root, cfg)
 
 
 def _checks(cfg, **kw) -> Checks:
@@ -150,10 +125,10 @@ def _checks(cfg, **kw) -> Checks:
 
 
 # ------------------------------------------------------------------------------------------------- download
-def _download(root: str, cfg) -> Layout:
-    has_manifest = lfs.exists(lfs.join(root, "manifest.json"))
-    manifest = lfs.read_json(lfs.join(root, "manifest.json")) if has_manifest else {}
-    data = lshards.resolve_download_folder(root)
+def _download(folder: folders.DownloadFolder, cfg) -> Layout:
+    root, data = folder.root, folder.data
+    has_manifest = lfs.exists(folder.manifest_path)
+    manifest = folder.manifest() if has_manifest else {}
     notes = [] if has_manifest else ["no manifest.json: totals are not compared with one"]
     spec = _spec_for(cfg.dataset, "--dataset") or _spec_for(manifest.get("dataset"), lfs.join(root, "manifest.json"))
     carried = (manifest.get("stages", {}).get("prefilter", {}) or {}).get("columns") or None
@@ -162,7 +137,7 @@ def _download(root: str, cfg) -> Layout:
     required, kinds, n2 = _base_checks(spec, carried)
     notes += n2
     size = _size_settings(manifest, cfg, notes)
-    scan = lshards.scan(data)
+    scan = folder.scan()
     problems = []
     units = []
     for i, s in enumerate(scan.shards):
@@ -170,7 +145,8 @@ def _download(root: str, cfg) -> Layout:
                           expected_source="_stats.json", parquet=s.parquet, stats=s.stats, shard_id=s.id))
     for sid in scan.gaps:
         problems.append(Problem("missing_shard", f"shard {sid:05d} is missing (no tfrecord, parquet or _stats.json) "
-                                                 "between finished shards", file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
+                                                 "between finished shards",
+                                file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
     expected_shards = _find_value(manifest.get("stages", {}).get("download", {}), "shards_expected")
     found = {s.id for s in scan.shards} | set(scan.gaps) | set(scan.missing_tfrecord)
     if isinstance(expected_shards, int):
@@ -191,12 +167,6 @@ def _download(root: str, cfg) -> Layout:
 
 
 # ------------------------------------------------------------------------------------------------- resharded
-def _expand(template: str, name: str, split: str, i: int, n: int) -> str:
-    return (template.replace("{SHARD_X_OF_Y}", f"{i:05d}-of-{n:05d}").replace("{SHARD_INDEX}", f"{i:05d}")
-            .replace("{NUM_SHARDS}", f"{n:05d}").replace("{SPLIT}", split).replace("{DATASET}", name)
-            .replace("{FILEFORMAT}", "tfrecord"))
-
-
 def _resharded(root: str, cfg) -> Layout:
     counts_path = lfs.join(root, "counts.json")
     problems, notes = [], []
@@ -230,7 +200,7 @@ def _resharded(root: str, cfg) -> Layout:
         try:
             n = int(s["num_shards"])
             lengths = [int(x) for x in s["shard_lengths"]]
-            template = s.get("filename_template") or f"{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
+            template = s.get("filename_template") or folders.reshard_template(name, split)
         except Exception as e:
             problems.append(Problem("bad_metadata", f"split {split!r}: {type(e).__name__}: {e}", file="counts.json"))
             continue
@@ -242,7 +212,7 @@ def _resharded(root: str, cfg) -> Layout:
             problems.append(Problem("count_mismatch", f"split {split}: num_examples {s['num_examples']} != "
                                                       f"sum of shard_lengths {sum(lengths)}", file="counts.json"))
         for i in range(n):
-            fname = _expand(template, name, split, i, n)
+            fname = folders.format_template(template, i, n, dataset=name, split=split)
             path = lfs.join(root, fname)
             listed.add(lfs.normalise(path))
             expected = lengths[i] if i < len(lengths) else None

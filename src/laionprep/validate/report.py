@@ -85,7 +85,8 @@ def _plots(rep) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(6, 3))
         bins = min(50, max(1, int(vals.max() - vals.min() + 1)))
         ax.hist(vals, bins=bins, weights=w, color="#1d3557")
-        ax.set_xlabel(label + (f" (values >= {s['capped_at']} counted at {s['capped_at']})" if s["max"] >= s["capped_at"] else ""))
+        capped = s["max"] >= s["capped_at"]
+        ax.set_xlabel(label + (f" (values >= {s['capped_at']} counted at {s['capped_at']})" if capped else ""))
         ax.set_ylabel("records")
         ax.set_title(f"{label}: median {s['p50']}, p99 {s['p99']}, max {s['max']}")
         out.append((label, _png(fig)))
@@ -153,7 +154,8 @@ def render_html(rep) -> str:
         parts.append("<h2>Download</h2>")
         parts.append(_table(["", ""], [("rows given to the downloader", f"{dl['rows']:,}"),
                                        ("success", f"{dl['success']:,}"),
-                                       ("success rate", f"{dl['success_rate']:.2%}" if dl["success_rate"] is not None else "-"),
+                                       ("success rate", "-" if dl["success_rate"] is None
+                                        else f"{dl['success_rate']:.2%}"),
                                        ("distinct failure messages", dl["distinct_errors"])]))
         if dl["top_errors"]:
             parts.append("<p>Top failure reasons (from the shard parquets)</p>")
