@@ -1,4 +1,4 @@
-# Quick start: `make demo` runs the whole pipeline offline; `make test` runs the test suite.
+# Quick start: `make demo` runs the whole pipeline offline; `make test` runs the style check (ruff) and the test suite.
 # Both create .venv and install laionprep with the tested, pinned dependency set (constraints.txt) on first use;
 # re-running is a no-op until pyproject.toml or constraints.txt change.
 PYTHON ?= python3
@@ -35,6 +35,7 @@ demo: $(STAMP)
 	$(BIN)/laionprep demo --workdir $(WORKDIR)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
