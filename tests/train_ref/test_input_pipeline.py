@@ -51,6 +51,33 @@ def test_sources_resolve(flip_data, tmp_path):
         ip.resolve_source("")
 
 
+def test_stage_folders_resolve_through_laionprep_folders(flip_data, tmp_path):
+    """A download's complete shards only (a shard without its stats file is a killed run's), and a reshard output's
+    shards of one split from its counts.json (a stray file under another name is not read)."""
+    files = ip.resolve_source(flip_data).files
+    dl = tmp_path / "download" / "tfrecord"
+    dl.mkdir(parents=True)
+    for k, f in enumerate(files):
+        shutil.copy(f, dl / f"{k:05d}.tfrecord")
+        if k != 2:  # shard 2 never finished
+            (dl / f"{k:05d}_stats.json").write_text(json.dumps({"count": 256, "successes": 256}))
+    got = ip.resolve_source(str(tmp_path / "download"))
+    assert [os.path.basename(f) for f in got.files] == ["00000.tfrecord", "00001.tfrecord", "00003.tfrecord"]
+    assert "complete shards" in got.description
+    rs = tmp_path / "rs"
+    rs.mkdir()
+    for k, f in enumerate(files[:3]):
+        shutil.copy(f, rs / f"x-train.tfrecord-{k:05d}-of-00003")
+    shutil.copy(files[3], rs / "x-train.tfrecord-00003-of-00004")  # a stray file of an older plan
+    (rs / "counts.json").write_text(json.dumps({"name": "x", "splits": {"train": {
+        "filename_template": "x-train.tfrecord-{SHARD_INDEX}-of-{NUM_SHARDS}", "num_shards": 3,
+        "shard_lengths": [256] * 3, "num_examples": 768}}}))
+    got = ip.resolve_source(str(rs), split="train")
+    assert [os.path.basename(f) for f in got.files] == [f"x-train.tfrecord-{k:05d}-of-00003" for k in range(3)]
+    with pytest.raises(UsageError, match="it has: train"):
+        ip.resolve_source(str(rs), split="validation")
+
+
 def test_train_batches(flip_data, tok):
     ds = ip.train_dataset(flip_data, tok, image_size=32, batch_size=8, seed=0, shuffle_buffer=32)
     b1, b2 = _take(ds, 2)

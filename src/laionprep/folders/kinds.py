@@ -70,10 +70,6 @@ class TfdsFolder(Folder):
     def info_path(self) -> str:
         return lfs.join(self.root, DATASET_INFO)
 
-    @property
-    def manifest_path(self) -> str:  # build-tfds keeps its record in metadata.json until the manifest is unified
-        return lfs.join(self.root, "metadata.json")
-
 
 def _parent(path: str) -> str:
     return posixpath.dirname(path) if "://" in path else os.path.dirname(path)

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from laionprep import folders
 from laionprep import fs as lfs
 from laionprep._env import import_tf
 from laionprep.errors import DataError, UsageError
@@ -113,6 +114,29 @@ def _tfrecord_files_in(path: str, split: str) -> list[str]:
     return files
 
 
+def _stage_folder_files(source: str, split: str) -> Source | None:
+    """The files of a folder laionprep wrote, as ``laionprep.folders`` knows it: a reshard output's shards of
+    ``split`` (from counts.json), or a download's complete shards (a shard without its stats file is left out: a
+    killed run's last file may be truncated).  ``None`` for any other folder (plain TFRecord globbing applies)."""
+    try:
+        found = folders.detect(source, kinds=("resharded", "download"))
+    except UsageError:
+        return None
+    if isinstance(found, folders.ReshardFolder):
+        splits = found.counts().get("splits", {})
+        if split not in splits:
+            raise UsageError(f"no '{split}' files in {source} (it has: {', '.join(sorted(splits))})", where=source,
+                             fix="pick one of those splits (data.split / eval.split)")
+        info = splits[split]
+        files = [lfs.join(found.root, folders.format_template(info["filename_template"], i, info["num_shards"]))
+                 for i in range(info["num_shards"])]
+        return Source("files", f"{len(files)} '{split}' shards of the reshard output {source}", split, files=files)
+    files = [s.tfrecord for s in found.scan().shards]
+    if not files:
+        return None
+    return Source("files", f"{len(files)} complete shards of the download {found.root}", split, files=files)
+
+
 def resolve_source(source: str, data_dir: str = "", split: str = "train", *, allow_folder: bool = False) -> Source:
     """Work out what ``source`` names.  See the module docstring for what is accepted."""
     tf = import_tf()
@@ -133,6 +157,9 @@ def resolve_source(source: str, data_dir: str = "", split: str = "train", *, all
 
             builder = tfds.builder_from_directory(bdir)
             return Source("tfds", f"TFDS {builder.info.full_name} at {bdir}", split, builder=builder)
+        stage_files = _stage_folder_files(source, split)
+        if stage_files is not None:
+            return stage_files
         files = _tfrecord_files_in(source, split)
         if files:
             return Source("files", f"{len(files)} TFRecord files in {source}", split, files=files)
