@@ -34,43 +34,14 @@ def _cmd_datasets(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- download
-def _add_download_flags(p):
-    from laionprep.ingest.safe_fetch import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_REDIRECTS
-
-    g = p.add_argument_group("download (img2dataset)")
-    g.add_argument("--image-size", type=int, default=480, help="short side after resizing (default 480)")
-    g.add_argument("--resize-mode", default="keep_ratio", help="img2dataset resize mode (default keep_ratio)")
-    g.add_argument("--resize-only-if-bigger", action="store_true", help="never upscale small images")
-    g.add_argument("--processes", type=int, default=0, help="download processes (default: one per core)")
-    g.add_argument("--threads", type=int, default=64, help="download threads per process (default 64)")
-    g.add_argument("--retries", type=int, default=0, help="retries per URL (default 0)")
-    g.add_argument("--timeout", type=int, default=10,
-                   help="seconds per URL attempt: connect, redirects, headers and body together (default 10)")
-    g.add_argument("--number-sample-per-shard", type=int, default=10000, help="rows per shard (default 10000)")
-    g.add_argument("--distributor", default="multiprocessing", choices=["multiprocessing", "pyspark", "ray"])
-    g.add_argument("--spark-master", help="Spark master URL for --distributor pyspark (default local[processes])")
-    s = p.add_argument_group("fetch safety (laionprep's fetcher in img2dataset's workers)")
-    s.add_argument("--allow-private-addresses", action="store_true",
-                   help="also fetch from loopback, private, link-local and other non-public addresses (only for "
-                        "servers you run yourself, e.g. the demo's 127.0.0.1); refused by default")
-    s.add_argument("--allow-network", action="append", default=[], metavar="CIDR",
-                   help="a private network to allow while the rest stay refused, e.g. 10.1.2.0/24 (repeatable)")
-    s.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
-                   help=f"refuse bodies larger than this (default {DEFAULT_MAX_IMAGE_BYTES}, 32 MiB)")
-    s.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                   help=f"refuse images whose header says more pixels, before decoding (default "
-                        f"{DEFAULT_MAX_IMAGE_PIXELS})")
-    s.add_argument("--max-redirects", type=int, default=DEFAULT_MAX_REDIRECTS,
-                   help=f"redirect hops per URL (default {DEFAULT_MAX_REDIRECTS})")
-
-
 def _add_download(sub):
     from laionprep import options
+    from laionprep.ingest.download import GROUPS, DownloadOptions
     from laionprep.ingest.pipeline import IngestConfig
 
     p = sub.add_parser("download", help="metadata -> prefilter -> img2dataset -> TFRecords (resumable)")
     options.add_arguments(p, IngestConfig, groups={"filters": "filters (override the dataset's defaults)"})
-    _add_download_flags(p)
+    options.add_arguments(p, DownloadOptions, groups=GROUPS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_download)
 
@@ -80,14 +51,7 @@ def ingest_config(args):
     from laionprep.ingest.download import DownloadOptions
     from laionprep.ingest.pipeline import IngestConfig
 
-    cfg = options.from_args(IngestConfig, args, download=DownloadOptions(
-        image_size=args.image_size, resize_mode=args.resize_mode, resize_only_if_bigger=args.resize_only_if_bigger,
-        processes=args.processes, threads=args.threads, retries=args.retries, timeout=args.timeout,
-        number_sample_per_shard=args.number_sample_per_shard, distributor=args.distributor,
-        spark_master=args.spark_master, allow_private_addresses=args.allow_private_addresses,
-        allowed_networks=tuple(args.allow_network), max_image_bytes=args.max_image_bytes,
-        max_image_pixels=args.max_image_pixels, max_redirects=args.max_redirects,
-    ))
+    cfg = options.from_args(IngestConfig, args, download=options.from_args(DownloadOptions, args))
     # download's `--nsfw all` also drops the dataset's other default filters (as it always has)
     return dataclasses.replace(cfg, nsfw=None, no_filters=True) if cfg.nsfw == () else cfg
 

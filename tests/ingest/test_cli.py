@@ -85,3 +85,24 @@ def test_foreign_json_in_image_folder_refused(tmp_path):
     pq.write_table(pa.table({"URL": ["http://x/1.jpg"], "TEXT": ["t"]}), src / "p.parquet")
     r = run("download", "--dataset", "laion400m", "--metadata-source", str(src), "--output", str(out))
     assert r.returncode == 2 and "dataset_info.json" in r.stderr and "move them out" in r.stderr
+
+
+def test_download_flags_are_the_config_fields():
+    """Options declared once: every flagged DownloadOptions field is a download flag, parsed into the same config,
+    and its run-only fields (processes, threads, distributor, spark_master) stay out of the manifest's parameters."""
+    import dataclasses
+
+    from laionprep import cli
+    from laionprep.ingest.download import DownloadOptions
+
+    args = cli.build_parser().parse_args(
+        ["download", "--dataset", "laion400m", "--output", "o", "--allow-network", "10.1.0.0/16", "--allow-network",
+         "10.2.0.0/16", "--processes", "3", "--max-redirects", "2", "--resize-only-if-bigger"])
+    cfg = cli.ingest_config(args)
+    assert cfg.download == DownloadOptions(allowed_networks=("10.1.0.0/16", "10.2.0.0/16"), processes=3,
+                                           max_redirects=2, resize_only_if_bigger=True)
+    flagged = {f.name for f in dataclasses.fields(DownloadOptions) if "flag" in f.metadata}
+    assert flagged - set(vars(args)) == set()
+    params, settings = cfg.parameters()
+    assert set(settings["download"]) == {"processes", "threads", "distributor", "spark_master"}
+    assert not set(settings["download"]) & set(params["download"])

@@ -31,6 +31,7 @@ from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
 from laionprep.folders.shardscan import STATS_FILE as STATS_RE, list_done
 from laionprep.ingest import safe_fetch
+from laionprep.options import option
 
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 # Columns img2dataset reserves for itself; a carried column of one of these names cannot be saved as an extra.
@@ -38,27 +39,54 @@ RESERVED = {"key", "caption", "url", "width", "height", "original_width", "origi
             "error_message", "exif", "md5", "sha256", "sha512"}
 
 
+_DL = "download"  # the flags' argument groups (titles in GROUPS)
+_SAFETY = "safety"
+GROUPS = {_DL: "download (img2dataset)", _SAFETY: "fetch safety (laionprep's fetcher in img2dataset's workers)"}
+
+
 @dataclasses.dataclass(frozen=True)
 class DownloadOptions:
-    image_size: int = 480
-    resize_mode: str = "keep_ratio"
-    resize_only_if_bigger: bool = False
+    """img2dataset's settings and laionprep's fetch limits; each flagged field is one ``laionprep download`` flag
+    (``laionprep.options``); ``output=False`` marks the run-only ones, left out of the manifest's parameters."""
+
+    image_size: int = option("--image-size", int, "short side after resizing (default 480)", default=480, group=_DL)
+    resize_mode: str = option("--resize-mode", None, "img2dataset resize mode (default keep_ratio)",
+                              default="keep_ratio", group=_DL)
+    resize_only_if_bigger: bool = option("--resize-only-if-bigger", bool, "never upscale small images",
+                                         default=False, group=_DL)
     encode_quality: int = 95
-    processes: int = 0  # 0: one per core
-    threads: int = 64
-    retries: int = 0
-    timeout: int = 10
-    number_sample_per_shard: int = 10000
-    distributor: str = "multiprocessing"
-    spark_master: str | None = None
+    processes: int = option("--processes", int, "download processes (default: one per core)", default=0,
+                            group=_DL, output=False)  # 0: one per core
+    threads: int = option("--threads", int, "download threads per process (default 64)", default=64, group=_DL,
+                          output=False)
+    retries: int = option("--retries", int, "retries per URL (default 0)", default=0, group=_DL)
+    timeout: int = option("--timeout", int, "seconds per URL attempt: connect, redirects, headers and body "
+                          "together (default 10)", default=10, group=_DL)
+    number_sample_per_shard: int = option("--number-sample-per-shard", int, "rows per shard (default 10000)",
+                                          default=10000, group=_DL)
+    distributor: str = option("--distributor", None, "", default="multiprocessing", group=_DL, output=False,
+                              choices=list(DISTRIBUTORS))
+    spark_master: str | None = option("--spark-master", None, "Spark master URL for --distributor pyspark "
+                                      "(default local[processes])", group=_DL, output=False)
     extract_exif: bool = True
     user_agent_token: str | None = "laionprep"
     # laionprep's fetcher (safe_fetch): address safety and limits per URL
-    allow_private_addresses: bool = False  # True only for servers you run yourself (the demo, the tests)
-    allowed_networks: tuple[str, ...] = ()  # CIDRs allowed even when private addresses are refused
-    max_image_bytes: int = safe_fetch.DEFAULT_MAX_IMAGE_BYTES
-    max_image_pixels: int = safe_fetch.DEFAULT_MAX_IMAGE_PIXELS
-    max_redirects: int = safe_fetch.DEFAULT_MAX_REDIRECTS
+    allow_private_addresses: bool = option(  # True only for servers you run yourself (the demo, the tests)
+        "--allow-private-addresses", bool, "also fetch from loopback, private, link-local and other non-public "
+        "addresses (only for servers you run yourself, e.g. the demo's 127.0.0.1); refused by default",
+        default=False, group=_SAFETY)
+    allowed_networks: tuple[str, ...] = option(  # CIDRs allowed even when private addresses are refused
+        "--allow-network", None, "a private network to allow while the rest stay refused, e.g. 10.1.2.0/24 "
+        "(repeatable)", default=(), cli_default=[], parse=tuple, group=_SAFETY, action="append", metavar="CIDR")
+    max_image_bytes: int = option(
+        "--max-image-bytes", int, f"refuse bodies larger than this (default {safe_fetch.DEFAULT_MAX_IMAGE_BYTES}, "
+        "32 MiB)", default=safe_fetch.DEFAULT_MAX_IMAGE_BYTES, group=_SAFETY)
+    max_image_pixels: int = option(
+        "--max-image-pixels", int, "refuse images whose header says more pixels, before decoding (default "
+        f"{safe_fetch.DEFAULT_MAX_IMAGE_PIXELS})", default=safe_fetch.DEFAULT_MAX_IMAGE_PIXELS, group=_SAFETY)
+    max_redirects: int = option("--max-redirects", int, "redirect hops per URL (default "
+                                f"{safe_fetch.DEFAULT_MAX_REDIRECTS})", default=safe_fetch.DEFAULT_MAX_REDIRECTS,
+                                group=_SAFETY)
 
     def fetch_options(self) -> safe_fetch.FetchOptions:
         return safe_fetch.FetchOptions(

@@ -60,16 +60,9 @@ class IngestConfig(FilterOverrides):
 
     def parameters(self) -> tuple[dict, dict]:
         """(parameters that decide the output, run-only settings) for the manifest."""
-        params, settings = manifest.parameters_of(self)
-        dl_settings = settings.setdefault("download", {})
-        for name in _DOWNLOAD_RUN_ONLY:
-            dl_settings[name] = params["download"].pop(name)
+        params, settings = manifest.parameters_of(self)  # DownloadOptions' run-only fields go to settings
         params["filters_applied"] = self.filters().to_dict()
         return params, settings
-
-
-# DownloadOptions fields that change how img2dataset runs, not what it writes
-_DOWNLOAD_RUN_ONLY = ("processes", "threads", "distributor", "spark_master")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -209,11 +209,11 @@ def run(cfg: RegisterConfig, *, progress=None) -> RegisterResult:
     lfs.check_tf_reaches_emulator(cfg.data_dir, "--data-dir")  # TFDS writes its metadata and reads with TensorFlow
     src_path = str(cfg.source).rstrip("/")
     lock_dir = src_path if (lfs.is_local(src_path) and lfs.exists(lfs.join(src_path, "manifest.json"))) else None
-    if lock_dir and os.access(lfs.get_fs(lock_dir)[1], os.W_OK):
-        # the folder lock `laionprep download` holds: never register a download while it is running
-        with lfs.exclusive_lock(lock_dir, "laionprep command (download, reshard or build-tfds)"):
-            return _run(cfg, t0, progress)
-    return _run(cfg, t0, progress)
+    if not (lock_dir and os.access(lfs.get_fs(lock_dir)[1], os.W_OK)):
+        lock_dir = None
+    # the source's folder lock, the one every stage takes: never register a download or reshard while it runs
+    with stage.locked(lock_dir, "command (download, reshard or build-tfds)"):
+        return _run(cfg, t0, progress)
 
 
 def _layout(cfg: RegisterConfig, source: sources.Source) -> str:
