@@ -270,11 +270,13 @@ def exclusive_lock(folder: str, what: str):
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise UsageError(f"another {what} is running on this folder ({f.read().strip() or 'unknown process'})",
-                             where=folder, fix="wait for it to finish, or stop it; then re-run to resume") from None
+            holder, _, where = f.read().strip().rpartition(": ")  # "<what>: pid N on HOST", written by the holder
+            raise UsageError(f"another {holder or 'laionprep command'} is running on this folder "
+                             f"({where or 'unknown process'})", where=folder,
+                             fix="wait for it to finish, or stop it; then re-run to resume") from None
         f.seek(0)
         f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.write(f"{what}: pid {os.getpid()} on {socket.gethostname()}\n")
         f.flush()
         try:
             yield

@@ -77,3 +77,24 @@ def test_a_problem_in_every_shard_moves_nothing(copy_download):
     assert any("wrong_short_side is in every shard" in n for n in rep.notes)
     assert sorted(os.listdir(os.path.join(d, "tfrecord"))) == sorted(
         f"{sid:05d}{ext}" for sid in range(4) for ext in (".tfrecord", ".parquet", "_stats.json"))
+
+
+def test_quarantine_waits_for_no_running_stage(copy_download):
+    """--quarantine moves files: while another laionprep command holds the folder's lock it is refused, and nothing
+    moves; plain validation (read-only) still runs."""
+    import pytest
+
+    from laionprep import fs as lfs
+    from laionprep.errors import UsageError
+
+    d = copy_download()
+    bad = vh.shard_paths(d, 1)
+    os.truncate(bad["tfrecord"], os.path.getsize(bad["tfrecord"]) - 7)
+    before = sorted(os.listdir(os.path.join(d, "tfrecord")))
+    with lfs.exclusive_lock(d, "laionprep download"):
+        with pytest.raises(UsageError, match="another laionprep download is running"):
+            validate(ValidateConfig(path=d, quarantine=True, decode_fraction=0))
+        assert sorted(os.listdir(os.path.join(d, "tfrecord"))) == before
+        assert validate(ValidateConfig(path=d, decode_fraction=0)).exit_code == 1
+    assert not os.path.exists(os.path.join(d, "_quarantine"))
+    assert validate(ValidateConfig(path=d, quarantine=True, decode_fraction=0)).quarantined

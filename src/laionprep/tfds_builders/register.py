@@ -212,7 +212,7 @@ def run(cfg: RegisterConfig, *, progress=None) -> RegisterResult:
     if not (lock_dir and os.access(lfs.get_fs(lock_dir)[1], os.W_OK)):
         lock_dir = None
     # the source's folder lock, the one every stage takes: never register a download or reshard while it runs
-    with stage.locked(lock_dir, "command (download, reshard or build-tfds)"):
+    with stage.locked(lock_dir, "build-tfds"):
         return _run(cfg, t0, progress)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from laionprep import fs as lfs
+from laionprep import stage
 from laionprep.errors import UsageError
 from laionprep.validate import layout as llayout
 from laionprep.validate.problems import CHECK_ORDER, KINDS, NOT_REPAIRED_BY_REFETCH, Problem
@@ -164,6 +165,12 @@ def validate(config: ValidateConfig, *, progress=None) -> Report:
         raise UsageError("the report folder is inside the image folder, where img2dataset's resume reads every "
                          "*.json as a finished shard", where="--report",
                          fix=f"write the report elsewhere, e.g. {lfs.join(lay.root, 'validation')}")
+    # --quarantine moves shards: it holds the folder lock every stage takes, so no download runs meanwhile
+    with stage.locked(lay.root if config.quarantine else None, "validate --quarantine"):
+        return _validate(config, lay, start, cpu_start, progress)
+
+
+def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progress) -> Report:
     results = _run_units(lay, config.worker_count, progress)
     problems = list(lay.problems)
     counts: collections.Counter = collections.Counter(p.kind for p in lay.problems)
