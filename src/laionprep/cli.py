@@ -109,32 +109,23 @@ def _cmd_demo(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- validate
 def _add_validate(sub):
+    from laionprep import options
+    from laionprep.validate import ValidateConfig
+
     p = sub.add_parser("validate", help="check a download, resharded or TFDS folder: integrity, schema, content, "
                                         "accounting (exit 0 only when whole)")
-    p.add_argument("dir", metavar="DIR", help="a download folder, a resharded folder or a TFDS folder")
-    p.add_argument("--report", metavar="REPORT_DIR", help="write report.json and report.html (with plots) there")
-    p.add_argument("--decode-fraction", type=float, default=0.01,
-                   help="share of images fully decoded, 0..1 (default 0.01; every image's JPEG header is checked)")
-    p.add_argument("--quarantine", action="store_true",
-                   help="move bad shards of a download to DIR/_quarantine/ so a resumed download fetches them again")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
-    p.add_argument("--dataset", help="dataset spec whose columns are required (default: the manifest's)")
-    p.add_argument("--image-size", type=int, help="expected image size (default: the download's, from its manifest)")
-    p.add_argument("--sha256", default="auto", choices=["auto", "stored", "off"],
-                   help="stored: sha256 must match the stored image bytes; auto (default): only when the dataset's "
-                        "hashes are of the stored bytes (see docs/validate.md)")
+    options.add_arguments(p, ValidateConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_validate)
 
 
 def _cmd_validate(args) -> int:
+    from laionprep import options
     from laionprep.progress import progress_bar
     from laionprep.validate import ValidateConfig, validate
     from laionprep.validate.core import print_summary
 
-    cfg = ValidateConfig(path=args.dir, report=args.report, decode_fraction=args.decode_fraction,
-                         quarantine=args.quarantine, workers=args.workers, dataset=args.dataset,
-                         image_size=args.image_size, sha256=args.sha256)
+    cfg = options.from_args(ValidateConfig, args)
     with progress_bar(not args.no_progress) as prog:
         rep = validate(cfg, progress=prog)
     print_summary(rep)

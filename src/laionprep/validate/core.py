@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+from dataclasses import MISSING
 import multiprocessing
 import os
 import time
@@ -18,6 +19,7 @@ import numpy as np
 
 from laionprep import fs as lfs
 from laionprep import stage
+from laionprep.options import option
 from laionprep.errors import UsageError
 from laionprep.validate import layout as llayout
 from laionprep.validate.problems import CHECK_ORDER, KINDS, NOT_REPAIRED_BY_REFETCH, Problem
@@ -33,14 +35,24 @@ SETTINGS_SENSITIVE = ("missing_key", "wrong_short_side", "wrong_image_size", "sh
 
 @dataclasses.dataclass(frozen=True)
 class ValidateConfig:
-    path: str
-    report: str | None = None  # folder for report.json + report.html
-    decode_fraction: float = 0.01  # share of images fully decoded (0: none, 1: all)
-    quarantine: bool = False
-    workers: int = 0  # 0: one per core
-    dataset: str | None = None  # dataset spec, when no manifest names it
-    image_size: int | None = None  # overrides the manifest's
-    sha256: str = "auto"
+    """``laionprep validate``'s options, each flag declared on its field (``laionprep.options``)."""
+
+    path: str = option("path", None, "a download folder, a resharded folder or a TFDS folder", default=MISSING,
+                       metavar="DIR")
+    report: str | None = option("--report", None, "write report.json and report.html (with plots) there",
+                                metavar="REPORT_DIR")
+    decode_fraction: float = option("--decode-fraction", float, "share of images fully decoded, 0..1 (default "
+                                    "0.01; every image's JPEG header is checked)", default=0.01)
+    quarantine: bool = option("--quarantine", bool, "move bad shards of a download to DIR/_quarantine/ so a "
+                              "resumed download fetches them again", default=False)
+    workers: int = option("--workers", int, "processes (default: one per core)", default=0)
+    dataset: str | None = option("--dataset", None,
+                                 "dataset spec whose columns are required (default: the manifest's)")
+    image_size: int | None = option("--image-size", int,
+                                    "expected image size (default: the download's, from its manifest)")
+    sha256: str = option("--sha256", None, "stored: sha256 must match the stored image bytes; auto (default): only "
+                         "when the dataset's hashes are of the stored bytes (see docs/validate.md)", default="auto",
+                         choices=list(SHA256_MODES))
     max_examples: int = 20  # problems kept with full detail, per kind and shard
 
     def check(self) -> None:
