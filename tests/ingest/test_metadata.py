@@ -45,6 +45,14 @@ def test_parse_parts():
         md.parse_parts("1,9", 5)
     with pytest.raises(UsageError):
         md.parse_parts("x", 5)
+    with pytest.raises(UsageError, match="index 7"):
+        md.parse_parts("7-", 5)  # an open range past the end selects nothing: refused, not an empty selection
+    # malformed without the file count (checked before the source is listed)
+    for spec, msg in (("5-2", "the range 5-2 is inverted"), ("-1", "a negative index"), ("1,,2", "an empty item"),
+                      ("0", "at least 1"), ("2-x", "cannot read")):
+        with pytest.raises(UsageError, match=msg):
+            md.check_parts(spec)
+    md.check_parts("0,2,5-7,9-")
 
 
 def test_local_fetch_is_resumable(tmp_path):

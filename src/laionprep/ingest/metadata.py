@@ -33,28 +33,55 @@ class FetchResult:
     bytes_fetched: int = 0
     sources: list[str] = dataclasses.field(default_factory=list)
     rows: list[int] = dataclasses.field(default_factory=list)  # rows per file (parquet footers)
+    columns: list[list[str]] = dataclasses.field(default_factory=list)  # column names per file (same footers)
+
+
+_PARTS_FIX = "give a count (3) or indices and ranges (0,2,5-7 or 4-)"
+
+
+def _part_items(spec: str) -> list[tuple[int, int | None]]:
+    """The (low, high) items of an index list, high None for an open range (``4-``); checked without the file
+    count, so a malformed ``--parts`` is refused before anything is fetched."""
+    out: list[tuple[int, int | None]] = []
+    for piece in spec.split(","):
+        if not piece.strip():
+            raise UsageError(f"--parts {spec!r}: an empty item", where="--parts", fix=_PARTS_FIX)
+        m = re.fullmatch(r"\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?", piece)
+        if not m:
+            what = "a negative index" if piece.strip().startswith("-") else "cannot read"
+            raise UsageError(f"--parts {spec!r}: {what} {piece.strip()!r}", where="--parts", fix=_PARTS_FIX)
+        lo = int(m.group(1))
+        hi = (int(m.group(3)) if m.group(3) else None) if m.group(2) else lo
+        if hi is not None and hi < lo:
+            raise UsageError(f"--parts {spec!r}: the range {piece.strip()} is inverted ({lo} > {hi})",
+                             where="--parts", fix=f"write it low-high: {hi}-{lo}")
+        out.append((lo, hi))
+    return out
+
+
+def check_parts(spec: str | None) -> None:
+    """Refuse a malformed ``--parts`` (UsageError) before the source is listed."""
+    if spec is None or spec.strip() == "":
+        return
+    if spec.strip().isdigit():
+        if int(spec) < 1:
+            raise UsageError(f"--parts {spec}: must be at least 1", where="--parts",
+                             fix="e.g. --parts 3 or --parts 0,2,5-7")
+        return
+    _part_items(spec.strip())
 
 
 def parse_parts(spec: str | None, n: int) -> list[int]:
     """``--parts`` selects files by index in the sorted listing: ``3`` (the first 3 files), ``0,2,5-7`` or ``4-``."""
-    if spec is None or spec == "":
+    check_parts(spec)
+    if spec is None or spec.strip() == "":
         return list(range(n))
     spec = spec.strip()
     if spec.isdigit():
-        k = int(spec)
-        if k < 1:
-            raise UsageError(f"--parts {spec}: must be at least 1", where="--parts",
-                             fix="e.g. --parts 3 or --parts 0,2,5-7")
-        return list(range(min(k, n)))
+        return list(range(min(int(spec), n)))
     out: list[int] = []
-    for piece in spec.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d*)\s*)?", piece)
-        if not m:
-            raise UsageError(f"--parts {spec!r}: cannot read {piece!r}", where="--parts",
-                             fix="give a count (3) or indices and ranges (0,2,5-7 or 4-)")
-        lo = int(m.group(1))
-        hi = (int(m.group(2)) if m.group(2) else n - 1) if "-" in piece else lo
-        out.extend(range(lo, hi + 1))
+    for lo, hi in _part_items(spec):
+        out.extend(range(lo, (max(lo, n - 1) if hi is None else hi) + 1))  # "9-" of 5 files selects 9: refused
     bad = [i for i in out if i >= n]
     if bad:
         raise UsageError(f"--parts {spec!r} selects file index {bad[0]} but the source has {n} files (0..{n - 1})",
@@ -131,7 +158,8 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
             progress.advance(task, sf.size or 0)
         try:
             with lfs.open_file(dest) as f:
-                rows = pq.ParquetFile(f).metadata.num_rows
+                footer = pq.ParquetFile(f)
+                rows, names = footer.metadata.num_rows, footer.schema_arrow.names
         except Exception as e:  # truncated, garbage, empty: not kept, so a fixed source file is fetched again
             lfs.remove(dest)
             raise DataError(f"unreadable parquet file: {type(e).__name__}: {e}", where=sf.url,
@@ -140,6 +168,7 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
         result.files.append(dest)
         result.sources.append(sf.url)
         result.rows.append(rows)
+        result.columns.append(names)
         if max_samples is not None:
             rows_seen += rows
             if rows_seen >= max_samples:
@@ -184,4 +213,4 @@ def remove_stale_tmp(folder: str) -> None:
             lfs.remove(lfs.join(folder, n))
 
 
-__all__: Sequence[str] = ["fetch", "list_source", "parse_parts", "FetchResult"]
+__all__: Sequence[str] = ["check_parts", "fetch", "list_source", "parse_parts", "FetchResult"]
