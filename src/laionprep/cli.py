@@ -64,11 +64,16 @@ def _cmd_download(args) -> int:
 
 def _run_stage(args, run_stage, cfg) -> int:
     """Every folder-writing verb: the stage (lock, manifest, accounting: ``laionprep.stage``), then its tables."""
+    from laionprep.errors import NothingKept
     from laionprep.progress import progress_bar
-    from laionprep.stage import print_result
+    from laionprep.stage import StageResult, print_result
 
-    with progress_bar(not args.no_progress) as prog:
-        res = run_stage(cfg, progress=prog)
+    try:
+        with progress_bar(not args.no_progress) as prog:
+            res = run_stage(cfg, progress=prog)
+    except NothingKept as e:  # the summary first (the manifest holds it too), then main prints the error
+        print_result(StageResult(manifest={}, tables=e.tables))
+        raise
     return print_result(res)
 
 

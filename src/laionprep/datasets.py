@@ -15,10 +15,13 @@ import dataclasses
 from typing import Mapping, Sequence
 
 from laionprep.errors import UsageError
+from laionprep import options
 from laionprep.options import option
 
 # Sentinels written in place of nulls, one per column kind.  Documented in the README ("Records").
 SENTINELS = {"float": -1.0, "int": -1, "str": ""}
+# A filter flag's value that turns that one filter off (``--max-punsafe none``, ``--nsfw none``).
+OFF = "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +30,16 @@ class Column:
 
     ``kind`` is ``float`` (stored as a float32 feature), ``int`` (int64), ``str`` (bytes/Text) or ``json`` (a list
     or struct column serialised to a JSON string, because img2dataset's TFRecord writer cannot store lists).
+    ``values``: the known values of a tag column (``--nsfw`` accepts only these).  ``check``: what is switched on by
+    the column's presence (``--columns`` leaving it out warns).
     """
 
     name: str
     kind: str
     candidates: tuple[str, ...] = ()
     description: str = ""
+    values: tuple[str, ...] = ()
+    check: str = ""
 
     def __post_init__(self):
         if self.kind not in ("float", "int", "str", "json"):
@@ -85,13 +92,66 @@ class Filters:
         return d
 
 
-def parse_nsfw(value: str | None) -> tuple[str, ...] | None:
-    """``--nsfw UNLIKELY,unsure`` -> ("UNLIKELY", "UNSURE"); ``all`` -> () (every tag kept)."""
+@dataclasses.dataclass(frozen=True)
+class FilterKind:
+    """One of the four shared filters: its :class:`Filters` field, the drop reason it counts under, and the carried
+    column it reads (``None``: the spec's ``similarity_column``)."""
+
+    field: str
+    reason: str
+    column: str | None
+
+    def column_of(self, spec: "DatasetSpec | None") -> str:
+        return self.column or (spec.similarity_column if spec and spec.similarity_column else "similarity")
+
+    @property
+    def flag(self) -> str:
+        return options.flag_of(FilterOverrides, self.field)
+
+    @property
+    def off(self) -> str:
+        """The flag that turns this filter alone off."""
+        return f"{self.flag} {OFF}"
+
+
+FILTER_KINDS = (FilterKind("nsfw", "nsfw", "NSFW"), FilterKind("min_similarity", "low_similarity", None),
+                FilterKind("max_punsafe", "high_punsafe", "punsafe"),
+                FilterKind("max_pwatermark", "high_pwatermark", "pwatermark"))
+
+
+def active_filters(filters: Filters, spec: "DatasetSpec | None") -> list[tuple[FilterKind, str]]:
+    """(filter, the column it reads) for each filter ``filters`` applies."""
+    return [(k, k.column_of(spec)) for k in FILTER_KINDS if getattr(filters, k.field) is not None]
+
+
+def parse_nsfw(value: str | None) -> tuple[str, ...] | str | None:
+    """``--nsfw UNLIKELY,unsure`` -> ("UNLIKELY", "UNSURE"); ``all`` -> () (every tag kept); ``none`` -> OFF (no
+    NSFW filter, the other filters unchanged)."""
     if value is None:
         return None
     if value.strip().lower() == "all":
         return ()
-    return tuple(v.strip().upper() for v in value.split(",") if v.strip())
+    if value.strip().lower() == OFF:
+        return OFF
+    tags = value.split(",")
+    if any(not t.strip() for t in tags):
+        raise UsageError(f"--nsfw {value!r}: an empty tag", where="--nsfw", fix="e.g. --nsfw UNLIKELY,UNSURE")
+    return tuple(t.strip().upper() for t in tags)
+
+
+def _threshold(flag: str):
+    """The parser of a threshold flag: a number, or ``none`` (the filter off)."""
+    def parse(value: str | float | None) -> float | str | None:
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == OFF:
+            return OFF
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"{flag} {value!r}: not a number", where=flag,
+                             fix=f"give a number, e.g. {flag} 0.5, or {flag} {OFF} to turn the filter off") from None
+    return parse
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,20 +159,40 @@ class FilterOverrides:
     """The filter flags of ``download`` and ``reshard``, declared once: overrides of a base :class:`Filters` (the
     dataset's defaults, or none).  Both configs inherit these fields."""
 
-    nsfw: tuple[str, ...] | None = option(
-        "--nsfw", None, "NSFW tags to keep, comma-separated, e.g. UNLIKELY,UNSURE ('all' keeps every tag)",
-        parse=parse_nsfw, group="filters")
-    min_similarity: float | None = option("--min-similarity", float, "keep rows with similarity >= this",
-                                          group="filters")
-    max_punsafe: float | None = option("--max-punsafe", float, "keep rows with punsafe < this", group="filters")
-    max_pwatermark: float | None = option("--max-pwatermark", float, "keep rows with pwatermark < this",
-                                          group="filters")
+    nsfw: tuple[str, ...] | str | None = option(
+        "--nsfw", None, "NSFW tags to keep, comma-separated, e.g. UNLIKELY,UNSURE ('all' keeps every tag, "
+        f"'{OFF}' turns this filter off)", parse=parse_nsfw, group="filters")
+    min_similarity: float | str | None = option(
+        "--min-similarity", None, f"keep rows with similarity >= this ('{OFF}': filter off)",
+        parse=_threshold("--min-similarity"), group="filters")
+    max_punsafe: float | str | None = option("--max-punsafe", None, f"keep rows with punsafe < this ('{OFF}': "
+                                             "filter off)", parse=_threshold("--max-punsafe"), group="filters")
+    max_pwatermark: float | str | None = option(
+        "--max-pwatermark", None, f"keep rows with pwatermark < this ('{OFF}': filter off)",
+        parse=_threshold("--max-pwatermark"), group="filters")
 
-    def apply(self, base: Filters) -> Filters:
-        """``base`` with the given overrides; ``nsfw=()`` (--nsfw all) lifts the NSFW filter."""
+    def apply(self, base: Filters, spec: "DatasetSpec | None" = None) -> Filters:
+        """``base`` with the given overrides; ``nsfw=()`` (--nsfw all) lifts the NSFW filter, ``none`` (OFF) lifts
+        that one filter.  NSFW tags are checked against the spec's known tags (any spec's when there is none)."""
+        self.check_nsfw(spec)
         f = base.replace(nsfw=self.nsfw, min_similarity=self.min_similarity, max_punsafe=self.max_punsafe,
                          max_pwatermark=self.max_pwatermark)
-        return dataclasses.replace(f, nsfw=None) if f.nsfw == () else f
+        off = {k.field: None for k in FILTER_KINDS if getattr(f, k.field) in (OFF, ())}
+        return dataclasses.replace(f, **off) if off else f
+
+    def check_nsfw(self, spec: "DatasetSpec | None") -> None:
+        if not isinstance(self.nsfw, tuple) or not self.nsfw:
+            return
+        known = spec.nsfw_tags if spec is not None else tuple(dict.fromkeys(t for s in SPECS.values()
+                                                                            for t in s.nsfw_tags))
+        if not known:
+            raise UsageError(f"--nsfw: dataset {spec.name!r} has no NSFW tag column", where="--nsfw",
+                             fix="leave out --nsfw (see `laionprep datasets -v` for the columns)")
+        unknown = [t for t in self.nsfw if t not in known]
+        if unknown:
+            raise UsageError(f"--nsfw {','.join(self.nsfw)}: {', '.join(map(repr, unknown))} is not an NSFW tag"
+                             + (f" of {spec.name}" if spec else ""), where="--nsfw",
+                             fix=f"known tags: {', '.join(known)} (case-insensitive), or 'all' / '{OFF}'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +222,12 @@ class DatasetSpec:
                 return c
         return None
 
+    @property
+    def nsfw_tags(self) -> tuple[str, ...]:
+        """The tags the NSFW column declares (empty: the spec has no NSFW column)."""
+        c = self.column("NSFW")
+        return c.values if c else ()
+
 
 _LAION_CITATION = """@inproceedings{schuhmann2022laion5b,
   title={LAION-5B: An open large-scale dataset for training next generation image-text models},
@@ -166,7 +252,8 @@ _URL = ("URL", "url")
 _CAPTION = ("TEXT", "caption", "text")
 
 _LAION400M_COLUMNS = (
-    Column("NSFW", "str", description="CLIP-based NSFW tag: UNLIKELY, UNSURE or NSFW"),
+    Column("NSFW", "str", description="CLIP-based NSFW tag: UNLIKELY, UNSURE or NSFW",
+           values=("UNLIKELY", "UNSURE", "NSFW")),
     Column("similarity", "float", description="CLIP ViT-B/32 image-text cosine similarity"),
     Column("LICENSE", "str", description="license tag found on the page, '?' when unknown"),
 )
@@ -179,7 +266,8 @@ _DATACOMP_COLUMNS = (
     Column("uid", "str", description="DataComp sample id (hex)"),
     Column("clip_b32_similarity_score", "float", description="OpenAI CLIP ViT-B/32 similarity"),
     Column("clip_l14_similarity_score", "float", description="OpenAI CLIP ViT-L/14 similarity"),
-    Column("sha256", "str", description="sha256 of the original image bytes (checked by validate)"),
+    Column("sha256", "str", description="sha256 of the original image bytes (checked by validate)",
+           check="img2dataset's sha256 check of the downloaded bytes (a mismatch fails as hash mismatch)"),
 )
 
 

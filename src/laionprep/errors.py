@@ -49,3 +49,12 @@ class DataError(LaionprepError):
 
 class SourceError(DataError):
     """A metadata or image source cannot be reached or listed."""
+
+
+class NothingKept(DataError):
+    """A stage kept nothing from a non-empty input (exit 1).  Its manifest is written first (status ``empty``,
+    accounting balanced); ``tables`` are the stage's summary, which the CLI prints before the message."""
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None, tables: tuple = ()):
+        self.tables = tuple(tables)
+        super().__init__(what, where=where, fix=fix)

@@ -137,11 +137,14 @@ def test_nulls_everywhere_are_counted_as_drops_and_reported(typed, good_table, t
     src.mkdir()
     pq.write_table(_null_table(good_table, typed), str(src / "part-00000.parquet"))
     out = str(tmp_path / "out")
-    assert cli.main(download(str(src), out)) == 0
+    # every row dropped: exit 1 (issue #14: no empty success), with the summary and the manifest written first
+    assert cli.main(download(str(src), out)) == 1
     printed = capfd.readouterr()
     assert "Traceback" not in printed.err
+    assert "the prefilter kept none of the" in printed.err and "invalid_url: no http(s) URL" in printed.err
     m = json.load(open(os.path.join(out, "manifest.json")))
     n = good_table.num_rows
+    assert m["status"] == "empty"
     assert m["accounting"]["metadata_rows"] == n == m["accounting"]["dropped_by_prefilter"]
     assert m["stages"]["prefilter"]["dropped"]["invalid_url"] == n and m["accounting"]["balanced"]
     warnings = m["stages"]["prefilter"]["warnings"]

@@ -156,7 +156,7 @@ def test_https_checks_the_certificate_against_the_name(tmp_path, monkeypatch):
 
 
 def test_download_refuses_private_addresses_by_default(tmp_path, hostile):
-    """The real CLI without --allow-private-addresses: every URL counted as refused, none fetched."""
+    """The real CLI without --allow-private-addresses: every URL counted as refused, none fetched, exit 1."""
     urls = [hostile.url(f"/ok/{i}.jpg") for i in range(3)] + [
         f"http://localhost:{hostile.port}/ok/9.jpg", "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.7/a.jpg", "http://[::1]/b.jpg"]
@@ -166,7 +166,10 @@ def test_download_refuses_private_addresses_by_default(tmp_path, hostile):
     r = subprocess.run([sys.executable, "-m", "laionprep.cli", "download", "--dataset", "demo", "--no-filters",
                         "--metadata-source", src, "--output", str(out), "--processes", "1", "--threads", "4",
                         "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    # nothing downloaded: exit 1 with the table and the flags that allow a server of one's own (issue #14)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "every URL (7) was refused by the address policy" in r.stderr and "--allow-private-addresses" in r.stderr
+    assert "Traceback" not in r.stderr
     got = url_status(str(out))
     reasons = {u: normalise_error(e) for u, (s, e) in got.items()}
     assert reasons == {**{u: "refused: loopback address" for u in urls[:4]},
@@ -177,6 +180,7 @@ def test_download_refuses_private_addresses_by_default(tmp_path, hostile):
         "failed_to_download: refused: loopback address": 5, "failed_to_download: refused: link-local address": 1,
         "failed_to_download: refused: private address": 1}
     assert m["parameters"]["download"]["allow_private_addresses"] is False and m["accounting"]["balanced"]
+    assert m["status"] == "empty"
     assert "refused: loopback address" in r.stdout  # the summary table names the reason
     assert sum(hostile.hits.values()) == before
 

@@ -87,6 +87,30 @@ def test_filter_on_a_column_the_records_lack_is_a_usage_error(demo_download, tmp
     assert not os.path.exists(tmp_path / "o")
 
 
+def test_filters_keeping_nothing_exit_1_with_the_table_and_no_counts(demo_download, tmp_path, capfd):
+    """Issue #14: a reshard whose filters keep none of its records is not a success: exit 1 after the summary, the
+    manifest written (status empty, balanced), no counts.json (so no later stage takes it for a dataset)."""
+    out = str(tmp_path / "o")
+    rc = cli.main(["reshard", demo_download, "--output", out, "--name", "x", "--num-shards", "1",
+                   "--min-similarity", "0.99", "--no-progress", "--direct_num_workers=1"])
+    got = capfd.readouterr()
+    assert rc == 1 and "Traceback" not in got.err + got.out
+    assert "the filters kept none of the" in got.err and "low_similarity" in got.err
+    assert "fix:" in got.err and "loosen or leave out --min-similarity" in got.err
+    assert "dropped: low_similarity" in got.out and "records out: train" in got.out  # the table, printed first
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    assert m["status"] == "empty" and m["accounting"]["balanced"] and m["accounting"]["kept"] == 0
+    assert m["accounting"]["rows_in"] == detail(m)["dropped"]["low_similarity"] > 0
+    assert not os.path.exists(os.path.join(out, "counts.json"))
+    # the shared filter flags' checks hold for reshard too, before OUT exists
+    for argv, msg in ((["--nsfw", "FOO"], "'FOO' is not an NSFW tag of demo"),
+                      (["--min-similarity", "high"], "--min-similarity 'high': not a number")):
+        assert cli.main(["reshard", demo_download, "--output", str(tmp_path / "e"), "--name", "x", *argv]) == 2
+        err = capfd.readouterr().err
+        assert msg in err and "fix:" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "e")
+
+
 # ------------------------------------------------------------------------------------------------ a clean run
 @pytest.fixture(scope="module")
 def clean(demo_download, tmp_path_factory):

@@ -19,14 +19,15 @@ import dataclasses
 import os
 from dataclasses import MISSING
 import posixpath
+import re
 from typing import Sequence
 
 import pyarrow.parquet as pq
 
 from laionprep import fs as lfs
 from laionprep import manifest, options, stage
-from laionprep.datasets import Column, DatasetSpec, FilterOverrides, Filters, get_spec
-from laionprep.errors import DataError, UsageError
+from laionprep.datasets import Column, DatasetSpec, FilterOverrides, Filters, active_filters, get_spec
+from laionprep.errors import DataError, NothingKept, UsageError
 from laionprep.ingest import download as dl
 from laionprep.ingest import metadata as md
 from laionprep.ingest import prefilter as pf
@@ -45,8 +46,11 @@ class IngestConfig(FilterOverrides):
         "--metadata-source", None, "folder, file or fsspec URL of the metadata parquet (default: the Hub)")
     parts: str | None = option("--parts", None, "subset of metadata files: a count (3) or indices/ranges (0,2,5-7)")
     max_samples: int | None = option("--max-samples", int, "stop reading metadata after this many rows (a quick try)")
-    extra_columns: tuple[str, ...] | None = option(  # None: the spec's
-        "--extra-columns", None, "comma-separated columns to carry instead of the spec's",
+    columns: tuple[str, ...] | None = option(  # None: the spec's
+        "--columns", None, "comma-separated columns to carry instead of the spec's (warns when that leaves out a "
+        "column a check relies on, e.g. DataComp's sha256)", parse=lambda v: options.csv(v) or None)
+    extra_columns: tuple[str, ...] | None = option(
+        "--extra-columns", None, "comma-separated columns to carry in addition to the spec's (or --columns)",
         parse=lambda v: options.csv(v) or None)
     no_filters: bool = option("--no-filters", bool, "drop the dataset's default filters (flags still apply)",
                               default=False, group="filters")
@@ -56,7 +60,21 @@ class IngestConfig(FilterOverrides):
         return get_spec(self.dataset)
 
     def filters(self) -> Filters:
-        return self.apply(Filters() if self.no_filters else self.spec().default_filters)
+        spec = self.spec()
+        return self.apply(Filters() if self.no_filters else spec.default_filters, spec)
+
+    def check(self) -> None:
+        """The usage errors found from the flags alone, raised before the folder is locked or anything fetched."""
+        md.check_parts(self.parts)
+        spec, filters = self.spec(), self.filters()
+        if self.columns is None:
+            return
+        carried = {n.lower() for n in (*self.columns, *(self.extra_columns or ()))}
+        for kind, col in active_filters(filters, spec):
+            if col.lower() not in carried:  # the filter would have no column to read
+                raise UsageError(f"--columns leaves out {col!r}, which the {kind.field} filter reads",
+                                 where="--columns", fix=f"add {col!r} to --columns, or turn the filter off with "
+                                                        f"{kind.off}")
 
     def parameters(self) -> tuple[dict, dict]:
         """(parameters that decide the output, run-only settings) for the manifest."""
@@ -90,35 +108,39 @@ class Layout:
         return lfs.join(self.root, "manifest.json")
 
 
-def _columns(cfg: IngestConfig, spec: DatasetSpec, first_file: str | None) -> list[Column]:
-    """The carried columns: the spec's, or those named by --extra-columns (kinds from the spec or the data)."""
-    if cfg.extra_columns is None:
-        return list(spec.extra_columns)
+def _columns(cfg: IngestConfig, spec: DatasetSpec, first_file: str | None) -> tuple[list[Column], list[str]]:
+    """(the carried columns, warnings): the spec's or those of --columns, plus --extra-columns (kinds from the spec,
+    or from the first metadata file).  Leaving out a column a check relies on is a warning (one a filter reads is
+    refused by ``IngestConfig.check``)."""
+    names = [*(c.name for c in spec.extra_columns)] if cfg.columns is None else list(cfg.columns)
+    for n in cfg.extra_columns or ():
+        if n.lower() not in {m.lower() for m in names}:
+            names.append(n)
+    flag = "--columns" if cfg.columns is not None else "--extra-columns"
     cols = []
     arrow_schema = None
-    if first_file:
-        with lfs.open_file(first_file) as f:
-            arrow_schema = pq.ParquetFile(f).schema_arrow
-    for name in cfg.extra_columns:
+    for name in names:
         known = spec.column(name)
         if known:
             cols.append(known)
             continue
-        field = None
-        if arrow_schema is not None:
-            for f in arrow_schema:
-                if f.name.lower() == name.lower():
-                    field = f
+        if arrow_schema is None and first_file:
+            with lfs.open_file(first_file) as f:
+                arrow_schema = pq.ParquetFile(f).schema_arrow
+        field = next((f for f in arrow_schema or () if f.name.lower() == name.lower()), None)
         if field is None:
-            raise UsageError(f"--extra-columns: no column {name!r} in the metadata",
-                             where=first_file or "--extra-columns",
+            raise UsageError(f"{flag}: no column {name!r} in the metadata",
+                             where=first_file or flag,
                              fix="columns found: " + (", ".join(arrow_schema.names) if arrow_schema else "none"))
         cols.append(Column(name=field.name, kind=pf.kind_of(field.type)))
     reserved = [c.name for c in cols if c.name in dl.RESERVED and c.name != "sha256"]
     if reserved:
-        raise UsageError(f"--extra-columns: {reserved} are names img2dataset reserves for its own columns",
-                         where="--extra-columns", fix="leave them out; img2dataset writes them itself")
-    return cols
+        raise UsageError(f"{flag}: {reserved} are names img2dataset reserves for its own columns",
+                         where=flag, fix="leave them out; img2dataset writes them itself")
+    carried = {c.name for c in cols}
+    warnings = [f"--columns leaves out {c.name!r}: {c.check} is off" for c in spec.extra_columns
+                if c.check and c.name not in carried]
+    return cols, warnings
 
 
 def check_paths(cfg: IngestConfig) -> None:
@@ -142,10 +164,14 @@ def run(cfg: IngestConfig, *, progress=None, log=print) -> dict:
 def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResult:
     def body():
         m = _run(cfg, progress=progress, log=log)
-        title = f"laionprep download {cfg.dataset} -> {cfg.output}"
-        return stage.StageResult(manifest=m, tables=(stage.Table(title, summary_rows(m), ("", "rows")),))
+        return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
 
+    cfg.check()
     return stage.run("download", cfg.output, body)
+
+
+def _table(cfg: IngestConfig, m: dict) -> stage.Table:
+    return stage.Table(f"laionprep download {cfg.dataset} -> {cfg.output}", summary_rows(m), ("", "rows"))
 
 
 def _run(cfg: IngestConfig, *, progress, log) -> dict:
@@ -169,7 +195,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     fetched = md.fetch(source, spec.file_pattern, lay.metadata, parts=cfg.parts, max_samples=cfg.max_samples,
                        progress=progress)
     meta_rows = sum(fetched.rows)
-    columns = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
+    columns, column_warnings = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
     metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
                         "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
     parameters, settings = cfg.parameters()
@@ -187,21 +213,36 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     # 2. prefilter
     try:
         rep = pf.prefilter(spec, fetched.files, lay.prefiltered, filters, columns=columns,
-                           max_samples=cfg.max_samples, progress=progress)
+                           max_samples=cfg.max_samples, schemas=fetched.columns, progress=progress)
     except DataError as e:
-        raise _name_source(e, fetched) from e
+        # a missing filter column is not a broken file: its copy stays (the fix is a flag, not a new file)
+        raise _name_source(e, fetched, remove=not isinstance(e, pf.FilterColumnMissing)) from e
     not_read = meta_rows - rep.rows_in
-    for w in rep.warnings:
+    for w in column_warnings + rep.warnings:
         log(f"warning: {w}")
     repaired: dict[str, int] = {}
     for f in rep.files:
         for col, k in f.get("invalid_utf8_repaired", {}).items():
             repaired[col] = repaired.get(col, 0) + k
     prefilter_section = {"rows_in": rep.rows_in, "rows_out": rep.rows_out, "dropped": rep.dropped,
-                         "columns": rep.columns, "filters": filters.to_dict(), "warnings": rep.warnings,
+                         "columns": rep.columns, "filters": filters.to_dict(),
+                         "warnings": column_warnings + rep.warnings,
                          "invalid_utf8_repaired": repaired,
-                         "long_captions": sum(f.get("long_captions", 0) for f in rep.files)}
+                         "long_captions": sum(f.get("long_captions", 0) for f in rep.files),
+                         # files whose every row one reason dropped (a warning each; the likely mistake)
+                         "files_dropped_whole": {f["input"]: {"reason": f["all_dropped_by"], "rows": f["rows_in"]}
+                                                 for f in rep.files if f.get("all_dropped_by")}}
     stages = {"metadata": metadata_section, "prefilter": prefilter_section, "download": run_detail}
+    if rep.rows_in and not rep.rows_out:  # nothing to download: the numbers go on disk, then exit 1
+        stages["download"] = {**run_detail, "rows_in": 0, "success": 0, "failed": {}, "failure_reasons": {},
+                              "distinct_failure_reasons": 0, "shards_expected": 0, "shards_done": 0,
+                              "incomplete_shards": []}
+        not_kept = {"not_read_max_samples": not_read, "dropped_by_prefilter": rep.rows_in,
+                    "failed_download": 0, "pending_in_incomplete_shards": 0}
+        data = write("empty", stages, manifest.accounting(meta_rows, 0, not_kept, metadata_rows=meta_rows,
+                                                           downloaded_ok=0, **not_kept))
+        what, fix = pf.nothing_kept(rep, spec, filters)
+        raise NothingKept(what, where=lay.manifest, fix=fix, tables=(_table(cfg, data),))
     write("downloading", stages)
 
     # 3. download
@@ -239,17 +280,41 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
             f"(e.g. {res.incomplete_shards[:5]})", where=lay.log,
             fix="re-run the same command to resume; finished shards are not downloaded again",
         )
+    if rep.rows_out and not res.success:
+        data = write("empty", stages, accounting)
+        what, fix = _nothing_downloaded(res)
+        raise NothingKept(what, where=lay.tfrecord, fix=fix, tables=(_table(cfg, data),))
     return data
 
 
-def _name_source(e: DataError, fetched: md.FetchResult) -> DataError:
-    """An error about a fetched copy, re-worded to name the source file; the copy is removed so that the next run
-    fetches the (fixed) source file again even when its size did not change."""
+_ADDRESS_REFUSED = re.compile(r"refused: [a-z-]+ address$")
+
+
+def _nothing_downloaded(res: dl.DownloadResult) -> tuple[str, str]:
+    """(what, fix) when every row the prefilter kept failed to download."""
+    total = sum(res.failed.values())
+    refused = sum(k for r, k in res.failure_reasons.items() if _ADDRESS_REFUSED.search(r))
+    allow = ("for a server you run yourself pass --allow-private-addresses, or --allow-network CIDR for one "
+             "private network")
+    if refused == total:
+        return (f"every URL ({total}) was refused by the address policy (loopback, private and other non-public "
+                "addresses are refused by default)", allow)
+    top = sorted(res.failure_reasons.items(), key=lambda kv: -kv[1])[:3]
+    what = f"none of the {total} rows downloaded: " + "; ".join(f"{r} ({k})" for r, k in top)
+    fix = ("check that the URLs are reachable from this machine (error_message in DIR/tfrecord/NNNNN.parquet "
+           "has the details); --timeout and --retries for slow servers")
+    return what, fix + (f"; {refused} were refused by the address policy: {allow}" if refused else "")
+
+
+def _name_source(e: DataError, fetched: md.FetchResult, remove: bool = True) -> DataError:
+    """An error about a fetched copy, re-worded to name the source file; the copy is removed (``remove``) so that
+    the next run fetches the (fixed) source file again even when its size did not change."""
     for local, src in zip(fetched.files, fetched.sources):
         if e.where == local:
-            if os.path.exists(local):
+            if remove and os.path.exists(local):
                 os.remove(local)
-            return type(e)(e.what, where=src if src == local else f"{src} (fetched to {local}, now removed)",
+            copy = f"{src} (fetched to {local}{', now removed' if remove else ''})"
+            return type(e)(e.what, where=src if src == local else copy,
                            fix=e.fix)
     return e
 
@@ -267,6 +332,9 @@ def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:
         rows.append(("  not read (--max-samples)", m["accounting"]["not_read_max_samples"]))
     rows.append(("kept by prefilter", st["prefilter"]["rows_out"]))
     rows += [(f"  dropped: {k}", v) for k, v in st["prefilter"]["dropped"].items() if v]
+    whole = st["prefilter"].get("files_dropped_whole", {})
+    rows += [(f"  warning: all rows of {name}: {w['reason']}", w["rows"]) for name, w in
+             list(whole.items())[:max_reasons]]
     rows.append(("downloaded OK", st["download"]["success"]))
     reasons = st["download"].get("failure_reasons", {})
     for status, n in st["download"]["failed"].items():

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from laionprep import fs as lfs
-from laionprep.datasets import Column, DatasetSpec, Filters, resolve_columns
+from laionprep.datasets import FILTER_KINDS, Column, DatasetSpec, Filters, active_filters, resolve_columns
 from laionprep.errors import DataError
 from laionprep.manifest import check_accounting
 
@@ -71,6 +71,51 @@ def params_hash(spec: DatasetSpec, filters: Filters, columns: Sequence[Column], 
     return h.hexdigest()[:16]
 
 
+class FilterColumnMissing(DataError):
+    """A filter's column is absent from a metadata file (the file itself is fine: its copy is kept)."""
+
+
+def _filter_column_candidates(spec: DatasetSpec, name: str) -> tuple[str, ...]:
+    c = spec.column(name)
+    return c.all_candidates if c else (name,)
+
+
+def check_filter_columns(spec: DatasetSpec, filters: Filters, schemas: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Refuse, before anything is filtered or downloaded, a filter whose column some file lacks: filling it with
+    its sentinel would drop every row of that file (a missing URL or caption column is refused first).
+    ``schemas``: (file, its column names) from the footers."""
+    active = active_filters(filters, spec)
+    missing: list[tuple[str, str, str]] = []  # (file, filter field, column)
+    for where, names in schemas:
+        resolve_columns(spec, names, where=where, columns=())  # no URL or caption column: that error first
+        lower = {n.lower() for n in names}
+        for kind, col in active:
+            if not any(c.lower() in lower for c in _filter_column_candidates(spec, col)):
+                missing.append((where, kind.field, col))
+    if not missing:
+        return
+    where, field, col = missing[0]
+    files = sorted({m[0] for m in missing if m[1] == field})
+    more = f" ({len(files)} of {len(schemas)} files lack it)" if len(files) > 1 else ""
+    fields = list(dict.fromkeys(m[1] for m in missing))  # every filter some file lacks the column of
+    also = f"; the {', '.join(fields[1:])} filter(s) lack their columns too" if len(fields) > 1 else ""
+    names = next(n for w, n in schemas if w == where)
+    offs = " ".join(k.off for k in FILTER_KINDS if k.field in fields)
+    raise FilterColumnMissing(
+        f"the {field} filter reads column {col!r}, which this metadata file does not have{more}{also} "
+        f"(columns: {', '.join(names)})", where=where,
+        fix=f"turn {'these filters' if len(fields) > 1 else 'the filter'} off with {offs} (or every default filter "
+            f"with --no-filters), or use metadata that has {col!r}")
+
+
+def _footer_names(path: str) -> list[str]:
+    try:
+        with lfs.open_file(path) as f:
+            return pq.ParquetFile(f).schema_arrow.names
+    except Exception as e:
+        raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
+
+
 def _arrow_type(kind: str) -> pa.DataType:
     return {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "json": pa.string()}[kind]
 
@@ -97,7 +142,7 @@ def _normalise_column(arr: pa.ChunkedArray | None, col: Column, n: int, where: s
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise DataError(
             f"column {col.name!r} has type {arr.type}, which cannot be read as {col.kind}: {e}",
-            where=where, fix="fix the column's type in this file, or drop it with --extra-columns",
+            where=where, fix="fix the column's type in this file, or leave it out with --columns",
         ) from e
     nulls = cast.null_count
     if pa.types.is_floating(target):
@@ -157,6 +202,40 @@ def as_text(arr: pa.ChunkedArray, name: str, where: str, expected: str = "text")
     return pa.chunked_array([pa.array(values, type=pa.string())]), bad
 
 
+def _why(reason: str, active, null_cols: Sequence[str]) -> str:
+    """The likely cause and fix of ``reason`` taking every row: ': column C is null in all rows: turn ...'."""
+    for kind, col in active:
+        if kind.reason == reason:
+            cause = f"the {col!r} column is null in all rows: " if col in null_cols else ""
+            return f" ({kind.field} filter): {cause}turn the filter off with {kind.off}"
+    return {"invalid_url": ": no http(s) URL in the URL column (is this the dataset's metadata? `laionprep datasets`)",
+            "empty_caption": ": every caption is empty (is this the dataset's metadata? `laionprep datasets`)",
+            }.get(reason, "")
+
+
+def nothing_kept(report: PrefilterReport, spec: DatasetSpec, filters: Filters) -> tuple[str, str]:
+    """(what, fix) when the prefilter kept nothing of a non-empty input: the reasons and their likely fixes."""
+    active = active_filters(filters, spec)
+    reasons = sorted(((r, k) for r, k in report.dropped.items() if k), key=lambda rk: -rk[1])
+    what = f"the prefilter kept none of the {report.rows_in} rows: " + ", ".join(f"{r} {k}" for r, k in reasons)
+    fixes = []
+    for r, _ in reasons:
+        files = [f["input"] for f in report.files if f.get("all_dropped_by") == r]
+        nulls = sorted({c for f in report.files for c in f.get("null_filter_columns", ())})
+        kind = next((k for k, _ in active if k.reason == r), None)
+        if kind is not None:
+            col = kind.column_of(spec)
+            cause = ""
+            if col in nulls:
+                null_files = [f["input"] for f in report.files if col in f.get("null_filter_columns", ())]
+                cause = f"the {col!r} column is null in all rows of {', '.join(null_files[:3])}: "
+            fixes.append(f"every row was dropped by {kind.field}" if len(reasons) == 1 else f"{r}: {kind.field}")
+            fixes[-1] += f": {cause}turn the filter off with {kind.off}" + ("" if cause else " or loosen it")
+        else:
+            fixes.append(f"{r}{_why(r, active, ()) or ''}" + (f" ({', '.join(files[:3])})" if files else ""))
+    return what, "; ".join(fixes)
+
+
 def _rows(rows: Sequence[int], k: int = 5) -> str:
     return ", ".join(str(r) for r in rows[:k]) + (f" ... ({len(rows)} in all)" if len(rows) > k else "")
 
@@ -190,13 +269,24 @@ def _duplicates(urls: pa.Array, seen: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: Filters, *,
               columns: Sequence[Column] | None = None, max_samples: int | None = None,
-              progress=None) -> PrefilterReport:
+              schemas: Sequence[Sequence[str]] | None = None, progress=None) -> PrefilterReport:
     """Filter ``inputs`` (local parquet paths) into ``out_dir``; returns the report (also written to out_dir).
 
+    ``schemas``: each input's column names when the caller already read the footers (else they are read here);
+    every file is checked for the filters' columns before anything is written (:func:`check_filter_columns`).
     Re-running with the same inputs and parameters finds the report and returns it without rewriting (the
     output is deterministic either way, which is what img2dataset's resume relies on).
     """
     columns = list(spec.extra_columns if columns is None else columns)
+    carried = {c.name for c in columns}
+    for kind, col in active_filters(filters, spec):
+        if col not in carried:
+            raise DataError(f"the {kind.field} filter reads column {col!r}, which is not among the carried columns "
+                            f"{sorted(carried)}", where="--columns",
+                            fix=f"carry {col!r} too, or turn the filter off with {kind.off}")
+    if schemas is None:
+        schemas = [_footer_names(p) for p in inputs]
+    check_filter_columns(spec, filters, list(zip(inputs, schemas)))
     phash = params_hash(spec, filters, columns, inputs, max_samples)
     report_path = lfs.join(out_dir, REPORT_NAME)
     if lfs.exists(report_path):
@@ -287,18 +377,17 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
                                                       pc.starts_with(scheme, "https://")))))
         c = out_cols["caption"]
         fails.append(("empty_caption", pc.or_(pc.equal(pc.binary_length(c), 0), pc.utf8_is_space(c))))
-        if filters.nsfw is not None and "NSFW" in out_cols:
-            keep = pa.array(list(filters.nsfw), type=pa.string())
-            fails.append(("nsfw", pc.invert(pc.is_in(pc.utf8_upper(out_cols["NSFW"]), value_set=pc.utf8_upper(keep)))))
-        sim_col = spec.similarity_column
-        if filters.min_similarity is not None and sim_col in out_cols:
-            s = out_cols[sim_col]
-            fails.append(("low_similarity", pc.or_(pc.less(s, filters.min_similarity), pc.equal(s, -1.0))))
-        for reason, name, thr in (("high_punsafe", "punsafe", filters.max_punsafe),
-                                  ("high_pwatermark", "pwatermark", filters.max_pwatermark)):
-            if thr is not None and name in out_cols:
-                v = out_cols[name]
-                fails.append((reason, pc.or_(pc.greater_equal(v, thr), pc.equal(v, -1.0))))
+        active = active_filters(filters, spec)
+        for kind, col in active:
+            v = out_cols[col]
+            if kind.field == "nsfw":
+                keep = pa.array(list(filters.nsfw), type=pa.string())
+                mask = pc.invert(pc.is_in(pc.utf8_upper(v), value_set=pc.utf8_upper(keep)))
+            elif kind.field == "min_similarity":
+                mask = pc.or_(pc.less(v, filters.min_similarity), pc.equal(v, -1.0))
+            else:  # a maximum: at or above it fails
+                mask = pc.or_(pc.greater_equal(v, getattr(filters, kind.field)), pc.equal(v, -1.0))
+            fails.append((kind.reason, mask))
         alive = np.ones(n, dtype=bool)
         file_dropped: Counter = Counter()
         for reason, mask in fails:
@@ -314,6 +403,10 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             seen = np.concatenate([seen, new_hashes])
         kept = int(alive.sum())
         check_accounting(n, kept, file_dropped, stage=f"prefilter {path}")
+        null_cols = [col for _, col in active if n and nulls.get(col) == n]
+        all_by = next((r for r, k in file_dropped.items() if n and k == n), None)
+        if all_by:
+            warnings.append(f"{base}: every row ({n}) was dropped as {all_by}{_why(all_by, active, null_cols)}")
         out = pa.table(out_cols).filter(pa.array(alive))
         out_name = f"{i:05d}.parquet"
         tmp = lfs.tmp_name(lfs.join(out_dir, out_name))
@@ -326,6 +419,7 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             "dropped": {r: file_dropped.get(r, 0) for r in REASONS},
             "nulls_replaced": {k: v for k, v in nulls.items() if v},
             "invalid_utf8_repaired": repaired, "long_captions": int(len(long_rows)),
+            "all_dropped_by": all_by, "null_filter_columns": null_cols,
         })
         if progress:
             progress.advance(task, 1)

@@ -64,4 +64,4 @@ class ReshardConfig(FilterOverrides):
     beam_args: tuple[str, ...] = dataclasses.field(default=(), metadata=lmanifest.RUN_ONLY)  # runner, workers...
 
     def filters(self, spec=None) -> Filters:
-        return self.apply(spec.default_filters if (self.default_filters and spec is not None) else Filters())
+        return self.apply(spec.default_filters if (self.default_filters and spec is not None) else Filters(), spec)

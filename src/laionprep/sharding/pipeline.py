@@ -32,7 +32,7 @@ from laionprep import fs as lfs
 from laionprep import manifest as lmanifest
 from laionprep import stage
 from laionprep.folders import names
-from laionprep.errors import DataError
+from laionprep.errors import DataError, NothingKept
 from laionprep.sharding import records as lrec
 from laionprep.sharding import worker as lworker
 from laionprep.sharding.beam_job import (build_pipeline, build_wheel, error_summary, is_local_runner,
@@ -59,10 +59,31 @@ def run_stage(cfg: ReshardConfig, *, progress=None, log=print) -> stage.StageRes
 
     def body():
         m = _reshard(prep, t0, progress=progress, log=log)
-        table = stage.Table(f"laionprep reshard -> {cfg.output}", summary_rows(m), ("", "records"))
-        return stage.StageResult(manifest=m, tables=(table,))
+        return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
 
     return stage.run("reshard", prep.job.output, body)
+
+
+def _table(cfg: ReshardConfig, m: dict) -> stage.Table:
+    return stage.Table(f"laionprep reshard -> {cfg.output}", summary_rows(m), ("", "records"))
+
+
+# the flag behind each reason a reshard filter drops a record (its likely fix when it drops everything)
+_REASON_FLAGS = {"key_not_kept": "--keep-keys", "key_dropped": "--drop-keys", "nsfw": "--nsfw",
+                 "low_similarity": "--min-similarity", "high_punsafe": "--max-punsafe",
+                 "high_pwatermark": "--max-pwatermark", "small_side": "--min-side", "aspect": "--max-aspect",
+                 "short_caption": "--min-caption-chars", "long_caption": "--max-caption-chars"}
+
+
+def _nothing_kept(rows_in: int, dropped: dict[str, int]) -> tuple[str, str]:
+    reasons = sorted(((r, k) for r, k in dropped.items() if k), key=lambda rk: -rk[1])
+    what = f"the filters kept none of the {rows_in} records: " + ", ".join(f"{r} {k}" for r, k in reasons)
+    flags = [_REASON_FLAGS[r] for r, _ in reasons if r in _REASON_FLAGS]
+    fix = ("loosen or leave out " + ", ".join(flags) if flags else "the input records are broken: check the sources "
+           "with `laionprep validate`")
+    if {"nsfw", "low_similarity", "high_punsafe", "high_pwatermark"} & {r for r, _ in reasons}:
+        fix += " (--nsfw all, --min-similarity none... turn one shared filter off; --default-filters adds them all)"
+    return what, fix
 
 
 def _reshard(prep: Prepared, t0: float, *, progress, log) -> dict:
@@ -162,8 +183,9 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
         "timing": timing,
         "resumed_shards": sum(1 for r in results if r.get("resumed")),
     }
+    empty = rows_in > 0 and not sum(rows_out.values())
     man = stage.write_manifest(
-        job.output, stage="reshard", dataset=prep.dataset, status="complete",
+        job.output, stage="reshard", dataset=prep.dataset, status="empty" if empty else "complete",
         parameters=parameters | {"filters_applied": job.filters.to_dict()},
         inputs=[s.describe() for s in prep.sources], accounting=accounting, stages={"reshard": detail})
     fsys, _ = lfs.get_fs(job.output)
@@ -171,6 +193,9 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     if fsys.exists(work):
         fsys.rm(work, recursive=True)
     remove_tmp(fsys, lfs.get_fs(job.output)[1])  # temporary files of failed attempts
+    if empty:  # no counts.json: nothing downstream takes an empty output for a dataset
+        what, fix = _nothing_kept(rows_in, dropped)
+        raise NothingKept(what, where=lfs.join(job.output, MANIFEST_NAME), fix=fix, tables=(_table(cfg, man),))
     lfs.write_json(lfs.join(job.output, COUNTS_NAME), counts)  # last: marks the output complete
     return man
 
