@@ -173,6 +173,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
                         "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
     parameters, settings = cfg.parameters()
+    quarantined = _quarantined(lay.manifest)  # shards `validate --quarantine` moved: this run fetches them again
 
     def write(status, stages, accounting=None):
         return stage.write_manifest(cfg.output, stage="download", dataset=spec.name, status=status,
@@ -216,7 +217,12 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         "incomplete_shards": res.incomplete_shards, "image_size": cfg.download.image_size,
         "resize_mode": cfg.download.resize_mode, "resize_only_if_bigger": cfg.download.resize_only_if_bigger,
         "seconds": res.seconds, "peak_worker_rss_mib": res.peak_worker_rss_mib,
+        "refetched": _refetched(res, quarantined),
     }
+    if quarantined:  # what validate moved and this run did not fetch yet stays listed (stages are merged)
+        stages["quarantine"] = {**quarantined, "shards": [e for e in quarantined.get("shards", [])
+                                                          if e["shard"] in res.incomplete_shards],
+                                "missing": [s for s in quarantined.get("missing", []) if s in res.incomplete_shards]}
     complete = not res.incomplete_shards
     breakdown = {
         "metadata_rows": meta_rows,
@@ -240,6 +246,26 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
             fix="re-run the same command to resume; finished shards are not downloaded again",
         )
     return data
+
+
+def _quarantined(manifest_path: str) -> dict:
+    """``stages.quarantine`` of the folder's download manifest (written by ``validate --quarantine``), or {}."""
+    m = manifest.read(manifest_path)
+    q = (m.get("stages") or {}).get("quarantine") if m.get("stage") == "download" else None
+    return q if isinstance(q, dict) and (q.get("shards") or q.get("missing")) else {}
+
+
+def _refetched(res: dl.DownloadResult, quarantined: dict) -> list[dict]:
+    """The shards this run fetched again and why: moved aside by its resume check, or by validate --quarantine."""
+    def entry(e, by):
+        moved = e.get("moved_to") or []
+        return {"shard": e["shard"], "why": e.get("why") or ", ".join(e.get("kinds", [])), "moved_by": by,
+                "moved_to": moved[0].rsplit("/", 1)[0] if moved else None}
+
+    out = {e["shard"]: entry(e, "download (resume check)") for e in res.repaired}
+    for e in quarantined.get("shards", []):
+        out.setdefault(e["shard"], entry(e, "validate --quarantine"))
+    return [e for sid, e in sorted(out.items()) if sid not in res.incomplete_shards]
 
 
 def _name_source(e: DataError, fetched: md.FetchResult) -> DataError:
@@ -280,6 +306,10 @@ def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:
             rows.append((f"    ({len(mine) - max_reasons} more reasons in the manifest)",
                          sum(v for _, v in mine[max_reasons:])))
     rows.append(("shards", f'{st["download"]["shards_done"]}/{st["download"]["shards_expected"]}'))
+    refetched = st["download"].get("refetched") or []
+    if refetched:
+        rows.append(("  fetched again (lost or damaged files)", len(refetched)))
+        rows += [(f"    {e['shard']:05d} ({e['moved_by']})", e["why"]) for e in refetched[:max_reasons]]
     return rows
 
 
