@@ -8,10 +8,13 @@ Layout of ``DIR`` (the ``--output``)::
                 NNNNN_stats.json        the completion marker of each shard.  No other *.json here, ever.
     DIR/logs/img2dataset.log            the downloader's own output
     DIR/manifest.json                   parameters, versions, counts per stage
+    DIR/_shards.parquet                 each finished shard's file sizes (the resume check, ingest/repair.py)
+    DIR/_quarantine/<time>/             shards moved aside (resume check, validate --quarantine) + why.json
 
 Every stage resumes: the fetch skips complete files, the prefilter is deterministic (and skipped when its
-parameters are unchanged), and img2dataset's incremental mode skips shards with a stats file.  Running the same
-command again after a crash therefore ends with the same accounting as an uninterrupted run.
+parameters are unchanged), and img2dataset's incremental mode skips shards with a stats file (after the resume
+check has moved aside any finished shard that lost a file or whose file sizes changed, so it is fetched again).
+Running the same command again after a crash therefore ends with the same accounting as an uninterrupted run.
 """
 from __future__ import annotations
 
