@@ -43,8 +43,9 @@ class ValidateConfig:
                                 metavar="REPORT_DIR")
     decode_fraction: float = option("--decode-fraction", float, "share of images fully decoded, 0..1 (default "
                                     "0.01; every image's JPEG header is checked)", default=0.01)
-    quarantine: bool = option("--quarantine", bool, "move bad shards of a download to DIR/_quarantine/ so a "
-                              "resumed download fetches them again", default=False)
+    quarantine: bool = option("--quarantine", bool, "move every download shard with a problem to "
+                              "DIR/_quarantine/ and mark the download incomplete, so the same download command "
+                              "fetches them again; exit 0 when what is left is sound", default=False)
     workers: int = option("--workers", int, "processes (default: one per core)", default=0)
     dataset: str | None = option("--dataset", None,
                                  "dataset spec whose columns are required (default: the manifest's)")
