@@ -82,7 +82,10 @@ def test_scan_gaps_orphans_missing(tmp_path):
     assert [(s.count, s.rows) for s in sc.shards] == [(3, 4), (2, 3), (4, 5)] and sc.total == 9
     assert sc.shards[0].tfrecord == os.path.join(data, "00000.tfrecord")
     assert sc.shards[0].parquet == os.path.join(data, "00000.parquet")
-    assert sc.gaps == [2, 4]  # an orphan shard (no stats file) is not complete either
+    # a gap has no file at all; an orphan shard (4: no stats file) is listed once, as orphans (it used to be a gap
+    # too, and validate then said it had no file at all)
+    assert sc.gaps == [2]
+    assert sorted(sc.files) == [0, 1, 3, 4, 5] and sorted(sc.files[4]) == [".parquet", ".tfrecord"]
     assert sc.missing_tfrecord == [3]
     assert sc.orphans == [os.path.join(data, "00004.parquet"), os.path.join(data, "00004.tfrecord")]
     assert sorted(folders.list_done(data)) == [0, 1, 3, 5]
@@ -100,7 +103,7 @@ def test_concurrent_scan_equals_sequential(tmp_path):
             fs.pipe(mem + p[len(root):], open(p, "rb").read())
     seq, conc = folders.scan(mem, threads=1), folders.scan(mem)
     assert seq == conc
-    assert [s.id for s in conc.shards] == [0, 1, 5] and conc.gaps == [2, 4] and conc.missing_tfrecord == [3]
+    assert [s.id for s in conc.shards] == [0, 1, 5] and conc.gaps == [2] and conc.missing_tfrecord == [3]
     assert isinstance(folders.detect(mem), folders.DownloadFolder)
     fs.rm("/folders-test", recursive=True)
 

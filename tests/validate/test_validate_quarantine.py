@@ -35,7 +35,9 @@ def test_quarantine_then_resumed_download_fetches_the_shard_again(copy_download,
         f.write(bytes([b[0] ^ 0x10]))
     damaged = {k: open(p, "rb").read() for k, p in bad.items()}
 
-    assert cli(d, "--quarantine", "--decode-fraction", 0) == 1
+    # exit 0: every problem was in the moved shard, what is left is sound (the README's `... --quarantine &&
+    # laionprep download ...` then runs the download); it used to exit 1 after moving
+    assert cli(d, "--quarantine", "--decode-fraction", 0) == 0
     (qdir,) = glob.glob(os.path.join(d, "_quarantine", "*"))
     moved = sorted(os.listdir(qdir))
     assert moved == ["00001.parquet", "00001.tfrecord", "00001_stats.json", "why.json"]
@@ -53,6 +55,8 @@ def test_quarantine_then_resumed_download_fetches_the_shard_again(copy_download,
     # before the download is resumed, the shard is reported missing (not silently ignored)
     rep = validate(ValidateConfig(d, workers=1, decode_fraction=0))
     assert [p.file for p in rep.by_kind("missing_shard")] == ["tfrecord/00001.tfrecord"]
+    assert rep.exit_code == 1 and rep.by_kind("incomplete_download")  # the manifest no longer says complete
+    assert json.load(open(os.path.join(d, "manifest.json")))["status"] == "incomplete"
 
     # resume: the same demo rows from the same server into the same folder
     m = json.load(open(os.path.join(demo_download, "manifest.json")))
@@ -74,6 +78,7 @@ def test_a_problem_in_every_shard_moves_nothing(copy_download):
     rep = validate(ValidateConfig(d, workers=1, decode_fraction=0, image_size=400, quarantine=True))
     assert rep.counts == {"wrong_short_side": 190}
     assert rep.quarantined == [] and not os.path.exists(os.path.join(d, "_quarantine"))
+    assert rep.exit_code == 1 and rep.remaining == {"wrong_short_side": 190}  # a problem left: exit 1
     assert any("wrong_short_side is in every shard" in n for n in rep.notes)
     assert sorted(os.listdir(os.path.join(d, "tfrecord"))) == sorted(
         f"{sid:05d}{ext}" for sid in range(4) for ext in (".tfrecord", ".parquet", "_stats.json"))

@@ -37,10 +37,33 @@ class ShardScan:
     gaps: list[int]  # shard numbers below the highest complete one with no complete shard
     orphans: list[str]  # tfrecord/parquet files whose shard has no stats file
     missing_tfrecord: list[int]  # stats present but no tfrecord
+    missing_parquet: list[int] = dataclasses.field(default_factory=list)  # stats and tfrecord but no parquet
+    files: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)  # id -> {suffix: path}, every file
 
     @property
     def total(self) -> int:
         return sum(s.count for s in self.shards)
+
+
+SUFFIXES = ("_stats.json", ".tfrecord", ".parquet")  # the files of a shard; the stats file moves first
+_NAMES = {"_stats.json": "_stats.json", ".tfrecord": "tfrecord", ".parquet": "parquet"}
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def describe(sid: int, present, problem: str = "") -> str:
+    """What a shard lacks and what it has, e.g. ``shard 00003: tfrecord missing (parquet and _stats.json
+    present)``; with ``problem`` (every file there, one wrong): ``shard 00003: tfrecord has 0 bytes ...``."""
+    if problem:
+        return f"shard {sid:05d}: {problem}"
+    have = [_NAMES[s] for s in (".tfrecord", ".parquet", "_stats.json") if s in present]
+    lack = [_NAMES[s] for s in (".tfrecord", ".parquet", "_stats.json") if s not in present]
+    tail = _and(have) + " present" if have else "no file present"
+    if "_stats.json" not in present and have:
+        tail += ": an unfinished shard; the next download redoes it"
+    return f"shard {sid:05d}: {_and(lack)} missing ({tail})"
 
 
 def local_path(url: str) -> str | None:
@@ -129,9 +152,11 @@ def scan(folder: str, threads: int | None = None) -> ShardScan:
     by_id = group_files(lfs.glob(str(folder).rstrip("/") + "/*"))
     stats_urls = [f["_stats.json"] for f in by_id.values() if "_stats.json" in f and ".tfrecord" in f]
     contents = read_many(stats_urls, threads)
-    shards, orphans, missing = [], [], []
+    shards, orphans, missing, no_parquet = [], [], [], []
     for sid in sorted(by_id):
         files = by_id[sid]
+        if ".parquet" not in files and "_stats.json" in files and ".tfrecord" in files:
+            no_parquet.append(sid)
         if "_stats.json" not in files:
             orphans.extend(sorted(files.values()))
             continue
@@ -146,5 +171,7 @@ def scan(folder: str, threads: int | None = None) -> ShardScan:
                             stats=files["_stats.json"], count=int(stats.get("successes", 0)),
                             rows=int(stats.get("count", 0))))
     done = {s.id for s in shards} | set(missing)
-    gaps = [i for i in range(max(done) + 1) if i not in done] if done else []
-    return ShardScan(folder=folder, shards=shards, gaps=gaps, orphans=orphans, missing_tfrecord=missing)
+    # a gap: no file at all below the highest finished shard (a shard with some files is an orphan or missing one)
+    gaps = [i for i in range(max(done) + 1) if i not in by_id] if done else []
+    return ShardScan(folder=folder, shards=shards, gaps=gaps, orphans=orphans, missing_tfrecord=missing,
+                     missing_parquet=no_parquet, files=by_id)

@@ -30,7 +30,7 @@ from typing import Sequence
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
 from laionprep.folders.shardscan import STATS_FILE as STATS_RE, list_done
-from laionprep.ingest import safe_fetch
+from laionprep.ingest import repair, safe_fetch
 from laionprep.options import option
 
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
@@ -145,6 +145,8 @@ class DownloadResult:
     seconds: float
     # largest child process of the img2dataset child (multiprocessing: a download worker); None: nothing was run
     peak_worker_rss_mib: float | None = None
+    # finished shards the resume check moved aside (why.json entries): fetched again by this run
+    repaired: list[dict] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -217,13 +219,16 @@ def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_col
     cfg = {"download": img2dataset_config(input_dir, output_dir, extra_columns, verify_sha256, opts),
            "spark_master": opts.spark_master, "fetch": dataclasses.asdict(opts.fetch_options())}
     start = time.time()
-    set_aside_broken_markers(output_dir)
+    root = posixpath.dirname(str(output_dir).rstrip("/"))  # DIR: the quarantine and the shard record live there
+    checked = repair.check(output_dir, root)  # finished shards with a lost or damaged file are fetched again
     remove_stale_config(log_path)
     peak = None
     if expected and len(list_done(output_dir)) < len(expected):
         peak = _run_child(cfg, output_dir, expected, log_path, progress)
     res = account(output_dir, expected, seconds=time.time() - start)
+    repair.record(output_dir, root, checked.stats)
     res.peak_worker_rss_mib = peak
+    res.repaired = checked.repaired
     return res
 
 
@@ -341,29 +346,6 @@ def _tail(path: str, n: int = 15) -> str:
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8", "replace").splitlines()[-n:]
     return "\n  last log lines:\n    " + "\n    ".join(lines)
-
-
-def set_aside_broken_markers(output_dir: str) -> list[int]:
-    """A run killed while img2dataset wrote a stats file leaves a truncated marker that would make the shard look
-    done.  Such shards (marker, tfrecord, parquet) are moved to ``<output>/../_incomplete/`` so img2dataset
-    downloads them again; nothing is deleted."""
-    moved = []
-    for sid, path in sorted(list_done(output_dir).items()):
-        try:
-            lfs.read_json(path)
-            continue
-        except (ValueError, UnicodeDecodeError):
-            pass
-        fsys, p = lfs.get_fs(path)
-        dest = posixpath.join(posixpath.dirname(posixpath.dirname(p.rstrip("/"))), "_incomplete",
-                              time.strftime("%Y%m%d-%H%M%S"))
-        fsys.makedirs(dest, exist_ok=True)
-        for suffix in ("_stats.json", ".tfrecord", ".parquet"):
-            src = p.replace("_stats.json", suffix)
-            if fsys.exists(src):
-                fsys.mv(src, posixpath.join(dest, posixpath.basename(src)))
-        moved.append(sid)
-    return moved
 
 
 def _rows_done(output_dir: str, expected: dict[int, int]) -> int:

@@ -8,10 +8,13 @@ Layout of ``DIR`` (the ``--output``)::
                 NNNNN_stats.json        the completion marker of each shard.  No other *.json here, ever.
     DIR/logs/img2dataset.log            the downloader's own output
     DIR/manifest.json                   parameters, versions, counts per stage
+    DIR/_shards.parquet                 each finished shard's file sizes (the resume check, ingest/repair.py)
+    DIR/_quarantine/<time>/             shards moved aside (resume check, validate --quarantine) + why.json
 
 Every stage resumes: the fetch skips complete files, the prefilter is deterministic (and skipped when its
-parameters are unchanged), and img2dataset's incremental mode skips shards with a stats file.  Running the same
-command again after a crash therefore ends with the same accounting as an uninterrupted run.
+parameters are unchanged), and img2dataset's incremental mode skips shards with a stats file (after the resume
+check has moved aside any finished shard that lost a file or whose file sizes changed, so it is fetched again).
+Running the same command again after a crash therefore ends with the same accounting as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -199,6 +202,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
                         "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
     parameters, settings = cfg.parameters()
+    quarantined = _quarantined(lay.manifest)  # shards `validate --quarantine` moved: this run fetches them again
 
     def write(status, stages, accounting=None):
         return stage.write_manifest(cfg.output, stage="download", dataset=spec.name, status=status,
@@ -257,7 +261,12 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         "incomplete_shards": res.incomplete_shards, "image_size": cfg.download.image_size,
         "resize_mode": cfg.download.resize_mode, "resize_only_if_bigger": cfg.download.resize_only_if_bigger,
         "seconds": res.seconds, "peak_worker_rss_mib": res.peak_worker_rss_mib,
+        "refetched": _refetched(res, quarantined),
     }
+    if quarantined:  # what validate moved and this run did not fetch yet stays listed (stages are merged)
+        stages["quarantine"] = {**quarantined, "shards": [e for e in quarantined.get("shards", [])
+                                                          if e["shard"] in res.incomplete_shards],
+                                "missing": [s for s in quarantined.get("missing", []) if s in res.incomplete_shards]}
     complete = not res.incomplete_shards
     breakdown = {
         "metadata_rows": meta_rows,
@@ -306,6 +315,26 @@ def _nothing_downloaded(res: dl.DownloadResult) -> tuple[str, str]:
     return what, fix + (f"; {refused} were refused by the address policy: {allow}" if refused else "")
 
 
+def _quarantined(manifest_path: str) -> dict:
+    """``stages.quarantine`` of the folder's download manifest (written by ``validate --quarantine``), or {}."""
+    m = manifest.read(manifest_path)
+    q = (m.get("stages") or {}).get("quarantine") if m.get("stage") == "download" else None
+    return q if isinstance(q, dict) and (q.get("shards") or q.get("missing")) else {}
+
+
+def _refetched(res: dl.DownloadResult, quarantined: dict) -> list[dict]:
+    """The shards this run fetched again and why: moved aside by its resume check, or by validate --quarantine."""
+    def entry(e, by):
+        moved = e.get("moved_to") or []
+        return {"shard": e["shard"], "why": e.get("why") or ", ".join(e.get("kinds", [])), "moved_by": by,
+                "moved_to": moved[0].rsplit("/", 1)[0] if moved else None}
+
+    out = {e["shard"]: entry(e, "download (resume check)") for e in res.repaired}
+    for e in quarantined.get("shards", []):
+        out.setdefault(e["shard"], entry(e, "validate --quarantine"))
+    return [e for sid, e in sorted(out.items()) if sid not in res.incomplete_shards]
+
+
 def _name_source(e: DataError, fetched: md.FetchResult, remove: bool = True) -> DataError:
     """An error about a fetched copy, re-worded to name the source file; the copy is removed (``remove``) so that
     the next run fetches the (fixed) source file again even when its size did not change."""
@@ -348,6 +377,10 @@ def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:
             rows.append((f"    ({len(mine) - max_reasons} more reasons in the manifest)",
                          sum(v for _, v in mine[max_reasons:])))
     rows.append(("shards", f'{st["download"]["shards_done"]}/{st["download"]["shards_expected"]}'))
+    refetched = st["download"].get("refetched") or []
+    if refetched:
+        rows.append(("  fetched again (lost or damaged files)", len(refetched)))
+        rows += [(f"    {e['shard']:05d} ({e['moved_by']})", e["why"]) for e in refetched[:max_reasons]]
     return rows
 
 

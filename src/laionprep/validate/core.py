@@ -22,7 +22,7 @@ from laionprep import stage
 from laionprep.options import option
 from laionprep.errors import UsageError
 from laionprep.validate import layout as llayout
-from laionprep.validate.problems import CHECK_ORDER, KINDS, NOT_REPAIRED_BY_REFETCH, Problem
+from laionprep.validate.problems import CHECK_ORDER, KINDS, LEFT_TO_DOWNLOAD, NOT_PER_SHARD, Problem
 from laionprep.validate.shard_check import (INT_HIST_CAP, FLOAT_EDGES, KIND_NAMES, FloatStats, ShardResult,
                                             check_shard, result_summary)
 
@@ -43,8 +43,9 @@ class ValidateConfig:
                                 metavar="REPORT_DIR")
     decode_fraction: float = option("--decode-fraction", float, "share of images fully decoded, 0..1 (default "
                                     "0.01; every image's JPEG header is checked)", default=0.01)
-    quarantine: bool = option("--quarantine", bool, "move bad shards of a download to DIR/_quarantine/ so a "
-                              "resumed download fetches them again", default=False)
+    quarantine: bool = option("--quarantine", bool, "move every download shard with a problem to "
+                              "DIR/_quarantine/ and mark the download incomplete, so the same download command "
+                              "fetches them again; exit 0 when what is left is sound", default=False)
     workers: int = option("--workers", int, "processes (default: one per core)", default=0)
     dataset: str | None = option("--dataset", None,
                                  "dataset spec whose columns are required (default: the manifest's)")
@@ -88,13 +89,23 @@ class Report:
     notes: list[str]
     quarantined: list[dict] = dataclasses.field(default_factory=list)
     files: dict[str, str] = dataclasses.field(default_factory=dict)  # report.json / report.html paths
+    # --quarantine only: the problems left once the bad shards were moved (kind -> count; None: no quarantine run),
+    # the first of them, and the shards a resumed download fetches (moved or missing)
+    remaining: dict[str, int] | None = None
+    remaining_problems: list[Problem] = dataclasses.field(default_factory=list)
+    left_to_download: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """Sound: no problem at all; with --quarantine, none left in the shards that stayed (the moved and missing
+        ones are for the download to fetch)."""
+        if self.remaining is not None:
+            return not self.remaining
         return not any(self.counts.values())
 
     @property
     def exit_code(self) -> int:
+        """0: sound (or sound after --quarantine); 1: problems (left); usage errors exit 2 in the CLI."""
         return 0 if self.ok else 1
 
     def by_kind(self, kind: str) -> list[Problem]:
@@ -124,7 +135,8 @@ class Report:
         return {"kind": self.kind, "folder": self.folder, "ok": self.ok, "config": self.config,
                 "totals": self.totals, "problem_counts": self.counts,
                 "problems": [p.to_dict() for p in self.problems], "notes": self.notes,
-                "quarantined": self.quarantined, "figures": self.figures, "shards": self.shards}
+                "quarantined": self.quarantined, "remaining_after_quarantine": self.remaining,
+                "left_to_download": self.left_to_download, "figures": self.figures, "shards": self.shards}
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -182,8 +194,17 @@ def validate(config: ValidateConfig, *, progress=None) -> Report:
         return _validate(config, lay, start, cpu_start, progress)
 
 
-def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progress) -> Report:
-    results = _run_units(lay, config.worker_count, progress)
+@dataclasses.dataclass
+class _Findings:
+    problems: list[Problem]
+    counts: collections.Counter
+    bad: dict[int, set[str]]  # download shard id (else unit index) -> the per-shard problem kinds it has
+    notes: list[str]
+    figures: dict
+
+
+def _assess(config: ValidateConfig, lay, results: list[ShardResult]) -> _Findings:
+    """Merge the per-shard results and run the dataset-wide checks (no data is read here)."""
     problems = list(lay.problems)
     counts: collections.Counter = collections.Counter(p.kind for p in lay.problems)
     for p in lay.problems:
@@ -191,20 +212,40 @@ def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progr
     for r in results:
         problems.extend(r.problems)
         counts.update(r.counts)
-    notes = list(lay.notes)
     bad_units: dict[int, set[str]] = collections.defaultdict(set)
     for r in results:
         for kind, n in r.counts.items():
-            if n and kind not in NOT_REPAIRED_BY_REFETCH:
+            if n and kind not in NOT_PER_SHARD:
                 bad_units[r.unit].add(kind)
     _check_types(lay, results, problems, counts, config.max_examples)
     _check_duplicates(lay, results, problems, counts, bad_units, config.max_examples)
+    notes = list(lay.notes)
     _check_sha256(config, results, problems, counts, bad_units, notes)
     figures = _figures(lay, results)
     if lay.kind == "download":
         _check_manifest(lay, results, figures, problems, counts)
     if lay.kind == "tfds":
         _check_tfds_read(lay, results, problems, counts)
+    if lay.kind != "download":
+        return _Findings(problems, counts, dict(bad_units), notes, figures)
+    # a download's shards by id: the listing's problems name one (missing tfrecord, no stats file) too
+    by_unit = {u.index: u.shard_id for u in lay.units}
+    for p in problems:
+        if p.shard is None and p.unit is not None:
+            p.shard = by_unit.get(p.unit)
+    bad: dict[int, set[str]] = collections.defaultdict(set)
+    for ui, kinds in bad_units.items():
+        bad[by_unit[ui]] |= kinds
+    for p in lay.problems:
+        if p.shard is not None and p.kind not in NOT_PER_SHARD:
+            bad[p.shard].add(p.kind)
+    return _Findings(problems, counts, dict(bad), notes, figures)
+
+
+def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progress) -> Report:
+    results = _run_units(lay, config.worker_count, progress)
+    found = _assess(config, lay, results)
+    problems, counts, notes, figures = found.problems, found.counts, found.notes, found.figures
     seconds = time.time() - start
     records = sum(r.frames for r in results)
     in_process = min(config.worker_count, len(results)) <= 1
@@ -226,16 +267,38 @@ def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progr
                          for r in results],
                  figures=figures, notes=notes)
     if config.quarantine:
-        _drop_systematic(bad_units, len(results), notes)
-    if config.quarantine and bad_units:
-        from laionprep.validate.quarantine import quarantine
-
-        rep.quarantined = quarantine(lay, rep, bad_units)
+        _quarantine(config, lay, results, found, rep)
     if config.report:
         from laionprep.validate.report import write_report
 
         rep.files = write_report(rep, config.report)
     return rep
+
+
+def _quarantine(config: ValidateConfig, lay, results: list[ShardResult], found: _Findings, rep: Report) -> None:
+    """Move every shard with a problem of its own, mark the manifest, then assess what is left (the folder listed
+    again; the results of the shards left in place reused, no data read twice)."""
+    from laionprep.validate.quarantine import mark_manifest, quarantine
+
+    bad = found.bad
+    _drop_systematic(bad, len(results), rep.notes)
+    if bad:
+        rep.quarantined = quarantine(lay, found.problems, bad)
+    is_download = lay.manifest.get("stage") == "download"
+    missing = sorted({p.shard for p in found.problems if p.kind == "missing_shard" and p.shard is not None})
+    if is_download and (rep.quarantined or missing):
+        mark_manifest(lay, rep.quarantined, missing)
+    after_lay = llayout.build(config)
+    by_shard = {lay.units[r.unit].shard_id: r for r in results}
+    kept = [dataclasses.replace(by_shard[u.shard_id], unit=u.index) for u in after_lay.units if u.shard_id in by_shard]
+    if len(kept) < len(after_lay.units):  # a shard that appeared meanwhile cannot be (the folder lock is held)
+        kept = _run_units(after_lay, config.worker_count, None)
+    after = _assess(config, after_lay, kept)
+    left = LEFT_TO_DOWNLOAD if is_download else set()
+    rep.remaining = {k: v for k, v in after.counts.items() if v and k not in left}
+    rep.remaining_problems = [p for p in _sorted(after.problems) if p.kind in rep.remaining][:50]
+    rep.left_to_download = sorted({p.shard for p in after.problems if p.kind == "missing_shard" and
+                                   p.shard is not None}) if is_download else []
 
 
 def _capped(problems: list[Problem]) -> list[Problem]:
@@ -401,7 +464,14 @@ def _check_manifest(lay, results, figures, problems, counts) -> None:
         counts["manifest_mismatch"] += 1
 
     if m.get("status") not in (None, "complete"):
-        add(f"manifest status is {m.get('status')!r}: the download did not finish (re-run it to resume)")
+        # an unfinished download's totals are a snapshot the resumed download recounts from the shards
+        q = (m.get("stages") or {}).get("quarantine") or {}
+        shards = sorted({e["shard"] for e in q.get("shards", [])} | set(q.get("missing", [])))
+        problems.append(Problem("incomplete_download", f"manifest status is {m.get('status')!r}: the download did not "
+                                f"finish" + (f" (shards quarantined or missing: {_ids(shards)})" if shards else "")
+                                + "; run the same `laionprep download` command to resume", file="manifest.json"))
+        counts["incomplete_download"] += 1
+        return
     records = sum(r.frames for r in results)
     if isinstance(st.get("success"), int) and st["success"] != records:
         add(f"manifest says {st['success']:,} images downloaded, the shards hold {records:,} records")
@@ -416,6 +486,10 @@ def _check_manifest(lay, results, figures, problems, counts) -> None:
     acc = m.get("accounting") or {}
     if acc.get("balanced") is False:
         add(f"manifest accounting does not balance: {acc}")
+
+
+def _ids(shards, n: int = 10) -> str:
+    return ", ".join(f"{s:05d}" for s in shards[:n]) + (f" and {len(shards) - n} more" if len(shards) > n else "")
 
 
 def _check_tfds_read(lay, results, problems, counts) -> None:
@@ -509,8 +583,20 @@ def print_summary(rep: Report) -> None:
     for n in rep.notes:
         print(f"note: {n}")
     for q in rep.quarantined:
-        print(f"quarantined {q['file']} ({', '.join(q['kinds'])}) -> {q['moved_to'][0].rsplit('/', 1)[0]}")
-    print_table(f"laionprep validate {rep.folder}: " + ("OK" if rep.ok else "PROBLEMS FOUND"), rep.total_rows(),
-                ["", ""])
+        where = q["moved_to"][0].rsplit("/", 1)[0] if q["moved_to"] else "(no file to move)"
+        why = q["why"].split(": ", 1)[1] if q["why"].startswith("shard ") else f"{q['file']}: {q['why']}"
+        print(f"quarantined shard {q['shard']:05d} ({', '.join(q['kinds'])}): {why} -> {where}")
+    if rep.remaining is not None:
+        if rep.remaining:
+            print("problems left after the quarantine (not one shard's, so not moved): "
+                  + ", ".join(f"{k} {v:,}" for k, v in sorted(rep.remaining.items())))
+            for p in rep.remaining_problems[:10]:
+                print(f"  {p.kind}: {p.where()}: {p.message}")
+        if rep.left_to_download:
+            print(f"left for the download: shards {_ids(rep.left_to_download)}; run the same `laionprep download` "
+                  "command to fetch them")
+    title = "PROBLEMS FOUND" if not rep.ok else (
+        "OK after quarantine" if rep.quarantined or rep.left_to_download else "OK")
+    print_table(f"laionprep validate {rep.folder}: {title}", rep.total_rows(), ["", ""])
     if rep.files:
         print(f"report: {rep.files['html']} (and report.json)")

@@ -17,6 +17,7 @@ from laionprep import fs as lfs
 from laionprep import folders
 from laionprep.datasets import DatasetSpec, SPECS
 from laionprep.errors import UsageError
+from laionprep.folders.shardscan import describe
 from laionprep.validate.problems import Problem
 from laionprep.validate.shard_check import Checks, Unit
 
@@ -38,6 +39,7 @@ class Layout:
     splits: dict = dataclasses.field(default_factory=dict)  # split -> {"num_examples", "num_shards"}
     tfds_dir: str | None = None
     expected_kinds: dict = dataclasses.field(default_factory=dict)  # key -> bytes/int64/float (dataset level)
+    shard_files: dict = dataclasses.field(default_factory=dict)  # download: shard id -> [every file it has]
 
 
 def _rel(path: str, root: str) -> str:
@@ -143,27 +145,30 @@ def _download(folder: folders.DownloadFolder, cfg) -> Layout:
     for i, s in enumerate(scan.shards):
         units.append(Unit(index=i, path=s.tfrecord, label=_rel(s.tfrecord, root), expected=s.count,
                           expected_source="_stats.json", parquet=s.parquet, stats=s.stats, shard_id=s.id))
+    def at(sid):
+        return _rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)
+
     for sid in scan.gaps:
-        problems.append(Problem("missing_shard", f"shard {sid:05d} is missing (no tfrecord, parquet or _stats.json) "
-                                                 "between finished shards",
-                                file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
+        problems.append(Problem("missing_shard", f"shard {sid:05d}: missing (no tfrecord, parquet or _stats.json) "
+                                                 "between finished shards", file=at(sid), shard=sid))
     expected_shards = _find_value(manifest.get("stages", {}).get("download", {}), "shards_expected")
-    found = {s.id for s in scan.shards} | set(scan.gaps) | set(scan.missing_tfrecord)
     if isinstance(expected_shards, int):
         for sid in range(expected_shards):
-            if sid not in found:
-                problems.append(Problem("missing_shard", f"shard {sid:05d} is missing: manifest.json expects "
-                                                         f"{expected_shards} shards",
-                                        file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
+            if sid not in scan.files and sid not in scan.gaps:
+                problems.append(Problem("missing_shard", f"shard {sid:05d}: missing (no tfrecord, parquet or "
+                                                         f"_stats.json): manifest.json expects {expected_shards} "
+                                                         "shards", file=at(sid), shard=sid))
     for sid in scan.missing_tfrecord:
-        problems.append(Problem("missing_file", f"shard {sid:05d} has a _stats.json but no tfrecord",
-                                file=_rel(lfs.join(data, f"{sid:05d}.tfrecord"), root)))
-    for p in scan.orphans:
-        problems.append(Problem("incomplete_shard", "shard file without a _stats.json (an unfinished download; "
-                                                    "resume the download to finish it)", file=_rel(p, root)))
+        problems.append(Problem("missing_file", describe(sid, scan.files[sid]), file=at(sid),
+                                shard=sid))
+    for sid, files in sorted(folders.group_files(scan.orphans).items()):
+        for p in sorted(files.values()):
+            problems.append(Problem("incomplete_shard", describe(sid, files), file=_rel(p, root),
+                                    shard=sid))
     checks = _checks(cfg, required=required, **size)
     return Layout(kind="download", root=root, units=units, checks=checks, problems=problems, notes=notes,
-                  manifest=manifest, spec=spec, data_folder=data, expected_total=scan.total, expected_kinds=kinds)
+                  manifest=manifest, spec=spec, data_folder=data, expected_total=scan.total, expected_kinds=kinds,
+                  shard_files={sid: list(f.values()) for sid, f in scan.files.items()})
 
 
 # ------------------------------------------------------------------------------------------------- resharded

@@ -35,6 +35,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "missing_file": ("accounting", "a file the shard needs is missing (tfrecord, parquet or stats)"),
     "unexpected_file": ("accounting", "a shard file the counts file does not list"),
     "manifest_mismatch": ("accounting", "totals differ from manifest.json"),
+    "incomplete_download": ("accounting", "manifest.json's status is not complete (an unfinished download, or "
+                                          "shards quarantined): resume the download"),
     "tfds_shard_length": ("accounting", "dataset_info.json's shard length differs from the records counted"),
     "tfds_unreadable": ("accounting", "TFDS cannot load the folder"),
     "bad_metadata": ("accounting", "a metadata file (stats, counts, manifest, dataset_info) is unreadable"),
@@ -42,10 +44,12 @@ KINDS: dict[str, tuple[str, str]] = {
 
 CHECK_ORDER = ("integrity", "schema", "content", "accounting")
 
-# Problems that a fresh download of the same rows does not repair (they come from the data or the download
-# settings, not from damage): --quarantine does not move shards for them.
-NOT_REPAIRED_BY_REFETCH = {"mixed_type", "wrong_type", "manifest_mismatch", "missing_shard", "tfds_shard_length",
-                           "tfds_unreadable", "unexpected_file", "incomplete_shard"}
+# Problems that are not one shard's (dataset-wide types, the manifest, TFDS metadata): --quarantine moves no shard
+# for them and they keep the exit code 1.  Every other kind found in a download shard moves that shard.
+NOT_PER_SHARD = {"mixed_type", "wrong_type", "manifest_mismatch", "tfds_shard_length", "tfds_unreadable",
+                 "unexpected_file", "missing_shard", "incomplete_download"}
+# What a resumed download repairs by itself: after --quarantine these are left to it (exit 0, listed).
+LEFT_TO_DOWNLOAD = {"missing_shard", "incomplete_download"}
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ class Problem:
     key: str | None = None  # the record's key, when it could be read
     count: int = 1  # records (or shards) this problem stands for
     unit: int | None = None  # index of the shard (internal: quarantine)
+    shard: int | None = None  # download shard id of a problem found from the listing (no unit): quarantine
 
     @property
     def check(self) -> str:

@@ -466,7 +466,8 @@ def _read_parquet(unit: Unit, r: ShardResult, mx: int):
     from laionprep import fs as lfs
 
     if not unit.parquet:
-        r.add(mx, "missing_file", "the shard has no parquet (img2dataset's per-row status table)")
+        r.add(mx, "missing_file", f"shard {unit.shard_id:05d}: parquet missing (tfrecord and _stats.json present)"
+              if unit.shard_id is not None else "the shard has no parquet (img2dataset's per-row status table)")
         return None
     try:
         with lfs.open_file(unit.parquet) as fh:
