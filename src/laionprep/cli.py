@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    if argv is None:  # run as a program: TensorFlow's start-up probe lines stay off the terminal
+        from laionprep import native_stderr
+
+        native_stderr.install()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
