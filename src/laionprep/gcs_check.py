@@ -85,8 +85,9 @@ def _first_line(e: BaseException) -> str:
 
 def check_access(url: str, flag: str, *, write: bool) -> None:
     """Refuse, within ~10 s, a gs:// ``url`` whose bucket cannot be used: no network, no credentials where they
-    are needed, no such bucket, no permission (``write``: also when listing is forbidden; a reader may still be
-    allowed to get single objects, so a forbidden listing passes then).  Other URLs pass."""
+    are needed; for an output (``write``) also no such bucket or a forbidden listing.  An input passes those two:
+    its stage says which input is missing, and a reader may be allowed to get objects it may not list.  Other
+    URLs pass."""
     url = str(url)
     if not url.startswith(("gs://", "gcs://")):
         return
@@ -122,7 +123,7 @@ def check_access(url: str, flag: str, *, write: bool) -> None:
         raise UsageError(f"cannot reach Google Cloud Storage ({host}) for bucket gs://{bucket}: "
                          f"{_network_reason(e)}{no_creds}", where=where,
                          fix="check the network (or the proxy: https_proxy); " + AUTH_WAYS) from None
-    if resp.status_code == 404:
+    if resp.status_code == 404 and write:  # an input's stage names the missing input itself ("not found: URL")
         raise UsageError(f"bucket gs://{bucket} does not exist", where=where,
                          fix=f"create it (gcloud storage buckets create gs://{bucket}) or correct the name")
     if resp.status_code == 401 or (resp.status_code == 403 and creds is None):
