@@ -84,6 +84,8 @@ w(b"E0000 00:00:1796229391.764640   20754 cuda_platform.cc:52] failed call to cu
 w(b"E0000 00:00:1796229391.7  20754 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to register\n")
 w(b"W0000 00:00:1796229391.7  20754 py_utils.cc:38] TF-TRT Warning: Could not find TensorRT\n")
 w(b"E0000 00:00:1.5   20754 gcs_file_system.cc:120] a real error from TensorFlow\n")
+w(b"I0000 00:00:1.6   20754 cuda_diagnostics.cc:137] hostname: gpu-1\n")
+w(b"E0000 00:00:1.7   20754 cuda_dnn.cc:535] Loaded runtime CuDNN library: 8.6.0 but source was compiled with: 8.9\n")
 w(b"laionprep download: error: kept\n")
 sys.stderr.write("partial line, no newline")
 """
@@ -91,4 +93,6 @@ sys.stderr.write("partial line, no newline")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ("E0000 00:00:1.5   20754 gcs_file_system.cc:120] a real error from TensorFlow\n"
+                        "E0000 00:00:1.7   20754 cuda_dnn.cc:535] Loaded runtime CuDNN library: 8.6.0 but source was "
+                        "compiled with: 8.9\n"
                         "laionprep download: error: kept\npartial line, no newline"), r.stderr

@@ -26,16 +26,19 @@ import termios
 import threading
 import time
 
-# The sources of TensorFlow's / XLA's probe messages (glog-style lines: "I0000 00:00:17.. 123 cudart_stub.cc:31] ...")
-_PROBE_SOURCES = ("cudart_stub", "cuda_platform", "cuda_executor", "cuda_diagnostics", "cuda_driver", "cuda_dnn",
-                  "cuda_fft", "cuda_blas", "computation_placer", "cpu_feature_guard", "gpu_device", "dso_loader",
-                  "tpu_initializer_helper", "tpu_api_dlsym_initializer", "rocm_platform")
-PROBE_LINE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IWE]\d{4} [\d:.]+\s+\d+ (" + "|".join(_PROBE_SOURCES) + r")\.cc:\d+\] .*"
-    r"|.*(TF-TRT Warning|oneDNN custom operations are on|Could not find cuda drivers|failed call to cuInit|"
-    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|TensorFlow binary is "
-    r"optimized to use available CPU instructions|rebuild TensorFlow with the appropriate compiler flags).*)$")
+# What the probe lines say (glog-style: "I0000 00:00:1796229383.93 20754 cudart_stub.cc:31] Could not find cuda...").
+# Matched by message, not by source file: JAX (the trainer) logs through the same files, and its real GPU errors
+# must stay visible.
+_PROBES = (r"Could not find cuda drivers on your machine", r"failed call to cuInit",
+           r"oneDNN custom operations are on", r"Unable to register cu(DNN|FFT|BLAS) factory",
+           r"computation placer already registered", r"TF-TRT Warning", r"Could not find TensorRT",
+           r"This TensorFlow binary is optimized to use available CPU instructions",
+           r"To enable the following instructions: .* rebuild TensorFlow", r"Cannot dlopen some GPU libraries",
+           r"successful NUMA node read from SysFS had negative value")
+_GLOG = r"[IWE]\d{4} [\d:.]+\s+\d+ "  # severity, date, time, thread id
+PROBE_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+                        r"|" + _GLOG + r"[\w.]+:\d+\] .*(" + "|".join(_PROBES) + r").*"
+                        r"|" + _GLOG + r"cuda_diagnostics\.cc:\d+\] .*)$")  # the follow-up of a failed cuInit
 _MAYBE_PROBE = re.compile(r"^([IWE]\d{0,4}( [\d:.]*(\s+\d*)?)?|W(A(R(N(I(N(G(:( .*)?)?)?)?)?)?)?)?)$")
 _HOLD_S = 0.5
 _installed = False
