@@ -152,17 +152,14 @@ def _add_reshard(sub):
     options.add_arguments(p, ReshardConfig, groups={
         "filters": "filters (none by default: the download already applied the dataset's)", "output": "output"})
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_reshard, accepts_extra=True,
-                   own_flags=tuple(o for a in p._actions for o in a.option_strings))
+    p.set_defaults(func=_cmd_reshard, accepts_extra=True)
 
 
 def _cmd_reshard(args) -> int:
     from laionprep import options
     from laionprep.sharding.config import ReshardConfig
-    from laionprep.sharding.beam_options import check as check_beam_options
     from laionprep.sharding.pipeline import run_stage
 
-    check_beam_options(args.extra, args.own_flags)  # only options Beam defines pass: no silently ignored typo
     return _run_stage(args, run_stage, options.from_args(ReshardConfig, args, beam_args=tuple(args.extra)))
 
 

@@ -67,6 +67,11 @@ def from_args(cls, args: argparse.Namespace, **given: Any):
     return cls(**values, **given)
 
 
+def flags(cls) -> list[str]:
+    """The command-line flags (not positionals) of ``cls``."""
+    return [f.metadata["flag"] for f in _flagged(cls) if f.metadata["flag"].startswith("-")]
+
+
 def flag_of(cls, name: str) -> str:
     return next(f.metadata["flag"] for f in _flagged(cls) if f.name == name)
 

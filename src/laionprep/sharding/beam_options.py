@@ -65,7 +65,8 @@ def option_names(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def check(beam_args: Sequence[str], reshard_flags: Sequence[str]) -> None:
-    """Refuse any extra argument Beam does not define (a usage error naming the closest known flag)."""
+    """Refuse any of ``beam_args`` (``ReshardConfig.beam_args``: the CLI's extra arguments) that Beam does not
+    define: a usage error naming the closest of ``reshard_flags`` and Beam's options."""
     if not beam_args:
         return
     parser = known_parser(beam_args)
