@@ -263,6 +263,15 @@ Exit codes: 0 done, 1 data problem, 2 usage error, 130 interrupted.
 """
 
 
+class _TopHelp(argparse.RawDescriptionHelpFormatter):
+    """``laionprep --help``: HELP as written, and each verb on one line (argparse measures the verbs one indent
+    short and would put ``build-tfds``'s help on a line of its own)."""
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        self._action_max_length = max(self._action_max_length, 16)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser (its ``verb_parsers``: verb -> that verb's parser).  No flag may be abbreviated (allow_abbrev):
     ``--quarantin`` is an error, not ``--quarantine``."""
@@ -270,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="laionprep", description=HELP, allow_abbrev=False,
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=16))
+        formatter_class=_TopHelp)
     parser.add_argument("--version", action="version", version=f"laionprep {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs",
