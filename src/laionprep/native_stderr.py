@@ -60,7 +60,10 @@ def install() -> None:
         sys.stderr.flush()
     except (AttributeError, ValueError, OSError):
         pass
-    real = os.dup(2)
+    try:
+        real = os.dup(2)
+    except OSError:  # no stderr at all: nothing to filter
+        return
     r, w = os.pipe()
     _read_fd = r
     os.dup2(w, 2)
