@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import traceback
 
+from laionprep import options, preflight
 from laionprep.errors import LaionprepError, UsageError
 
 
 # ----------------------------------------------------------------------------------------------------- datasets
 def _add_datasets(sub):
-    p = sub.add_parser("datasets", help="list the known dataset specs")
+    p = sub.add_parser("datasets", help="list the known datasets and their default filters")
     p.add_argument("--verbose", "-v", action="store_true", help="also show columns and metadata locations")
     p.set_defaults(func=_cmd_datasets)
 
@@ -39,7 +41,8 @@ def _add_download(sub):
     from laionprep.ingest.download import GROUPS, DownloadOptions
     from laionprep.ingest.pipeline import IngestConfig
 
-    p = sub.add_parser("download", help="metadata -> prefilter -> img2dataset -> TFRecords (resumable)")
+    p = sub.add_parser("download", help="fetch metadata, filter it, download the images (resumable)",
+                       description="metadata -> prefilter -> img2dataset -> TFRecords (resumable)")
     options.add_arguments(p, IngestConfig, groups={"filters": "filters (override the dataset's defaults)"})
     options.add_arguments(p, DownloadOptions, groups=GROUPS)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -83,7 +86,8 @@ VARIANTS = {"flip": "flip_tiny", "clipa": "clipa_tiny", "clippo": "clippo_tiny"}
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="the whole pipeline, offline, on a generated mini-LAION served from 127.0.0.1")
+    p = sub.add_parser("demo", help="the whole pipeline offline, on a generated mini-LAION",
+                       description="the whole pipeline, offline, on a generated mini-LAION served from 127.0.0.1")
     p.add_argument("--workdir", required=True, help="folder for everything the demo writes")
     p.add_argument("--rows", type=int, default=3000, help="metadata rows to generate (default 3000)")
     p.add_argument("--processes", type=int, default=0, help="download processes (default: one per core)")
@@ -117,8 +121,9 @@ def _add_validate(sub):
     from laionprep import options
     from laionprep.validate import ValidateConfig
 
-    p = sub.add_parser("validate", help="check a download, resharded or TFDS folder: integrity, schema, content, "
-                                        "accounting (exit 0 only when whole)")
+    p = sub.add_parser("validate", help="check a download, resharded or TFDS folder",
+                       description="check a download, resharded or TFDS folder: integrity, schema, content, "
+                                   "accounting (exit 0 only when whole)")
     options.add_arguments(p, ValidateConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_validate)
@@ -144,9 +149,11 @@ def _add_reshard(sub):
 
     p = sub.add_parser(
         "reshard", allow_abbrev=False,
-        help="filter img2dataset TFRecords and rewrite them as TFDS-named shards (an Apache Beam job)",
-        epilog="Any other option goes to Beam: e.g. --runner DataflowRunner --project P --region R "
-               "--temp_location gs://B/tmp (write Beam options after SRC, or as --option=value).")
+        help="filter a download and rewrite it as TFDS-named shards (Beam)",
+        description="filter img2dataset TFRecords and rewrite them as TFDS-named shards (an Apache Beam job)",
+        epilog="Options Apache Beam defines go to Beam (anything else is an error): e.g. --runner DataflowRunner "
+               "--project P --region R --temp_location gs://B/tmp (write Beam options after SRC, or as "
+               "--option=value).")
     options.add_arguments(p, ReshardConfig, groups={
         "filters": "filters (none by default: the download already applied the dataset's)", "output": "output"})
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -166,8 +173,9 @@ def _add_build_tfds(sub):
     from laionprep import options
     from laionprep.tfds_builders.command import BuildTfdsConfig
 
-    p = sub.add_parser("build-tfds", help="register TFRecord shards as a TensorFlow Dataset without copying them "
-                                          "(or turn an image folder into a TFDS classification set)")
+    p = sub.add_parser("build-tfds", help="register shards as a TensorFlow Dataset (no copy)",
+                       description="register TFRecord shards as a TensorFlow Dataset without copying them (or turn "
+                                   "an image folder into a TFDS classification set)")
     options.add_arguments(p, BuildTfdsConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_build_tfds)
@@ -182,8 +190,9 @@ def _cmd_build_tfds(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- train
 def _add_train(sub):
-    p = sub.add_parser("train", help="train the reference FLIP model (JAX/Flax) on a laionprep dataset; re-run the "
-                                     "same command to resume",
+    p = sub.add_parser("train", help="train the reference FLIP model (JAX/Flax); re-run to resume",
+                       description="train the reference FLIP model (JAX/Flax) on a laionprep dataset; re-run the "
+                                   "same command to resume",
                        epilog="Any config field can be overridden: --config.batch_size=256 "
                               "--config.model.image.mask_ratio=0.5 --config.data.source=DIR ...")
     from laionprep.train_ref.config_lib import BUNDLED
@@ -202,8 +211,9 @@ def _cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- eval
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="zero-shot top-1/top-5 of a FLIP run's newest checkpoint (config.eval.source: "
-                                    "imagenet2012, a TFDS image-folder dataset or an image folder)")
+    p = sub.add_parser("eval", help="zero-shot top-1/top-5 of a run's newest checkpoint",
+                       description="zero-shot top-1/top-5 of a FLIP run's newest checkpoint (config.eval.source: "
+                                   "imagenet2012, a TFDS image-folder dataset or an image folder)")
     p.add_argument("--config", required=True, help="the run's config file (or bundled config name)")
     p.add_argument("--workdir", required=True, help="the run to evaluate (or set --config.pretrain_dir)")
     p.set_defaults(func=_cmd_eval, accepts_extra=True)  # the --config.a.b=value overrides
@@ -218,7 +228,8 @@ def _cmd_eval(args) -> int:
 
 # ----------------------------------------------------------------------------------------------------- tokenizer
 def _add_tokenizer(sub):
-    p = sub.add_parser("tokenizer", help="learn a WordPiece (BERT-uncased style) vocabulary from a dataset's captions")
+    p = sub.add_parser("tokenizer", help="learn a WordPiece vocabulary from a dataset's captions",
+                       description="learn a WordPiece (BERT-uncased style) vocabulary from a dataset's captions")
     p.add_argument("--source", required=True, help="TFDS name (with --data-dir), TFDS dir, TFRecord folder or glob")
     p.add_argument("--vocab-size", type=int, required=True, help="at most this many tokens (BERT: 30522)")
     p.add_argument("--output", required=True, help="vocab.txt to write (one token per line)")
@@ -245,27 +256,61 @@ _VERBS = [_add_datasets, _add_download, _add_demo, _add_validate, _add_reshard, 
 _RESUMABLE = {"download", "reshard", "train", "build-tfds"}
 
 
+HELP = """\
+Prepare LAION-style image-text datasets for training, in steps:
+  laionprep download --dataset NAME --output DIR
+  laionprep reshard DIR --output OUT --name NAME
+  laionprep build-tfds --source OUT --name NAME --data-dir ROOT
+  laionprep validate OUT
+
+`laionprep VERB --help` lists a verb's flags; README.md walks through it all.
+Exit codes: 0 done, 1 data problem, 2 usage error, 130 interrupted.
+"""
+
+
+class _TopHelp(argparse.RawDescriptionHelpFormatter):
+    """``laionprep --help``: HELP as written, and each verb on one line (argparse measures the verbs one indent
+    short and would put ``build-tfds``'s help on a line of its own)."""
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        self._action_max_length = max(self._action_max_length, 16)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser (its ``verb_parsers``: verb -> that verb's parser).  No flag may be abbreviated (allow_abbrev):
+    ``--quarantin`` is an error, not ``--quarantine``."""
     from laionprep import __version__
 
-    parser = argparse.ArgumentParser(prog="laionprep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="laionprep", description=HELP, allow_abbrev=False,
+        formatter_class=_TopHelp)
     parser.add_argument("--version", action="version", version=f"laionprep {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", title="verbs",
+                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
     sub.required = True
     for add in _VERBS:
         add(sub)
+    parser.verb_parsers = sub.choices
     return parser
 
 
 def main(argv=None) -> int:
+    if argv is None:  # run as a program: TensorFlow's start-up probe lines stay off the terminal
+        from laionprep import native_stderr
+
+        native_stderr.install()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_extra", False):
-        parser.error("unrecognized arguments: " + " ".join(extra))
+    if extra and not getattr(args, "accepts_extra", False):  # the verb's usage, not the top-level one
+        verb = parser.verb_parsers[args.verb]
+        hint = options.did_you_mean(extra[0].split("=", 1)[0], [o for a in verb._actions for o in a.option_strings])
+        verb.error("unrecognized arguments: " + " ".join(extra) + (f" (did you mean {hint}?)" if hint else ""))
     args.extra = extra
     try:
+        preflight.check(args)  # every path, before any work
         return int(args.func(args) or 0)
     except LaionprepError as e:
         if args.debug:

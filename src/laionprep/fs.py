@@ -184,6 +184,68 @@ def check_tf_reaches_emulator(url: str, where: str) -> None:
             "README, 'Object storage')")
 
 
+def check_writable_dir(url: str, flag: str) -> None:
+    """Refuse, before any work, an output folder that cannot be written: one that exists as a file, lies under a
+    file, or whose nearest existing folder is not writable (permissions, a read-only mount: a file is created and
+    removed there to know).  gs://: the bucket must be reachable, exist and be usable with the credentials found
+    (``laionprep.gcs_check``).  Other object stores pass (their own errors are clear enough)."""
+    from laionprep.errors import UsageError
+
+    url = str(url)
+    if url.startswith(GCS_PROTOCOLS):
+        from laionprep import gcs_check
+
+        gcs_check.check_access(url, flag, write=True)
+        return
+    if "://" in url and not url.startswith("file://"):
+        return
+    path = os.path.abspath(url.removeprefix("file://"))
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = (f"{flag} {url} exists and is not a folder" if existing == path else
+                f"{flag} {url} cannot be created: {existing} is a file, not a folder")
+        raise UsageError(what, where=flag, fix="give a folder path (a new or an existing folder), or move the file "
+                                               "out of the way")
+    try:
+        import tempfile
+
+        fd, probe = tempfile.mkstemp(prefix=".laionprep-write-check-", dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        what = (f"{flag} {url} is not writable" if existing == path else
+                f"{flag} {url} cannot be created: {existing} is not writable")
+        raise UsageError(f"{what} ({e.strerror or e})", where=flag,
+                         fix="choose a folder you may write to (check its permissions, and that it is not on a "
+                             "read-only mount)") from None
+
+
+def check_writable_file(url: str, flag: str) -> None:
+    """:func:`check_writable_dir` for an output file's folder; the file itself must not be a folder."""
+    from laionprep.errors import UsageError
+
+    url = str(url)
+    if "://" not in url or url.startswith("file://"):
+        local = url.removeprefix("file://")
+        if os.path.isdir(local):
+            raise UsageError(f"{flag} {url} is a folder, not a file", where=flag,
+                             fix="give the path of the file to write, e.g. " + os.path.join(local, "vocab.txt"))
+        check_writable_dir(os.path.dirname(os.path.abspath(local)), flag)
+        return
+    check_writable_dir(url.rsplit("/", 1)[0] if url.count("/") > 2 else url, flag)
+
+
+def check_readable(url: str, flag: str) -> None:
+    """Before any work, for an input: a gs:// bucket must be reachable and usable (``laionprep.gcs_check``).
+    Local inputs are checked by the stage that reads them (it knows what it expects there)."""
+    if str(url).startswith(GCS_PROTOCOLS):
+        from laionprep import gcs_check
+
+        gcs_check.check_access(str(url), flag, write=False)
+
+
 def makedirs(url: str) -> None:
     """Create folder ``url`` (on object stores there are no folders: for gs:// the bucket is checked instead)."""
     check_bucket(url)

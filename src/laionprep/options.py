@@ -67,6 +67,11 @@ def from_args(cls, args: argparse.Namespace, **given: Any):
     return cls(**values, **given)
 
 
+def flags(cls) -> list[str]:
+    """The command-line flags (not positionals) of ``cls``."""
+    return [f.metadata["flag"] for f in _flagged(cls) if f.metadata["flag"].startswith("-")]
+
+
 def flag_of(cls, name: str) -> str:
     return next(f.metadata["flag"] for f in _flagged(cls) if f.name == name)
 
@@ -74,3 +79,14 @@ def flag_of(cls, name: str) -> str:
 def csv(value: str | None) -> tuple[str, ...]:
     """``a, b,c`` -> ("a", "b", "c"); empty or None -> ()."""
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def did_you_mean(flag: str, known) -> str | None:
+    """The known flag closest to a mistyped ``flag`` (``-`` and ``_`` count alike), or None."""
+    import difflib
+
+    norm = {k.replace("_", "-"): k for k in known if k.startswith("--")}
+    flag = flag.replace("_", "-")
+    longer = [k for k in norm if k.startswith(flag) and len(flag) > 3]  # an abbreviation (refused: allow_abbrev)
+    match = longer or difflib.get_close_matches(flag, list(norm), n=1, cutoff=0.75)
+    return norm[match[0]] if match else None

@@ -21,8 +21,13 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
         TextColumn("[bold]{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
     )
-    with p:
-        yield p
+    try:
+        with p:
+            yield p
+    finally:
+        from laionprep import native_stderr
+
+        native_stderr.sync()  # the bar's last lines before the tables printed next (stdout)
 
 
 def table(title: str, rows: Sequence[Sequence], headers: Sequence[str]) -> Table:

@@ -30,7 +30,7 @@ from typing import Sequence
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
 from laionprep.folders.shardscan import STATS_FILE as STATS_RE, list_done
-from laionprep.ingest import repair, safe_fetch
+from laionprep.ingest import fetch_progress, repair, safe_fetch
 from laionprep.options import option
 
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
@@ -284,6 +284,9 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
     task = progress.add_task("download", total=total_rows) if progress else None
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    counted = _ImageProgress(output_dir, expected) if progress else None
+    if counted:
+        env[fetch_progress.ENV] = counted.folder
     try:
         with open(log_path, "ab") as log:
             # Same process group as the caller: a Ctrl-C or a kill of the group stops img2dataset's workers too.
@@ -296,7 +299,7 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
                         break
                     except subprocess.TimeoutExpired:
                         if progress:
-                            progress.update(task, completed=_rows_done(output_dir, expected))
+                            progress.update(task, completed=counted.rows())
             except BaseException:  # Ctrl-C or an error in the parent: stop img2dataset
                 proc.terminate()
                 try:
@@ -320,6 +323,8 @@ def _run_child(cfg: dict, output_dir: str, expected: dict[int, int], log_path: s
     finally:
         for p in (cfg_path, rusage_path):
             os.path.exists(p) and os.remove(p)
+        if counted:
+            counted.close()
         if remote_log:
             _append_remote_log(log_path, remote_log)
 
@@ -346,6 +351,28 @@ def _tail(path: str, n: int = 15) -> str:
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8", "replace").splitlines()[-n:]
     return "\n  last log lines:\n    " + "\n    ".join(lines)
+
+
+class _ImageProgress:
+    """Rows done for the progress bar: those of the shards finished before this run, plus the URLs the workers
+    have fetched since (``fetch_progress``: per-process counters in a local temporary folder), at least those of
+    the finished shards and at most all rows."""
+
+    def __init__(self, output_dir: str, expected: dict[int, int]):
+        import tempfile
+
+        self.output_dir, self.expected = output_dir, expected
+        self.before = _rows_done(output_dir, expected)
+        self.folder = tempfile.mkdtemp(prefix="laionprep-progress-")
+
+    def rows(self) -> int:
+        done = _rows_done(self.output_dir, self.expected)
+        return min(sum(self.expected.values()), max(done, self.before + fetch_progress.read_total(self.folder)))
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _rows_done(output_dir: str, expected: dict[int, int]) -> int:

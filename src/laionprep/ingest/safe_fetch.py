@@ -45,6 +45,8 @@ import urllib.parse
 import warnings
 from typing import Optional
 
+from laionprep.ingest import fetch_progress
+
 # The limits' defaults (also the CLI's): a 48-megapixel camera image passes; decoding the largest image allowed
 # takes about 150 MB (RGB, 8 bit) in the worker.
 DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
@@ -408,6 +410,13 @@ def check_image(data: bytes, opts: FetchOptions) -> tuple[int, int]:
 def download_image_with_retry(row, timeout, retries, user_agent_token, disallowed_header_directives, *,
                               opts: FetchOptions):
     """img2dataset's contract: ``(key, BytesIO, None)`` or ``(key, None, error message)``."""
+    try:
+        return _download_with_retry(row, timeout, retries, user_agent_token, disallowed_header_directives, opts)
+    finally:
+        fetch_progress.count_one()  # the parent's progress bar moves with images, not only with finished shards
+
+
+def _download_with_retry(row, timeout, retries, user_agent_token, disallowed_header_directives, opts):
     key, url = row
     err = None
     for _ in range(retries + 1):

@@ -10,8 +10,10 @@ import re
 
 from laionprep import __version__
 from laionprep import fs as lfs
+from laionprep import options
 from laionprep.datasets import Filters, get_spec
 from laionprep.errors import DataError, UsageError
+from laionprep.sharding import beam_options
 from laionprep.sharding import plan as lplan
 from laionprep.sharding import records as lrec
 from laionprep.sharding import worker as lworker
@@ -100,6 +102,7 @@ def _check_remote_paths(cfg: ReshardConfig) -> None:
 
 def prepare(cfg: ReshardConfig) -> Prepared:
     """Check the configuration, inspect the sources and plan the tasks (reads one record per source)."""
+    beam_options.check(cfg.beam_args, options.flags(ReshardConfig))  # only options Beam defines: no ignored typo
     _check_config(cfg)
     warnings: list[str] = []
     # absolute local paths: workers may run elsewhere (another cwd), and the plan hash must not depend on spelling
