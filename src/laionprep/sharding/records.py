@@ -27,6 +27,7 @@ from collections import Counter
 from typing import Iterable, Mapping
 
 from laionprep.datasets import SENTINELS
+from laionprep.sharding.keys import KeyRule
 from laionprep.tfrecord import KIND_FIELD, Example
 
 # Reasons a record is dropped, in the order they are tested (the first that applies is counted).
@@ -296,8 +297,9 @@ class RecordProcessor:
         return feats["width"].int64_list.value[0], feats["height"].int64_list.value[0]
 
     # -- one record ---------------------------------------------------------------------------------------
-    def process(self, data: bytes, key_prefix: bytes = b"") -> tuple[bool, bytes]:
-        """``(is_validation, output bytes)`` for a kept record, or ``(None, reason)`` for a dropped one."""
+    def process(self, data: bytes, key_rule: KeyRule | None = None) -> tuple[bool, bytes]:
+        """``(is_validation, output bytes)`` for a kept record, or ``(None, reason)`` for a dropped one; the key
+        is rewritten by ``key_rule`` (:mod:`laionprep.sharding.keys`; raises ``KeyFormatError``)."""
         ex = Example.FromString(data)
         changed, d = self.normalise(ex)
         reason = self.reason(d)
@@ -310,8 +312,8 @@ class RecordProcessor:
                 del feats[c]
             changed = True
         key_f = d["key"].bytes_list.value
-        if key_prefix:
-            key_f[0] = key_prefix + key_f[0]
+        if key_rule is not None and key_rule.prefix:
+            key_f[0] = key_rule.apply(key_f[0])
             changed = True
         is_val = self.threshold > 0 and split_hash(key_f[0]) < self.threshold
         return is_val, (ex.SerializeToString(deterministic=True) if changed else data)

@@ -4,7 +4,9 @@ Three kinds (see the formats section of the README):
 
 * ``download``: ``DIR/manifest.json`` + ``DIR/tfrecord/NNNNN.{tfrecord,parquet}`` + ``NNNNN_stats.json`` (or an
   img2dataset TFRecord folder without a manifest, or ``DIR/tfrecord`` itself);
-* ``resharded``: ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY`` + ``OUT/counts.json`` (+ ``OUT/manifest.json``);
+* ``resharded``: ``OUT/SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord`` (or the older flat
+  ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY``, as counts.json's template says) + ``OUT/counts.json``
+  (+ ``OUT/manifest.json``);
 * ``tfds``: a folder with ``dataset_info.json`` (``ROOT/NAME/VERSION``), loadable with
   ``tfds.builder_from_directory``.  ``ROOT`` or ``ROOT/NAME`` are accepted when they hold exactly one version.
 """
@@ -195,6 +197,7 @@ def _resharded(root: str, cfg) -> Layout:
     size = _size_settings(manifest, cfg, notes)
     units = []
     listed = set()
+    subfolders = {""}
     info = {}
     for split, s in splits.items():
         try:
@@ -205,6 +208,7 @@ def _resharded(root: str, cfg) -> Layout:
             problems.append(Problem("bad_metadata", f"split {split!r}: {type(e).__name__}: {e}", file="counts.json"))
             continue
         info[split] = {"num_examples": s.get("num_examples"), "num_shards": n}
+        subfolders.add(folders.template_folder(template))
         if len(lengths) != n:
             problems.append(Problem("count_mismatch", f"split {split}: num_shards {n} but {len(lengths)} shard "
                                                       "lengths", file="counts.json"))
@@ -222,7 +226,9 @@ def _resharded(root: str, cfg) -> Layout:
                 continue
             units.append(Unit(index=len(units), path=path, label=fname, expected=expected,
                               expected_source="counts.json", split=split))
-    for p in lfs.glob(lfs.join(root, "*.tfrecord*")):
+    # a trainer globs OUT (old layout) or a split's folder OUT/SPLIT (current): every file there must be listed
+    globbed = {lfs.join(root, *([d] if d else []), "*.tfrecord*") for d in subfolders}
+    for p in sorted({p for g in globbed for p in lfs.glob(g)}):
         if lfs.normalise(p) not in listed and lfs.TMP_MARK not in p:
             problems.append(Problem("unexpected_file", "a TFRecord file counts.json does not list (a trainer that "
                                                        "globs the folder would read it)", file=_rel(p, root)))
