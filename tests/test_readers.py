@@ -180,3 +180,56 @@ def test_validate_checks_the_split_folders_of_the_new_layout(one_source, tmp_pat
                 os.path.join(copy, "train", "stray.tfrecord"))  # FLIP's glob of OUT/train would read it
     rep = validate(ValidateConfig(copy, workers=1))
     assert [p.file for p in rep.by_kind("unexpected_file")] == ["train/stray.tfrecord"]
+
+
+def big_vision_read(data_dir: str, split: str) -> list[tuple[bytes, bytes]]:
+    """big_vision's DataSource + its bundled LiT/CLIPPO configs: ``builder_from_directory``, one part per process
+    (``tfds.even_splits``), ``skip_decode=('image',)`` (its default), then ``image`` and ``texts`` are read."""
+    import tensorflow_datasets as tfds
+
+    b = tfds.builder_from_directory(data_dir)
+    out = []
+    for part in tfds.even_splits(split, 2):
+        ds = b.as_dataset(split=part, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
+                          read_config=tfds.ReadConfig(skip_prefetch=True, try_autocache=False, add_tfds_id=True))
+        out += [(ex["image"], ex["texts"]) for ex in ds.as_numpy_iterator()]
+    return out
+
+
+def test_big_vision_reads_image_and_texts_of_a_renamed_reshard(tf, demo_download, one_source, tmp_path):
+    from laionprep.validate import ValidateConfig, validate
+
+    import tensorflow_datasets as tfds
+
+    plain = register(one_source, "laion_plain_bv", str(tmp_path / "tfds"))
+    assert "image" not in tfds.builder_from_directory(plain.dataset_dir).info.features  # what big_vision meets
+    out = str(tmp_path / "bv")
+    m = reshard(ReshardConfig(sources=(demo_download,), output=out, name="laion_bv", num_shards=2,
+                              validation_fraction=0.2, feature_names=(("image", "jpg"), ("texts", "txt"))), **QUIET)
+    assert detail(m)["feature_names"] == {"image": "jpg", "texts": "txt"}
+    assert {"image", "texts"} <= set(detail(m)["schema"]) and not {"jpg", "txt"} & set(detail(m)["schema"])
+    res = register(out, "laion_bv", str(tmp_path / "tfds"))
+    assert res.features["image"] == "image" and res.features["texts"] == "text"
+    c = counts(out)
+    for split in ("train", "validation"):
+        rows = big_vision_read(res.dataset_dir, split)
+        assert len(rows) == c[split]["num_examples"] > 0
+        assert all(img[:2] == b"\xff\xd8" and txt for img, txt in rows)
+    assert tf.io.decode_jpeg(rows[0][0]).shape[-1] == 3  # big_vision's pp `decode` op
+    rep = validate(ValidateConfig(out, workers=1, decode_fraction=1.0))  # image / caption checks follow the names
+    assert rep.ok, rep.problem_rows()
+    assert flip_read(tf, os.path.join(out, "train")) == []  # FLIP reads jpg/txt: a renamed output is not for it
+    from laionprep.errors import UsageError
+    from laionprep.train_ref.input_pipeline import resolve_source
+
+    with pytest.raises(UsageError, match="feature-names"):  # nor for laionprep's own trainer: said, not crashed
+        resolve_source(out)
+
+
+def test_reshard_feature_names_errors(demo_download, tmp_path, capsys):
+    base = ["reshard", demo_download, "--output", str(tmp_path / "o"), "--name", "x", "--no-progress"]
+    for value, says in (("image", "NEW=OLD"), ("image=nope", "no key 'nope'"), ("k=key", "keeps its name"),
+                        ("url=jpg", "already have a key 'url'")):
+        assert cli.main(base + ["--feature-names", value]) == 2
+        err = capsys.readouterr().err
+        assert "--feature-names" in err and says in err and "Traceback" not in err

@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import manifest as lmanifest
 from laionprep import stage
@@ -135,12 +136,14 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
             "shard_lengths": [sh["records"] for sh in shards[s]], "num_examples": rows_out[s]}
         for s in job.splits}}
     cfg = prep.config
-    schema = {k: v for k, v in job.schema if k not in job.drop_columns}
+    rename = feature_names.renamer(dict(job.feature_names))
+    schema = dict(sorted((rename(k), v) for k, v in job.schema if k not in job.drop_columns))
     parameters, settings = lmanifest.parameters_of(cfg)
     detail = {
         "name": job.name,
         "settings": settings,
         "keys": prep.keys.description,
+        "feature_names": dict(job.feature_names),  # {new: old}: keys stored under another name
         "split_rule": (f"{job.validation_split} iff blake2b(key, digest_size=8, person={lrec.SPLIT_PERSON!r}) "
                        f"< {job.validation_fraction} * 2**64" if job.validation_split else "single split"),
         "plan": {"hash": job.plan_hash, "num_shards": job.num_shards, "runner": runner,

@@ -9,6 +9,7 @@ import json
 import re
 
 from laionprep import __version__
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep.datasets import Filters, get_spec
 from laionprep.errors import DataError, UsageError
@@ -139,6 +140,8 @@ def prepare(cfg: ReshardConfig) -> Prepared:
     if unknown and any(s.records for s in sources):
         raise UsageError(f"--drop-columns: no column {unknown} in the records", where="--drop-columns",
                          fix="columns found: " + ", ".join(schema))
+    kept_schema = {k: v for k, v in schema.items() if k not in cfg.drop_columns}
+    feature_names.check(cfg.feature_names, kept_schema if any(s.records for s in sources) else {})
     keys_column = cfg.keys_column or ("uid" if "uid" in schema else "key")
     rf = lrec.RecordFilters(
         nsfw=filters.nsfw, min_similarity=filters.min_similarity,
@@ -169,6 +172,7 @@ def prepare(cfg: ReshardConfig) -> Prepared:
         validation_split=cfg.validation_split if cfg.validation_fraction > 0 else None,
         validation_fraction=cfg.validation_fraction, num_shards=n, schema=tuple(schema.items()),
         drop_columns=tuple(c for c in cfg.drop_columns if c in schema), filters=rf, key_rules=key_plan.rules,
+        feature_names=cfg.feature_names,
         shuffle=cfg.shuffle, seed=cfg.seed, shuffle_buffer_bytes=int(cfg.shuffle_buffer_mb * (1 << 20)), plan_hash="",
     )
     job = dataclasses.replace(job, plan_hash=_plan_hash(job, tasks, sources))

@@ -171,8 +171,10 @@ class RecordProcessor:
     """Normalises, filters and routes records of one job (built once per worker; not thread-safe)."""
 
     def __init__(self, schema: Mapping[str, str], drop_columns: Iterable[str], filters: RecordFilters,
-                 keep: frozenset | None, drop: frozenset | None, validation_fraction: float):
+                 keep: frozenset | None, drop: frozenset | None, validation_fraction: float,
+                 renames: Iterable[tuple[str, str]] = ()):
         self.schema = dict(schema)
+        self.renames = tuple(renames)  # (new, old), applied last: filters and the split see img2dataset's names
         self.drop_columns = tuple(c for c in drop_columns if c in self.schema)
         self.items = [(k, kind, KIND_FIELD[kind], SENTINEL[kind]) for k, kind in self.schema.items()]
         self.out_len = len(self.schema) - len(self.drop_columns)
@@ -316,6 +318,12 @@ class RecordProcessor:
             key_f[0] = key_rule.apply(key_f[0])
             changed = True
         is_val = self.threshold > 0 and split_hash(key_f[0]) < self.threshold
+        if self.renames:
+            feats = ex.features.feature
+            for new, old in self.renames:
+                feats[new].CopyFrom(feats[old])
+                del feats[old]
+            changed = True
         return is_val, (ex.SerializeToString(deterministic=True) if changed else data)
 
     def normalised_dict(self) -> dict[str, dict[str, int]]:

@@ -60,6 +60,7 @@ class Job:
     drop_columns: tuple[str, ...]
     filters: RecordFilters
     key_rules: tuple[KeyRule, ...]  # per source (laionprep.sharding.keys)
+    feature_names: tuple[tuple[str, str], ...]  # (new, old): keys renamed in the output (laionprep.feature_names)
     shuffle: bool
     seed: int
     shuffle_buffer_bytes: int
@@ -160,7 +161,8 @@ def write_task(job: Job, task: Task) -> dict:
         return done
     t0 = time.time()
     proc = RecordProcessor(dict(job.schema), job.drop_columns, job.filters, keylists.key_list(job.filters.keep_keys),
-                           keylists.key_list(job.filters.drop_keys), job.validation_fraction)
+                           keylists.key_list(job.filters.drop_keys), job.validation_fraction,
+                           renames=job.feature_names)
     finals = {s: job.shard_url(s, task.index) for s in job.splits}
     tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
     writers = {s: RecordWriter(tmps[s]) for s in job.splits}

@@ -34,6 +34,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import folders
 from laionprep import manifest as lmanifest
@@ -281,9 +282,10 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
             for i, data in enumerate(read_records(sh.url, stop=cfg.sample_records)):
                 yield data, f"{sh.url} record {i}"
 
-    choice = feats.check(feats.survey(samples()), spec, cfg.exclude, source=source.data_folder)
+    renamed = feature_names.of_manifest(source.manifest) if source.kind == "resharded" else {}
+    choice = feats.check(feats.survey(samples()), spec, cfg.exclude, source=source.data_folder, renamed=renamed)
     notes += choice.notes
-    features = feats.features_dict(choice.roles, spec)
+    features = feats.features_dict(choice.roles, spec, renamed)
 
     dataset_dir = cfg.dataset_dir
     previous = read_record(dataset_dir)

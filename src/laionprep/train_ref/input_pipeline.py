@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from laionprep import folders
+from laionprep import feature_names, folders
 from laionprep import fs as lfs
 from laionprep._env import import_tf
 from laionprep.errors import DataError, UsageError
@@ -128,6 +128,11 @@ def _stage_folder_files(source: str, split: str) -> Source | None:
         if split not in splits:
             raise UsageError(f"no '{split}' files in {source} (it has: {', '.join(sorted(splits))})", where=source,
                              fix="pick one of those splits (data.split / eval.split)")
+        renamed = {o: n for n, o in feature_names.of_manifest(found.manifest()).items() if o in ("jpg", "txt")}
+        if renamed:
+            raise UsageError(f"the records of {source} store {', '.join(f'{o} as {n!r}' for o, n in renamed.items())} "
+                             "(reshard --feature-names): this trainer reads jpg and txt", where=source,
+                             fix="reshard again without --feature-names for this trainer")
         files = found.split_files(split, {"splits": splits})
         return Source("files", f"{len(files)} '{split}' shards of the reshard output {source}", split, files=files)
     files = [s.tfrecord for s in found.scan().shards]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import folders
 from laionprep.datasets import DatasetSpec, SPECS
@@ -186,11 +187,13 @@ def _resharded(root: str, cfg) -> Layout:
     spec = _spec_for(ds_name, "--dataset") if (cfg.dataset or ds_name in SPECS) else None
     # the records' schema: stages.reshard.schema (manifest.py), top-level in manifests written before it
     schema = ((manifest.get("stages") or {}).get("reshard") or {}).get("schema") or manifest.get("schema")
+    name_of = feature_names.renamer(feature_names.of_manifest(manifest))  # reshard --feature-names
+    flip_keys = tuple(name_of(k) for k in FLIP_KEYS)
     if isinstance(schema, dict) and schema and not cfg.dataset:
         # the reshard manifest's output schema: every record holds exactly these keys with these types
         kinds = {k: v for k, v in schema.items() if v in ("bytes", "int64", "float")}
-        required = FLIP_KEYS + tuple(k for k in kinds if k not in FLIP_KEYS)
-        kinds = {**FLIP_KINDS, **kinds}
+        required = flip_keys + tuple(k for k in kinds if k not in flip_keys)
+        kinds = {**{name_of(k): v for k, v in FLIP_KINDS.items()}, **kinds}
     else:
         required, kinds, n2 = _base_checks(spec, None)
         notes += n2
@@ -233,7 +236,7 @@ def _resharded(root: str, cfg) -> Layout:
             problems.append(Problem("unexpected_file", "a TFRecord file counts.json does not list (a trainer that "
                                                        "globs the folder would read it)", file=_rel(p, root)))
     _compare_manifest_splits(manifest, info, problems)
-    checks = _checks(cfg, required=required, **size)
+    checks = _checks(cfg, required=required, image_key=name_of("jpg"), caption_key=name_of("txt"), **size)
     total = sum(u.expected or 0 for u in units)
     return Layout(kind="resharded", root=root, units=units, checks=checks, problems=problems, notes=notes,
                   manifest=manifest, spec=spec, expected_total=total, splits=info, expected_kinds=kinds)
