@@ -233,3 +233,61 @@ def test_reshard_feature_names_errors(demo_download, tmp_path, capsys):
         assert cli.main(base + ["--feature-names", value]) == 2
         err = capsys.readouterr().err
         assert "--feature-names" in err and says in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------- laionprep recipe
+def recipe_lines(capsys, consumer: str, folder: str) -> tuple[int, str, str]:
+    rc = cli.main(["recipe", consumer, folder])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_recipe_flip_lines_are_what_flip_reads(tf, demo_download, one_source, capsys):
+    """The printed laion_path, given to FLIP's reader, reads every record of the main split."""
+    for folder, want in ((demo_download, json.load(open(os.path.join(demo_download, "manifest.json")))[
+            "accounting"]["kept"]), (one_source, counts(one_source)["train"]["num_examples"])):
+        rc, out, err = recipe_lines(capsys, "flip", folder)
+        assert rc == 0, err
+        line = next(x for x in out.splitlines() if x.startswith("config.laion_path = "))
+        path = line.split("=", 1)[1].strip().strip("'")
+        assert len(flip_read(tf, path)) == want
+
+
+def test_recipe_clipa_and_big_vision_say_what_to_rerun(demo_download, one_source, tmp_path, capsys):
+    import tensorflow_datasets as tfds
+
+    plain = register(one_source, "laion_rp", str(tmp_path / "tfds"))
+    rc, _, err = recipe_lines(capsys, "clipa", plain.dataset_dir)
+    assert rc == 1 and "--split-alias full=train" in err and "Traceback" not in err
+    rc, _, err = recipe_lines(capsys, "clipa", one_source)  # not registered: the build-tfds command
+    assert rc == 1 and "laionprep build-tfds --source" in err and "--split-alias full=train" in err
+    aliased = register(one_source, "laion_rp_full", str(tmp_path / "tfds"), split_aliases=(("full", "train"),))
+    rc, out, err = recipe_lines(capsys, "clipa", aliased.dataset_dir)
+    assert rc == 0, err
+    data_dir = next(x for x in out.splitlines() if x.startswith("data_dir = ")).split("'")[1]
+    assert clipa_count(data_dir) == counts(one_source)["train"]["num_examples"]
+    for consumer in ("big_vision", "clippo"):
+        rc, _, err = recipe_lines(capsys, consumer, plain.dataset_dir)
+        assert rc == 1 and "--feature-names big_vision" in err and "Traceback" not in err
+    out_bv = str(tmp_path / "bv")
+    reshard(ReshardConfig(sources=(demo_download,), output=out_bv, name="laion_rp_bv", num_shards=2,
+                          feature_names=(("image", "jpg"), ("texts", "txt"))), **QUIET)
+    rc, _, err = recipe_lines(capsys, "flip", out_bv)
+    assert rc == 1 and "without --feature-names" in err
+    reg = register(out_bv, "laion_rp_bv", str(tmp_path / "tfds"))
+    rc, out, err = recipe_lines(capsys, "big_vision", reg.dataset_dir)
+    assert rc == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("config.input.data = "))
+    assert f"data_dir='{reg.dataset_dir}'" in line and "split='train'" in line
+    assert len(big_vision_read(reg.dataset_dir, "train")) == tfds.builder_from_directory(
+        reg.dataset_dir).info.splits["train"].num_examples
+
+
+def test_recipe_refuses_a_flat_layout_reshard_for_flip(tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "counts.json").write_text(json.dumps({"name": "x", "splits": {"train": {
+        "filename_template": "x-train.tfrecord-{SHARD_INDEX}-of-{NUM_SHARDS}", "num_shards": 1,
+        "shard_lengths": [0], "num_examples": 0}}}))
+    rc, _, err = recipe_lines(capsys, "flip", str(out))
+    assert rc == 1 and "flat layout" in err and "--overwrite" in err and "Traceback" not in err
