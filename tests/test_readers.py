@@ -156,6 +156,12 @@ def test_clipa_reads_an_in_place_registration_of_the_new_layout(demo_download, t
     for split in ("train", "validation"):  # TFDS follows the per-split folders of counts.json's templates
         ds = tfds.load("laion_ip", data_dir=str(root), split=split)
         assert sum(1 for _ in ds) == c[split]["num_examples"]
+    from laionprep.validate import ValidateConfig, validate
+
+    rep = validate(ValidateConfig(out, workers=1))  # the TFDS folder: the alias's files are checked once
+    assert rep.ok and rep.kind == "tfds", rep.problem_rows()
+    assert rep.totals["records"] == sum(s["num_examples"] for s in c.values())
+    assert any("alias of split train" in n for n in rep.notes)
 
 
 def test_build_tfds_split_alias_errors(one_source, tmp_path, capsys):

@@ -336,6 +336,7 @@ def _tfds(folder: str, cfg) -> Layout:
     size = _size_settings(manifest, cfg, notes)
     units = []
     split_info = {}
+    seen_files: dict[tuple, str] = {}
     for split_name, si in info.splits.items():
         lengths = list(si.shard_lengths)
         try:
@@ -344,6 +345,11 @@ def _tfds(folder: str, cfg) -> Layout:
             problems.append(Problem("tfds_unreadable", f"split {split_name}: cannot list its files: {e}",
                                     file="dataset_info.json"))
             continue
+        same = seen_files.get(tuple(paths))
+        if same is not None:  # build-tfds --split-alias: another name over the same files, checked once
+            notes.append(f"split {split_name} is an alias of split {same} (the same files): checked once")
+            continue
+        seen_files[tuple(paths)] = split_name
         split_info[split_name] = {"num_examples": si.num_examples, "num_shards": len(paths)}
         if len(paths) != len(lengths):
             problems.append(Problem("tfds_shard_length", f"split {split_name}: {len(paths)} files but "
