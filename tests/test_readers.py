@@ -297,3 +297,22 @@ def test_recipe_refuses_a_flat_layout_reshard_for_flip(tmp_path, capsys):
         "shard_lengths": [0], "num_examples": 0}}}))
     rc, _, err = recipe_lines(capsys, "flip", str(out))
     assert rc == 1 and "flat layout" in err and "--overwrite" in err and "Traceback" not in err
+
+
+def test_a_key_of_another_width_stops_a_multi_source_reshard(demo_download, copy_download, tmp_path, capsys):
+    """Keys must stay one-to-one: a source whose keys are not all of its width is refused, naming the record."""
+    import glob
+
+    from laionprep.tfrecord import Example, read_records
+
+    second = copy_download()
+    shard = sorted(glob.glob(os.path.join(second, "tfrecord", "*.tfrecord")))[-1]
+    recs = list(read_records(shard))
+    ex = Example.FromString(recs[2])
+    ex.features.feature["key"].bytes_list.value[0] = b"42"  # '42' and '000000042' would both become 42
+    write_records(shard, recs[:2] + [ex.SerializeToString()] + recs[3:])
+    rc = cli.main(["reshard", demo_download, second, "--output", str(tmp_path / "o"), "--name", "x",
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{shard} record 2" in err and "-digit number" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o" / "counts.json")
