@@ -73,13 +73,14 @@ class Reaper(threading.Thread):
         self.deleted = 0
 
     def sweep(self):
-        for name in os.listdir(self.folder) if os.path.isdir(self.folder) else []:
-            if self.pattern.match(name):
-                try:
-                    self.deleted += os.path.getsize(os.path.join(self.folder, name))
-                    os.remove(os.path.join(self.folder, name))
-                except FileNotFoundError:
-                    pass
+        for folder, _, files in os.walk(self.folder):  # a reshard writes one folder per split
+            for name in files:
+                if self.pattern.match(name):
+                    try:
+                        self.deleted += os.path.getsize(os.path.join(folder, name))
+                        os.remove(os.path.join(folder, name))
+                    except FileNotFoundError:
+                        pass
 
     def run(self):
         while not self.stop_flag.wait(0.25):
@@ -131,7 +132,7 @@ def run_reshard(src: str, out: str, workers: int, keys_file: str) -> tuple[dict,
         beam_args=(f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"),
     )
     os.makedirs(out, exist_ok=True)
-    with Reaper(out, r"^bench-\w+\.tfrecord-\d{5}-of-\d{5}$"):
+    with Reaper(out, r"^bench-\w+-\d{5}-of-\d{5}\.tfrecord$"):
         t = time.perf_counter()
         m = detail(reshard(cfg, log=lambda *a: None))  # the reshard's figures (manifest.json schema 1)
         dt = time.perf_counter() - t

@@ -56,7 +56,7 @@ def test_detect_reshard_and_tfds(tmp_path):
     _touch(str(out / "counts.json"), b"{}")
     f = folders.detect(str(out))
     assert isinstance(f, folders.ReshardFolder) and f.kind == "resharded" and f.counts() == {}
-    assert f.shard_path("laion", "train", 1, 4) == str(out / "laion-train.tfrecord-00001-of-00004")
+    assert f.shard_path("laion", "train", 1, 4) == str(out / "train" / "laion-train-00001-of-00004.tfrecord")
     version = tmp_path / "tfds" / "laion" / "1.0.0"
     _touch(str(version / "dataset_info.json"), b"{}")
     for given in (version, tmp_path / "tfds", tmp_path / "tfds" / "laion"):
@@ -114,6 +114,9 @@ def test_concurrent_scan_equals_sequential(tmp_path):
     ("{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", 7, 123456),
     ("tfrecord/{SHARD_INDEX}.tfrecord", 12, 100),
     ("laion-train.tfrecord-{SHARD_INDEX}-of-{NUM_SHARDS}", 3, 10),
+    ("{SPLIT}/{DATASET}-{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}", 3, 10),
+    ("{SPLIT}/{DATASET}-{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}", 7, 123456),
+    ("train/laion-train-{SHARD_X_OF_Y}.tfrecord", 3, 10),
 ])
 def test_namer_matches_tfds(template, index, num):
     from laionprep._env import import_tf
@@ -125,7 +128,14 @@ def test_namer_matches_tfds(template, index, num):
                                         filetype_suffix="tfrecord")
     want = tpl.relative_filepath(shard_index=index, num_shards=num)
     assert folders.format_template(template, index, num, dataset="laion", split="train") == want
-    if template == folders.names.DEFAULT_TEMPLATE:
+    if template == folders.names.RESHARD_LAYOUT:  # a reshard's shard: SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord
         assert folders.shard_name("laion", "train", index, num) == want
+        assert want.startswith("train/") and want.endswith(".tfrecord")  # FLIP globs OUT/train/*.tfrecord
+        literal = tpl.replace(template=folders.reshard_template("laion", "train"))  # as counts.json records it
+        assert literal.relative_filepath(shard_index=index, num_shards=num) == want and literal.is_valid(want)
+        assert folders.names.RESHARD_FILE_RE.match(want.split("/")[1])
+    # counts.json's template (split written in) names the same file, under any split name (--split-alias)
+    assert folders.names.fix_split(folders.names.RESHARD_LAYOUT, "train").replace(
+        "{DATASET}", "laion").replace("{FILEFORMAT}", "tfrecord") == folders.reshard_template("laion", "train")
     assert folders.format_template(folders.reshard_template("laion", "train"), index, num) == \
         folders.shard_name("laion", "train", index, num)

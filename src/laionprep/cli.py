@@ -248,9 +248,32 @@ def _cmd_tokenizer(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------------- recipe
+def _add_recipe(sub):
+    from laionprep.recipe import CONSUMERS
+
+    p = sub.add_parser("recipe", help="print the config lines that point FLIP, CLIPA, big_vision or CLIPPO at a "
+                                      "folder (or which laionprep flags to re-run with)")
+    p.add_argument("consumer", metavar="CONSUMER", choices=CONSUMERS, help=" | ".join(CONSUMERS))
+    p.add_argument("folder", metavar="DIR", help="a download, reshard output or TFDS registration")
+    p.set_defaults(func=_cmd_recipe)
+
+
+def _cmd_recipe(args) -> int:
+    from laionprep.recipe import recipe
+
+    r = recipe(args.consumer, args.folder)
+    print(f"# {r.consumer} <- {r.folder} ({r.kind})")
+    for line in r.lines:
+        print(line)
+    for n in r.notes:
+        print(f"# {n}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------- main
 _VERBS = [_add_datasets, _add_download, _add_demo, _add_validate, _add_reshard, _add_build_tfds, _add_train,
-          _add_eval, _add_tokenizer]
+          _add_eval, _add_tokenizer, _add_recipe]
 
 
 _RESUMABLE = {"download", "reshard", "train", "build-tfds"}

@@ -117,7 +117,7 @@ def gcs_resharded(gcs_download):
 def test_reshard_gcs_to_gcs(gcs_download, gcs_resharded):
     bucket, dest = gcs_resharded
     counts = lfs.read_json(f"{dest}/counts.json")
-    files = {s: lfs.glob(f"{dest}/laion_gcs-{s}.tfrecord-*-of-00002") for s in counts["splits"]}
+    files = {s: lfs.glob(f"{dest}/{s}/laion_gcs-{s}-*-of-00002.tfrecord") for s in counts["splits"]}
     assert set(files) == {"train", "validation"} and all(len(f) == 2 for f in files.values())
     for s, info in counts["splits"].items():
         assert [sum(1 for _ in read_records(f)) for f in files[s]] == info["shard_lengths"]
@@ -154,12 +154,13 @@ def test_reshard_failed_on_gcs_resumes(gcs_download, gcs_resharded, tmp_path, mo
     assert cli.main(argv) == 0
     assert {p: fsys.info(p)["generation"] for p in kept} == kept
     source_keys = keys_of(lfs.glob(f"{gcs_download[1]}/tfrecord/*.tfrecord"))
-    assert keys_of(lfs.glob(f"{out}/laion_gcs-*.tfrecord-*")) == source_keys
+    assert keys_of(lfs.glob(f"{out}/*/laion_gcs-*-of-*.tfrecord")) == source_keys
     assert not [p for p in fsys.find(root) if lfs.TMP_MARK in p]
     # Once every shard is finished, the same command rewrites nothing on the bucket.
-    shards = {p: fsys.info(p)["generation"] for p in fsys.find(root) if ".tfrecord-" in p}
+    shards = {p: fsys.info(p)["generation"] for p in fsys.find(root) if p.endswith(".tfrecord")}
+    assert len(shards) == 4
     assert cli.main(argv) == 0
-    assert {p: fsys.info(p)["generation"] for p in fsys.find(root) if ".tfrecord-" in p} == shards
+    assert {p: fsys.info(p)["generation"] for p in fsys.find(root) if p.endswith(".tfrecord")} == shards
 
 
 def test_build_tfds_in_place_and_tfds_reads_gcs(gcs_download, gcs_resharded):
@@ -169,9 +170,10 @@ def test_build_tfds_in_place_and_tfds_reads_gcs(gcs_download, gcs_resharded):
 
     bucket, dest = gcs_resharded
     before = {p: lfs.get_fs(dest)[0].info(p)["generation"] for p in lfs.get_fs(dest)[0].find(dest)
-              if ".tfrecord-" in p}
+              if p.endswith(".tfrecord")}
+    assert len(before) == 4  # train/ and validation/, 2 shards each
     assert cli.main(["build-tfds", "--source", dest, "--data-dir", f"gs://{bucket}/tfds", "--name", "laion_gcs",
-                     "--no-progress"]) == 0
+                     "--split-alias", "full=train", "--no-progress"]) == 0
     assert lfs.exists(f"{dest}/dataset_info.json")
     assert {p: lfs.get_fs(dest)[0].info(p)["generation"] for p in before} == before  # zero-copy: untouched
     keys = []
@@ -179,6 +181,12 @@ def test_build_tfds_in_place_and_tfds_reads_gcs(gcs_download, gcs_resharded):
         ds = tfds.load("laion_gcs", data_dir=f"gs://{bucket}/tfds", split=split)
         keys += [ex["key"].numpy().decode() for ex in ds]
     assert sorted(keys) == keys_of(lfs.glob(f"{gcs_download[1]}/tfrecord/*.tfrecord"))
+    # CLIPA's reader: builder_from_directory + split 'full', the alias over train's files (nothing copied)
+    full = tfds.builder_from_directory(dest).as_dataset(split="full")
+    assert sorted(ex["key"].numpy().decode() for ex in full) == sorted(
+        ex["key"].numpy().decode() for ex in tfds.load("laion_gcs", data_dir=f"gs://{bucket}/tfds", split="train"))
+    assert {p: lfs.get_fs(dest)[0].info(p)["generation"] for p in lfs.get_fs(dest)[0].find(dest)
+            if p.endswith(".tfrecord")} == before
 
 
 def test_trainer_input_pipeline_reads_gcs(gcs_download):

@@ -273,7 +273,7 @@ def test_damaged_tfrecord_fed_to_reshard(kind, damaged, tmp_path, capfd):
     assert f"where: {path} record {index}" in err
     assert "laionprep validate" in err and "--quarantine" in err  # the fix
     assert not os.path.exists(os.path.join(out, "counts.json"))  # never marked complete
-    assert not [p for p in os.listdir(out) if ".tmp-" in p]
+    assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
 
 
 @pytest.mark.parametrize("kind", sorted(TFRECORD_DAMAGE))

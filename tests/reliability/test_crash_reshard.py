@@ -27,7 +27,7 @@ def reshard_cmd(source: str, out: str) -> list[str]:
 
 
 def output_keys(out: str):
-    return keys_of_files(sorted(glob.glob(os.path.join(out, "demo_crash-*.tfrecord-*"))))
+    return keys_of_files(sorted(glob.glob(os.path.join(out, "*", "demo_crash-*-of-*.tfrecord"))))
 
 
 pytestmark = pytest.mark.slow  # real img2dataset / Beam / training runs, killed and run again

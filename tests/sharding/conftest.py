@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from laionprep.folders import shard_names
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # reshard_helpers
 
 
@@ -24,7 +26,9 @@ def read_out(tf):
     def _read(out: str, split: str):
         counts = json.load(open(os.path.join(out, "counts.json")))
         name = counts["name"]
-        files = sorted(glob.glob(os.path.join(out, f"{name}-{split}.tfrecord-*")))
+        # the current layout: each split in its own folder, names ending in .tfrecord (FLIP's glob)
+        files = sorted(glob.glob(os.path.join(out, split, f"{name}-{split}-*-of-*.tfrecord")))
+        assert [os.path.join(out, f) for f in shard_names(name, split, len(files))] == files
         rows = []
         for f in files:
             for r in tf.data.TFRecordDataset([f]).as_numpy_iterator():

@@ -15,4 +15,6 @@ def value(ex, k):
 
 
 def shard_bytes(out: str) -> dict[str, bytes]:
-    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(out, "*.tfrecord-*")))}
+    """``{SPLIT/file: bytes}`` of every shard of a reshard output (one folder per split)."""
+    return {os.path.relpath(p, out): open(p, "rb").read()
+            for p in sorted(glob.glob(os.path.join(out, "*", "*.tfrecord")))}

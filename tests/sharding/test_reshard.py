@@ -131,11 +131,11 @@ def test_counts_file_equals_a_full_read_and_types_are_uniform(clean, read_out, d
     schema = detail(m)["schema"]
     for split, info in counts["splits"].items():
         assert set(info) == {"filename_template", "num_shards", "shard_lengths", "num_examples"}
-        assert info["filename_template"] == f"demo_s-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
+        assert info["filename_template"] == f"{split}/demo_s-{split}-{{SHARD_X_OF_Y}}.tfrecord"
         assert info["num_shards"] == 3 == len(info["shard_lengths"])
         rows = read_out(out, split)
         for i, n in enumerate(info["shard_lengths"]):
-            assert sum(1 for f, _ in rows if f == f"demo_s-{split}.tfrecord-{i:05d}-of-00003") == n
+            assert sum(1 for f, _ in rows if f == f"demo_s-{split}-{i:05d}-of-00003.tfrecord") == n
         assert info["num_examples"] == len(rows) == detail(m)["rows_out"][split]
         n_total += len(rows)
         for _, ex in rows:  # one type per key, every key in every record, dropped columns gone
@@ -148,7 +148,7 @@ def test_counts_file_equals_a_full_read_and_types_are_uniform(clean, read_out, d
     assert n_total == detail(m)["rows_in"] == success_table(demo_download).num_rows
     assert m["accounting"] == {"rows_in": n_total, "kept": n_total, "dropped": 0, "balanced": True}
     assert not os.path.exists(os.path.join(out, "_reshard"))
-    assert not [p for p in os.listdir(out) if ".tmp-" in p]
+    assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
 
 
 def _is_validation(key: bytes, fraction: float) -> bool:
@@ -199,8 +199,10 @@ def test_other_parameters_into_a_complete_output_need_overwrite(clean, tmp_path)
     with pytest.raises(UsageError, match="--overwrite"):
         reshard(other, **QUIET)
     m = reshard(ReshardConfig(**{**other.__dict__, "overwrite": True}), **QUIET)
-    files = sorted(p for p in os.listdir(copy) if ".tfrecord-" in p)
-    assert files == ["demo_s-train.tfrecord-00000-of-00002", "demo_s-train.tfrecord-00001-of-00002"]
+    files = sorted(os.path.relpath(p, copy) for p in glob.glob(os.path.join(copy, "**", "*.tfrecord*"),
+                                                                 recursive=True))
+    assert files == ["train/demo_s-train-00000-of-00002.tfrecord", "train/demo_s-train-00001-of-00002.tfrecord"]
+    assert not os.path.exists(os.path.join(copy, "validation"))  # the earlier output's other split is gone
     assert detail(m)["rows_out"] == {"train": detail(m)["rows_in"]}
 
 
@@ -217,7 +219,7 @@ def test_worker_failure_retried_by_the_runner_leaves_no_duplicate(clean, tmp_pat
     assert detail(m2)["rows_out"] == detail(m)["rows_out"] and detail(m2)["dropped"] == detail(m)["dropped"]
     keys = keys_of(read_out(out, "train")) + keys_of(read_out(out, "validation"))
     assert len(keys) == len(set(keys)) == detail(m)["rows_in"]
-    assert not [p for p in os.listdir(out) if ".tmp-" in p]
+    assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
 
 
 def test_failed_job_leaves_no_partial_shard_and_rerun_resumes(clean, tmp_path, monkeypatch):
@@ -233,16 +235,16 @@ def test_failed_job_leaves_no_partial_shard_and_rerun_resumes(clean, tmp_path, m
     finals = {p: b for p, b in shard_bytes(out).items() if ".tmp-" not in p}
     assert not [p for p in finals if "-00000-of-" in p]  # the failed task's shards never got a final name
     assert all(ref[p] == b for p, b in finals.items())  # whatever did get a final name is complete
-    assert [p for p in os.listdir(out) if ".tmp-" in p]  # the failed attempt's partial file stayed temporary
+    assert glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)  # the failed attempt's file stayed temporary
     done = len(glob.glob(os.path.join(out, "_reshard", "part-*.json")))
     m = reshard(job_cfg, **QUIET)  # the marker exists now: the same command completes
     assert shard_bytes(out) == ref
     assert detail(m)["resumed_shards"] == done
-    assert not [p for p in os.listdir(out) if ".tmp-" in p]
+    assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
 
 
 # ------------------------------------------------------------------------------------------------ sources
-def test_several_sources_get_prefixed_unique_keys(demo_download, copy_download, tmp_path, read_out):
+def test_several_sources_get_unique_numeric_keys(demo_download, copy_download, tmp_path, read_out):
     second = copy_download()
     out = str(tmp_path / "two")
     m = reshard(ReshardConfig(sources=(demo_download, second), output=out, name="two", num_shards=4), **QUIET)
@@ -250,9 +252,11 @@ def test_several_sources_get_prefixed_unique_keys(demo_download, copy_download, 
     keys = keys_of(read_out(out, "train"))
     assert len(keys) == len(set(keys)) == 2 * n == detail(m)["rows_in"]
     originals = sorted(success_table(demo_download)["key"].to_pylist())
-    for i in (0, 1):
-        assert sorted(k[2:] for k in keys if k.startswith(f"{i}_")) == originals
-    assert "prefixed" in detail(m)["keys"]
+    width = len(originals[0])
+    assert all(k.isdigit() and len(k) == width + 1 and int(k) < 2**63 for k in keys)  # FLIP casts them to int64
+    for i in (0, 1):  # source * 10**W + key
+        assert sorted(int(k) - i * 10**width for k in keys if k.startswith(f"{i}")) == [int(k) for k in originals]
+    assert detail(m)["keys"].startswith(f"numeric: source * 10**{width} + key")
     with pytest.raises(UsageError, match="given twice"):
         reshard(ReshardConfig(sources=(demo_download, os.path.join(demo_download, "tfrecord")),
                               output=str(tmp_path / "dup"), name="dup"), **QUIET)
@@ -383,11 +387,11 @@ def test_object_store_urls_work_end_to_end(demo_download, tmp_path):
         total = 0
         for split, info in counts["splits"].items():
             for i, n in enumerate(info["shard_lengths"]):
-                url = f"memory://reshard-test/out/mem-{split}.tfrecord-{i:05d}-of-00002"
+                url = f"memory://reshard-test/out/{split}/mem-{split}-{i:05d}-of-00002.tfrecord"
                 assert sum(1 for _ in read_records(url)) == n
                 total += n
         rs = detail(m)
         assert total == sum(rs["rows_out"].values()) == rs["rows_in"] - rs["dropped"]["short_caption"] > 0
-        assert m["dataset"] == "demo" and not [p for p in mem.ls("/reshard-test/out", detail=False) if ".tmp-" in p]
+        assert m["dataset"] == "demo" and not [p for p in mem.find("/reshard-test/out") if ".tmp-" in p]
     finally:
         mem.rm("/reshard-test", recursive=True)

@@ -141,3 +141,24 @@ def test_reshard_flags_are_the_config_fields():
     assert cfg == ReshardConfig(sources=("a", "b"), output="o", name="n", nsfw=("UNLIKELY",), drop_columns=("x", "y"),
                                 min_side=3, beam_args=("--runner=DataflowRunner",))
     assert {f.name for f in dataclasses.fields(ReshardConfig)} - set(vars(args)) == {"beam_args"}
+
+
+# ------------------------------------------------------------------------------------------------ output keys
+def test_numeric_keys_of_several_sources_are_unique_int64_and_refused_past_it():
+    from laionprep.sharding import keys
+
+    one = keys.plan([b"000010042"])
+    assert one.rules[0].apply(b"000010042") == b"000010042" and one.description == "unchanged (one source)"
+    p = keys.plan([b"000010042", b"00000000001", None])  # widths 9 and 11; a source without records
+    assert [r.apply(k) for r, k in zip(p.rules, (b"000010042", b"00000000001", b"00000000007"))] == \
+        [b"000000010042", b"100000000001", b"200000000007"]  # source * 10**11 + key
+    assert not p.warnings and "10**11" in p.description
+    with pytest.raises(keys.KeyFormatError, match="9-digit"):  # another width within a source: not one-to-one
+        p.rules[0].apply(b"10042")
+    with pytest.raises(keys.KeyFormatError):
+        p.rules[1].apply(b"0000000000x")
+    assert keys.plan([b"9" * 18] * 9).rules[8].apply(b"9" * 18) == b"8" + b"9" * 18  # < 2**63
+    with pytest.raises(OverflowError, match="int64"):
+        keys.plan([b"9" * 18] * 10)
+    fallback = keys.plan([b"abc", b"000000001"])  # not img2dataset keys: the old prefix, and a warning
+    assert fallback.rules[1].apply(b"abc") == b"1_abc" and "FLIP" in fallback.warnings[0]

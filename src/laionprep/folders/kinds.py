@@ -2,7 +2,9 @@
 
 * download: ``DIR/manifest.json`` + ``DIR/tfrecord/NNNNN.{tfrecord,parquet}`` + ``NNNNN_stats.json`` (or the
   TFRecord folder itself); a shard is complete when its stats file exists.
-* reshard: ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY`` + ``OUT/counts.json`` (written last: the output is complete).
+* reshard: ``OUT/SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord`` + ``OUT/counts.json`` (written last: the output is
+  complete; its per-split ``filename_template`` names the files, so the older flat layout
+  ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY`` reads the same way).
 * tfds: ``ROOT/NAME/VERSION/dataset_info.json`` (``ROOT`` or ``ROOT/NAME`` are accepted when they hold one version).
 Paths are URLs (local, gs://, memory://) handled through :mod:`laionprep.fs`.
 """
@@ -59,7 +61,14 @@ class ReshardFolder(Folder):
         return lfs.read_json(self.counts_path)
 
     def shard_path(self, name: str, split: str, index: int, num_shards: int) -> str:
+        """Where the current layout puts a shard (readers take the template from counts.json instead)."""
         return lfs.join(self.root, names.shard_name(name, split, index, num_shards))
+
+    def split_files(self, split: str, counts: dict | None = None) -> list[str]:
+        """The shard files of ``split``, as counts.json's template names them (either layout)."""
+        info = (counts or self.counts())["splits"][split]
+        return [lfs.join(self.root, names.format_template(info["filename_template"], i, int(info["num_shards"])))
+                for i in range(int(info["num_shards"]))]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,30 @@
 """Shard file names: the one place that knows TFDS's filename template (``tfds.core.ShardedFileTemplate``).
 
 Pure string formatting (no TFDS import), checked against TFDS's own class in tests/test_folders.py.
+
+A reshard output puts each split in its own folder, with names that END in ``.tfrecord``
+(``OUT/train/NAME-train-00000-of-00004.tfrecord``): FLIP globs ``LAION_PATH/*.tfrecord``, so pointing it at
+``OUT/train`` reads every train shard and nothing of another split.  TFDS reads the same files through the
+split's ``filepathTemplate`` (a path relative to the dataset folder may name a sub-folder).  The older flat layout
+(``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY``, :data:`LEGACY_RESHARD_TEMPLATE`) is still read: every reader takes
+the template from counts.json.
 """
 from __future__ import annotations
 
-# TFDS's default template; a reshard output's files and counts.json's ``filename_template`` use it.
+import re
+
+# TFDS's default template; build-tfds' symlink and copy registrations use it.
 DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-# The same template with dataset, split and file format filled in, as counts.json records it.
-RESHARD_TEMPLATE = "{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
+# A reshard output's files, as a TFDS template (relative to OUT).
+RESHARD_LAYOUT = "{SPLIT}/{DATASET}-{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}"
+# The same template with dataset, split and file format filled in, as counts.json records it: with no {SPLIT}
+# left, the template names the files of that split whatever the split is called (build-tfds --split-alias).
+RESHARD_TEMPLATE = "{split}/{name}-{split}-{{SHARD_X_OF_Y}}.tfrecord"
+# Reshard outputs written before the per-split folders (still readable through counts.json).
+LEGACY_RESHARD_TEMPLATE = "{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
+# What a reshard writes directly in OUT (old layout) or in OUT/SPLIT (current): stale ones are cleaned up.
+RESHARD_FILE_RE = re.compile(r"^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*"
+                             r"(\.tfrecord-\d{5,}-of-\d{5,}|-\d{5,}-of-\d{5,}\.tfrecord)$")
 
 
 def digits(num_shards: int | None) -> int:
@@ -26,13 +43,23 @@ def format_template(template: str, index: int, num_shards: int | None, *, datase
 
 
 def reshard_template(name: str, split: str) -> str:
-    """counts.json's ``filename_template`` of a reshard output's split."""
+    """counts.json's ``filename_template`` of a reshard output's split (relative to OUT)."""
     return RESHARD_TEMPLATE.format(name=name, split=split)
 
 
+def template_folder(template: str) -> str:
+    """The sub-folder a template's files are in ('' for files directly in the dataset folder)."""
+    return template.rsplit("/", 1)[0] if "/" in template else ""
+
+
+def fix_split(template: str, split: str) -> str:
+    """``template`` with ``{SPLIT}`` filled in: it then names ``split``'s files under any split name."""
+    return template.replace("{SPLIT}", split)
+
+
 def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
-    """``NAME-SPLIT.tfrecord-XXXXX-of-YYYYY``: one output shard of a reshard (TFDS's default naming)."""
-    return format_template(DEFAULT_TEMPLATE, index, num_shards, dataset=name, split=split)
+    """``SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord``: one output shard of a reshard, relative to OUT."""
+    return format_template(reshard_template(name, split), index, num_shards)
 
 
 def shard_names(name: str, split: str, num_shards: int) -> list[str]:

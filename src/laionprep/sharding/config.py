@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import MISSING
 
 from laionprep import manifest as lmanifest
-from laionprep import options
+from laionprep import feature_names, options
 from laionprep.datasets import FilterOverrides, Filters
 from laionprep.options import option
 
@@ -59,6 +59,10 @@ class ReshardConfig(FilterOverrides):
     drop_columns: tuple[str, ...] = option(
         "--drop-columns", None, "comma-separated columns to remove, e.g. exif,error_message,status", default=(),
         cli_default=None, parse=options.csv, group="output")
+    feature_names: tuple[tuple[str, str], ...] = option(
+        "--feature-names", None, "rename record keys, NEW=OLD,... or a preset (big_vision: image=jpg,texts=txt, "
+        "what big_vision's LiT/CLIPPO configs read)", default=(), cli_default=None, parse=feature_names.parse,
+        group="output")
     overwrite: bool = option("--overwrite", bool, "replace a complete output made with other parameters",
                              default=False, group="output", output=False)
     beam_args: tuple[str, ...] = dataclasses.field(default=(), metadata=lmanifest.RUN_ONLY)  # runner, workers...

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 from laionprep import fs as lfs
 from laionprep import manifest as lmanifest
 from laionprep.errors import DataError, UsageError
+from laionprep.folders import names
 from laionprep.sharding import worker as lworker
 
 COUNTS_NAME = "counts.json"
 MANIFEST_NAME = "manifest.json"
-_SHARD_RE = re.compile(r"^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*\.tfrecord-\d{5}-of-\d{5}$")
 
 
 def _outputs(job: lworker.Job) -> list[str]:
@@ -59,11 +58,18 @@ def prepare_output(job: lworker.Job, overwrite: bool) -> None:
         fsys.rm(lfs.get_fs(counts_url)[1])
     lfs.makedirs(job.output)
     lfs.makedirs(lfs.join(job.output, lworker.WORK_DIR))
-    wanted = {os.path.basename(u) for u in _outputs(job)}
-    for entry in _ls(fsys, root):
-        base = os.path.basename(entry.rstrip("/"))
-        if lfs.TMP_MARK in base or (_SHARD_RE.match(base) and base not in wanted):
-            fsys.rm(entry)
+    wanted = {lfs.get_fs(u)[1] for u in _outputs(job)}
+    own = {lfs.get_fs(job.split_folder(s))[1] for s in job.splits}
+    # OUT (the old flat layout's shards), each split's folder and the split folders of an earlier output
+    for folder in shard_folders(job, fsys.isdir):
+        for entry in _ls(fsys, folder):
+            base = os.path.basename(entry.rstrip("/"))
+            if lfs.TMP_MARK in base or (names.RESHARD_FILE_RE.match(base) and entry.rstrip("/") not in wanted):
+                fsys.rm(entry)
+        if folder != root and folder not in own and lfs.is_local(job.output) and not _ls(fsys, folder):
+            os.rmdir(folder)  # a split of an earlier output that this job does not write
+    for s in job.splits:
+        lfs.makedirs(job.split_folder(s))
     work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
     for entry in _ls(fsys, work):
         base = os.path.basename(entry)
@@ -76,6 +82,17 @@ def prepare_output(job: lworker.Job, overwrite: bool) -> None:
             stale = True
         if stale:
             fsys.rm(entry)
+
+
+def shard_folders(job: lworker.Job, isdir=None) -> list[str]:
+    """Filesystem paths of the folders that hold a reshard's shard files: OUT and its split folders (with
+    ``isdir``, also every other sub-folder of OUT but the work folder: an earlier output's splits)."""
+    fsys, root = lfs.get_fs(job.output)
+    subs = {lfs.get_fs(job.split_folder(s))[1] for s in job.splits}
+    if isdir is not None:
+        work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
+        subs |= {e.rstrip("/") for e in _ls(fsys, root) if e.rstrip("/") != work and isdir(e)}
+    return [root] + sorted(subs - {root})
 
 
 def _ls(fsys, path: str) -> list[str]:
@@ -104,7 +121,8 @@ def raise_task_errors(job: lworker.Job) -> None:
     reports = [r for r in (json.loads(fsys.cat(e)) for e in found) if r.get("plan_hash") == job.plan_hash]
     if not reports:
         return
-    remove_tmp(fsys, root)
+    for folder in shard_folders(job):
+        remove_tmp(fsys, folder)
     first = reports[0]
     cls = getattr(errors, first.get("type", ""), None)
     cls = cls if isinstance(cls, type) and issubclass(cls, errors.LaionprepError) else DataError

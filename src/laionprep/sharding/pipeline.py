@@ -12,9 +12,9 @@ the stage runner, and its manifest).
 
 Output (the "Resharded folder" format)::
 
-    OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY   records (TFDS file naming)
-    OUT/manifest.json                         parameters, sources, rows in/out, drops per reason, versions
-    OUT/counts.json                           exact record count of every shard, per split
+    OUT/SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord   records (one folder per split: FLIP globs OUT/train/*.tfrecord)
+    OUT/manifest.json                               parameters, sources, rows in/out, drops per reason, versions
+    OUT/counts.json                                 exact record count of every shard, per split, + file template
 
 Runners: ``DirectRunner`` (the default) runs Beam's portable Python runner (``FnApiRunner``) in multi-process mode
 with one worker per core.  Beam's own ``DirectRunner`` would first try the Prism runner, which downloads a binary
@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import manifest as lmanifest
 from laionprep import stage
@@ -39,7 +40,7 @@ from laionprep.sharding.beam_job import (build_pipeline, build_wheel, error_summ
                                          pipeline_options, run_pipeline, runner_name)
 from laionprep.sharding.config import ReshardConfig
 from laionprep.sharding.output import (COUNTS_NAME, MANIFEST_NAME, complete_result, prepare_output, raise_task_errors,
-                                       read_results, remove_tmp)
+                                       read_results, remove_tmp, shard_folders)
 from laionprep.sharding.preparation import Prepared, prepare
 
 __all__ = ["COUNTS_NAME", "MANIFEST_NAME", "Prepared", "ReshardConfig", "build_pipeline", "build_wheel",
@@ -156,14 +157,14 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
             "shard_lengths": [sh["records"] for sh in shards[s]], "num_examples": rows_out[s]}
         for s in job.splits}}
     cfg = prep.config
-    schema = {k: v for k, v in job.schema if k not in job.drop_columns}
+    rename = feature_names.renamer(dict(job.feature_names))
+    schema = dict(sorted((rename(k), v) for k, v in job.schema if k not in job.drop_columns))
     parameters, settings = lmanifest.parameters_of(cfg)
     detail = {
         "name": job.name,
         "settings": settings,
-        "keys": ("unchanged (one source)" if len(prep.sources) == 1 else
-                 "prefixed with the source index: " + ", ".join(f"{p.decode()}<key> = source {i}"
-                                                                for i, p in enumerate(job.key_prefixes))),
+        "keys": prep.keys.description,
+        "feature_names": dict(job.feature_names),  # {new: old}: keys stored under another name
         "split_rule": (f"{job.validation_split} iff blake2b(key, digest_size=8, person={lrec.SPLIT_PERSON!r}) "
                        f"< {job.validation_fraction} * 2**64" if job.validation_split else "single split"),
         "plan": {"hash": job.plan_hash, "num_shards": job.num_shards, "runner": runner,
@@ -192,7 +193,8 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]
     if fsys.exists(work):
         fsys.rm(work, recursive=True)
-    remove_tmp(fsys, lfs.get_fs(job.output)[1])  # temporary files of failed attempts
+    for folder in shard_folders(job):  # temporary files of failed attempts
+        remove_tmp(fsys, folder)
     if empty:  # no counts.json: nothing downstream takes an empty output for a dataset
         what, fix = _nothing_kept(rows_in, dropped)
         raise NothingKept(what, where=lfs.join(job.output, MANIFEST_NAME), fix=fix, tables=(_table(cfg, man),))

@@ -54,6 +54,7 @@ class SourceInfo:
     sizes: dict[int, int]  # shard id -> tfrecord bytes
     peeked: dict[str, str | None]  # feature kinds of the first record
     warnings: list[str]
+    first_key: bytes | None = None  # the first record's key (picks the output key rule, sharding.keys)
     images: dict = dataclasses.field(default_factory=dict)  # the download's image_size / resize_mode / ...
 
     @property
@@ -81,7 +82,7 @@ def _download_manifest(given: str, folder: str) -> dict:
 
 
 def inspect_source(index: int, given: str) -> SourceInfo:
-    from laionprep.tfrecord import feature_kinds, read_records
+    from laionprep.tfrecord import Example, feature_kinds, read_records
 
     if not lfs.exists(given):
         raise DataError("source folder not found", where=given, fix="give an img2dataset TFRecord folder (a "
@@ -112,11 +113,14 @@ def inspect_source(index: int, given: str) -> SourceInfo:
         sizes_by_name[os.path.basename(e["name"])] = int(e.get("size") or 0)
     sizes = {s.id: sizes_by_name.get(os.path.basename(s.tfrecord), 0) for s in sc.shards}
     peeked: dict[str, str | None] = {}
+    first_key = None
     for s in sc.shards:
         if s.count > 0 or sizes[s.id] > 0:
             first = next(read_records(s.tfrecord, 0, 1), None)
             if first is not None:
                 peeked = feature_kinds(first)
+                key = Example.FromString(first).features.feature.get("key")
+                first_key = bytes(key.bytes_list.value[0]) if key is not None and key.bytes_list.value else b""
                 break
     if not peeked:
         warnings.append(f"source {index}: no records at all")
@@ -124,7 +128,7 @@ def inspect_source(index: int, given: str) -> SourceInfo:
     images = {k: dl[k] for k in ("image_size", "resize_mode", "resize_only_if_bigger") if k in dl}
     return SourceInfo(index=index, given=given, folder=sc.folder, dataset=m.get("dataset"), manifest_status=status,
                       column_kinds=kinds, shards=sc.shards, sizes=sizes, peeked=peeked, warnings=warnings,
-                      images=images)
+                      images=images, first_key=first_key)
 
 
 def num_output_shards(sources: list[SourceInfo], num_shards: int | None, shard_size_mb: float) -> int:

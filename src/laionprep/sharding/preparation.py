@@ -9,11 +9,13 @@ import json
 import re
 
 from laionprep import __version__
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import options
 from laionprep.datasets import Filters, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.sharding import beam_options
+from laionprep.sharding import keys as lkeys
 from laionprep.sharding import plan as lplan
 from laionprep.sharding import records as lrec
 from laionprep.sharding import worker as lworker
@@ -34,6 +36,7 @@ class Prepared:
     dataset: str | None
     filters: Filters
     warnings: list[str]
+    keys: lkeys.KeyPlan
 
 
 def _check_config(cfg: ReshardConfig) -> None:
@@ -140,6 +143,8 @@ def prepare(cfg: ReshardConfig) -> Prepared:
     if unknown and any(s.records for s in sources):
         raise UsageError(f"--drop-columns: no column {unknown} in the records", where="--drop-columns",
                          fix="columns found: " + ", ".join(schema))
+    kept_schema = {k: v for k, v in schema.items() if k not in cfg.drop_columns}
+    feature_names.check(cfg.feature_names, kept_schema if any(s.records for s in sources) else {})
     keys_column = cfg.keys_column or ("uid" if "uid" in schema else "key")
     rf = lrec.RecordFilters(
         nsfw=filters.nsfw, min_similarity=filters.min_similarity,
@@ -156,11 +161,12 @@ def prepare(cfg: ReshardConfig) -> Prepared:
     for flag, url in (("--keep-keys", cfg.keep_keys), ("--drop-keys", cfg.drop_keys)):
         if url and not lfs.exists(url):
             raise UsageError("key list not found", where=f"{flag} {url}", fix="check the path")
-    if len(sources) > 1:
-        width = len(str(len(sources) - 1))
-        prefixes = tuple(f"{s.index:0{width}d}_".encode() for s in sources)
-    else:
-        prefixes = (b"",)
+    try:
+        key_plan = lkeys.plan([s.first_key for s in sources])
+    except OverflowError as e:
+        raise UsageError(str(e), where="SRC", fix="reshard fewer sources at once (the keys of a single source are "
+                                                  "kept as they are)") from None
+    warnings += key_plan.warnings
     n = lplan.num_output_shards(sources, cfg.num_shards, cfg.shard_size_mb)
     tasks = lplan.make_tasks(sources, n, shuffle=cfg.shuffle, seed=cfg.seed)
     job = lworker.Job(
@@ -168,12 +174,13 @@ def prepare(cfg: ReshardConfig) -> Prepared:
         name=cfg.name, split=cfg.split,
         validation_split=cfg.validation_split if cfg.validation_fraction > 0 else None,
         validation_fraction=cfg.validation_fraction, num_shards=n, schema=tuple(schema.items()),
-        drop_columns=tuple(c for c in cfg.drop_columns if c in schema), filters=rf, key_prefixes=prefixes,
+        drop_columns=tuple(c for c in cfg.drop_columns if c in schema), filters=rf, key_rules=key_plan.rules,
+        feature_names=cfg.feature_names,
         shuffle=cfg.shuffle, seed=cfg.seed, shuffle_buffer_bytes=int(cfg.shuffle_buffer_mb * (1 << 20)), plan_hash="",
     )
     job = dataclasses.replace(job, plan_hash=_plan_hash(job, tasks, sources))
     return Prepared(config=cfg, job=job, tasks=tasks, sources=sources, dataset=dataset, filters=filters,
-                    warnings=warnings)
+                    warnings=warnings, keys=key_plan)
 
 
 def _file_identity(url: str | None):
@@ -190,7 +197,7 @@ def _file_identity(url: str | None):
 def _plan_hash(job: lworker.Job, tasks: list[lplan.Task], sources: list[lplan.SourceInfo]) -> str:
     d = dataclasses.asdict(job)
     d.pop("plan_hash")
-    d["key_prefixes"] = [p.decode() for p in job.key_prefixes]
+    d["key_rules"] = [[r.prefix.decode(), r.length, r.width] for r in job.key_rules]
     d["key_lists"] = [_file_identity(job.filters.keep_keys), _file_identity(job.filters.drop_keys)]
     d["tasks"] = [dataclasses.asdict(t) for t in tasks]
     d["sizes"] = [sorted(s.sizes.items()) for s in sources]

@@ -27,6 +27,7 @@ from collections import Counter
 from typing import Iterable, Mapping
 
 from laionprep.datasets import SENTINELS
+from laionprep.sharding.keys import KeyRule
 from laionprep.tfrecord import KIND_FIELD, Example
 
 # Reasons a record is dropped, in the order they are tested (the first that applies is counted).
@@ -170,8 +171,10 @@ class RecordProcessor:
     """Normalises, filters and routes records of one job (built once per worker; not thread-safe)."""
 
     def __init__(self, schema: Mapping[str, str], drop_columns: Iterable[str], filters: RecordFilters,
-                 keep: frozenset | None, drop: frozenset | None, validation_fraction: float):
+                 keep: frozenset | None, drop: frozenset | None, validation_fraction: float,
+                 renames: Iterable[tuple[str, str]] = ()):
         self.schema = dict(schema)
+        self.renames = tuple(renames)  # (new, old), applied last: filters and the split see img2dataset's names
         self.drop_columns = tuple(c for c in drop_columns if c in self.schema)
         self.items = [(k, kind, KIND_FIELD[kind], SENTINEL[kind]) for k, kind in self.schema.items()]
         self.out_len = len(self.schema) - len(self.drop_columns)
@@ -296,8 +299,9 @@ class RecordProcessor:
         return feats["width"].int64_list.value[0], feats["height"].int64_list.value[0]
 
     # -- one record ---------------------------------------------------------------------------------------
-    def process(self, data: bytes, key_prefix: bytes = b"") -> tuple[bool, bytes]:
-        """``(is_validation, output bytes)`` for a kept record, or ``(None, reason)`` for a dropped one."""
+    def process(self, data: bytes, key_rule: KeyRule | None = None) -> tuple[bool, bytes]:
+        """``(is_validation, output bytes)`` for a kept record, or ``(None, reason)`` for a dropped one; the key
+        is rewritten by ``key_rule`` (:mod:`laionprep.sharding.keys`; raises ``KeyFormatError``)."""
         ex = Example.FromString(data)
         changed, d = self.normalise(ex)
         reason = self.reason(d)
@@ -310,10 +314,16 @@ class RecordProcessor:
                 del feats[c]
             changed = True
         key_f = d["key"].bytes_list.value
-        if key_prefix:
-            key_f[0] = key_prefix + key_f[0]
+        if key_rule is not None and key_rule.prefix:
+            key_f[0] = key_rule.apply(key_f[0])
             changed = True
         is_val = self.threshold > 0 and split_hash(key_f[0]) < self.threshold
+        if self.renames:
+            feats = ex.features.feature
+            for new, old in self.renames:
+                feats[new].CopyFrom(feats[old])
+                del feats[old]
+            changed = True
         return is_val, (ex.SerializeToString(deterministic=True) if changed else data)
 
     def normalised_dict(self) -> dict[str, dict[str, int]]:

@@ -2,7 +2,7 @@
 
 For task ``i`` it streams the task's pieces of input shards, normalises and filters every record
 (:class:`~laionprep.sharding.records.RecordProcessor`), routes kept records to their split, writes
-``NAME-SPLIT.tfrecord-i-of-N`` under a temporary name per split, renames them when complete, then writes its
+``SPLIT/NAME-SPLIT-i-of-N.tfrecord`` under a temporary name per split, renames them when complete, then writes its
 result (counts per split, drops per reason, normalisations) to ``OUT/_reshard/part-i.json`` and returns it.
 
 Why retries and re-runs cannot duplicate anything:
@@ -38,6 +38,7 @@ from laionprep.manifest import check_accounting
 from laionprep.sharding import keylists
 from laionprep.sharding.plan import Task
 from laionprep.folders import names
+from laionprep.sharding.keys import KeyFormatError, KeyRule
 from laionprep.sharding.records import REASONS, RecordFilters, RecordProcessor
 from laionprep.tfrecord import RecordWriter, read_records
 
@@ -58,7 +59,8 @@ class Job:
     schema: tuple[tuple[str, str], ...]
     drop_columns: tuple[str, ...]
     filters: RecordFilters
-    key_prefixes: tuple[bytes, ...]  # per source; b"" keeps keys as they are
+    key_rules: tuple[KeyRule, ...]  # per source (laionprep.sharding.keys)
+    feature_names: tuple[tuple[str, str], ...]  # (new, old): keys renamed in the output (laionprep.feature_names)
     shuffle: bool
     seed: int
     shuffle_buffer_bytes: int
@@ -70,6 +72,9 @@ class Job:
 
     def shard_url(self, split: str, index: int) -> str:
         return lfs.join(self.output, names.shard_name(self.name, split, index, self.num_shards))
+
+    def split_folder(self, split: str) -> str:
+        return lfs.join(self.output, names.template_folder(names.reshard_template(self.name, split)))
 
     def part_url(self, index: int) -> str:
         return lfs.join(self.output, WORK_DIR, f"part-{index:05d}.json")
@@ -156,7 +161,8 @@ def write_task(job: Job, task: Task) -> dict:
         return done
     t0 = time.time()
     proc = RecordProcessor(dict(job.schema), job.drop_columns, job.filters, keylists.key_list(job.filters.keep_keys),
-                           keylists.key_list(job.filters.drop_keys), job.validation_fraction)
+                           keylists.key_list(job.filters.drop_keys), job.validation_fraction,
+                           renames=job.feature_names)
     finals = {s: job.shard_url(s, task.index) for s in job.splits}
     tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
     writers = {s: RecordWriter(tmps[s]) for s in job.splits}
@@ -168,7 +174,7 @@ def write_task(job: Job, task: Task) -> dict:
     pieces = []
     try:
         for piece in task.pieces:
-            prefix = job.key_prefixes[piece.source]
+            rule = job.key_rules[piece.source]
             n_piece = 0
             for data in _read_input(piece):
                 n_piece += 1
@@ -182,11 +188,16 @@ def write_task(job: Job, task: Task) -> dict:
                     raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} "
                                        "records")
                 try:
-                    is_val, out = proc.process(data, prefix)
+                    is_val, out = proc.process(data, rule)
                 except DecodeError as e:
                     i = piece.start + n_piece - 1
                     raise DataError(f"record {i} is not a tf.train.Example ({e})", where=f"{piece.path} record {i}",
                                     fix=INPUT_FIX) from e
+                except KeyFormatError as e:
+                    i = piece.start + n_piece - 1
+                    raise DataError(f"{e}: the numeric output keys (source * 10**W + key) would not be unique",
+                                    where=f"{piece.path} record {i}",
+                                    fix="reshard this source on its own (its keys are then kept as they are)") from e
                 if is_val is None:
                     continue
                 split = job.validation_split if is_val else job.split
@@ -218,7 +229,7 @@ def write_task(job: Job, task: Task) -> dict:
     check_accounting(rows_in, kept, dropped, stage=f"reshard task {task.index}")
     result = {
         "index": task.index, "plan_hash": job.plan_hash, "rows_in": rows_in, "expected": task.expected,
-        "splits": {s: {"file": os.path.basename(finals[s]), "records": writers[s].records,
+        "splits": {s: {"file": names.shard_name(job.name, s, task.index, job.num_shards), "records": writers[s].records,
                        "bytes": writers[s].bytes_written} for s in job.splits},
         "dropped": dropped, "normalised": proc.normalised_dict(), "pieces": pieces,
         "seconds": round(time.time() - t0, 3), "started": round(t0, 3), "worker_pid": os.getpid(),

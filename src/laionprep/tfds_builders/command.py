@@ -13,6 +13,19 @@ from laionprep import options, stage
 from laionprep.errors import UsageError
 from laionprep.options import option
 
+
+def split_aliases(value: str | None) -> tuple[tuple[str, str], ...]:
+    """``full=train,all=train`` -> (("full", "train"), ("all", "train"))."""
+    out = []
+    for item in options.csv(value):
+        alias, eq, target = (x.strip() for x in item.partition("="))
+        if not (eq and alias and target):
+            raise UsageError(f"--split-alias {item!r} is not ALIAS=SPLIT", where="--split-alias",
+                             fix="write e.g. --split-alias full=train (CLIPA reads split 'full')")
+        out.append((alias, target))
+    return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class BuildTfdsConfig:
     """``laionprep build-tfds``'s options, declared once (``laionprep.options``); ``register.RegisterConfig`` and
@@ -29,6 +42,10 @@ class BuildTfdsConfig:
                        "image/label dataset", default="register", choices=["register", "rewrite", "image-folder"])
     split: str | None = option("--split", None, "split name of a download folder (default train); image-folder: "
                                "treat SOURCE itself as this one split")
+    split_alias: tuple[tuple[str, str], ...] = option(
+        "--split-alias", None, "comma-separated ALIAS=SPLIT: register another split name over the same files, "
+        "zero-copy (e.g. full=train for CLIPA, which reads split 'full')", default=(), cli_default=None,
+        parse=split_aliases)
     dataset: str | None = option("--dataset", None,
                                  "dataset spec for features and citation (default: the source's manifest)")
     exclude: tuple[str, ...] = option("--exclude", None, "comma-separated record keys to leave out of the features",
@@ -67,7 +84,8 @@ def run_stage(cfg: BuildTfdsConfig, *, progress=None) -> stage.StageResult:
             raise UsageError("--class-names applies to --mode image-folder only", where="--class-names")
         res = reg.register(cfg.source, cfg.name, cfg.data_dir, cfg.version, mode=cfg.mode,
                            split=cfg.split or "train", dataset=cfg.dataset, exclude=cfg.exclude,
-                           allow_incomplete=cfg.allow_incomplete, verify=cfg.verify, progress=progress)
+                           allow_incomplete=cfg.allow_incomplete, verify=cfg.verify, split_aliases=cfg.split_alias,
+                           progress=progress)
     tables = (stage.Table(f"laionprep build-tfds {cfg.name} ({cfg.mode})", res.summary_rows()),
               stage.Table("as TFDS sees it", reg.describe(res.dataset_dir)))
     note = (f"load it:  tfds.load({cfg.name!r}, data_dir={cfg.data_dir!r}, split=...)\n"
@@ -75,4 +93,4 @@ def run_stage(cfg: BuildTfdsConfig, *, progress=None) -> stage.StageResult:
     return stage.StageResult(manifest=lmanifest.read(res.dataset_dir), tables=tables, note=note, detail=res)
 
 
-__all__ = ["BuildTfdsConfig", "run_stage"]
+__all__ = ["BuildTfdsConfig", "run_stage", "split_aliases"]

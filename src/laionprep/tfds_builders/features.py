@@ -83,10 +83,11 @@ def connector(role: str, doc: str | None = None):
     raise ValueError(f"unknown role {role!r}")
 
 
-def features_dict(roles: Mapping[str, str], spec: DatasetSpec | None = None):
+def features_dict(roles: Mapping[str, str], spec: DatasetSpec | None = None, renamed: Mapping[str, str] | None = None):
     import tensorflow_datasets as tfds
 
     docs = descriptions_for(spec)
+    docs.update({new: docs[old] for new, old in (renamed or {}).items() if old in docs})
     return tfds.features.FeaturesDict({k: connector(r, docs.get(k)) for k, r in sorted(roles.items())})
 
 
@@ -150,10 +151,13 @@ class Choice:
     notes: list[str]
 
 
-def check(sv: Survey, spec: DatasetSpec | None, exclude: Iterable[str] = (), *, source: str = "") -> Choice:
-    """Pick the features for the surveyed records; raise :class:`DataError` listing every key TFDS could not read."""
+def check(sv: Survey, spec: DatasetSpec | None, exclude: Iterable[str] = (), *, source: str = "",
+          renamed: Mapping[str, str] | None = None) -> Choice:
+    """Pick the features for the surveyed records; raise :class:`DataError` listing every key TFDS could not read.
+    ``renamed``: ``{stored name: img2dataset name}`` of keys a reshard renamed (``--feature-names``)."""
     exclude = set(exclude)
     known = roles_for(spec)
+    known.update({new: known[old] for new, old in (renamed or {}).items() if old in known})
     roles: dict[str, str] = {}
     problems: list[str] = []
     wheres: list[str] = []

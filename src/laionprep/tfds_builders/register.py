@@ -34,6 +34,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import folders
 from laionprep import manifest as lmanifest
@@ -42,7 +43,8 @@ from laionprep.datasets import DatasetSpec, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.tfds_builders import features as feats
 from laionprep.tfds_builders import sources
-from laionprep.tfds_builders.tfds_files import (DEFAULT_TEMPLATE, IN_PLACE_DOWNLOAD_TEMPLATE, RECORD_KEY, _now,
+from laionprep.folders import names as lnames
+from laionprep.tfds_builders.tfds_files import (DEFAULT_TEMPLATE, IN_PLACE_DOWNLOAD_TEMPLATE, NAME_RE, RECORD_KEY, _now,
                                                 check_name, dataset_info, read_record, shard_file_name,
                                                 shard_file_names, split_info, write_metadata_files)
 from laionprep.tfrecord import count_records, read_records
@@ -64,6 +66,7 @@ class RegisterConfig:
     sample_shards: int = 8  # shards whose counts are verified (verify=sample) and whose records are type-checked
     sample_records: int = 64  # records type-checked per sampled shard
     check_read: bool = True  # read one record back through TFDS before publishing
+    split_aliases: tuple[tuple[str, str], ...] = ()  # (alias, split): another split name over the same files
 
     @property
     def dataset_dir(self) -> str:
@@ -262,6 +265,7 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
     for s in splits:
         if not re.match(r"^[A-Za-z0-9_]+$", s):
             raise UsageError(f"invalid split name {s!r}", where="--split", fix="use letters, digits and underscores")
+    check_aliases(cfg, splits)
     spec = _spec(cfg.dataset, source, notes)
     all_shards = [sh for shards in splits.values() for sh in shards]
     nonempty = [sh for sh in all_shards if sh.count > 0]
@@ -278,9 +282,10 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
             for i, data in enumerate(read_records(sh.url, stop=cfg.sample_records)):
                 yield data, f"{sh.url} record {i}"
 
-    choice = feats.check(feats.survey(samples()), spec, cfg.exclude, source=source.data_folder)
+    renamed = feature_names.of_manifest(source.manifest) if source.kind == "resharded" else {}
+    choice = feats.check(feats.survey(samples()), spec, cfg.exclude, source=source.data_folder, renamed=renamed)
     notes += choice.notes
-    features = feats.features_dict(choice.roles, spec)
+    features = feats.features_dict(choice.roles, spec, renamed)
 
     dataset_dir = cfg.dataset_dir
     previous = read_record(dataset_dir)
@@ -290,6 +295,7 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
         "verify": {"mode": cfg.verify, "shards": verified},
         "splits": {s: [[sh.number, _base(sh.url), sh.count, sh.size] for sh in shards] for s, shards in splits.items()},
         "left_out": left_out, "features": choice.roles, "notes": notes,
+        "split_aliases": {a: t for a, t in cfg.split_aliases},
     }
     description = (spec.description if spec else f"TFRecord shards from {source.root}") + (
         f"\n\nRegistered by `laionprep build-tfds` from {source.root} ({layout}"
@@ -299,7 +305,7 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
                   metadata={RECORD_KEY: record})
 
     if layout == "in_place":
-        infos = _in_place_split_infos(cfg, source, splits, dataset_dir)
+        infos = with_aliases(_in_place_split_infos(cfg, source, splits, dataset_dir), cfg, dataset_dir)
         info = dataset_info(dataset_dir=dataset_dir, split_infos=infos, **common)
         write_metadata_files(info, dataset_dir)
         if cfg.check_read:
@@ -322,6 +328,33 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
         source_kind=source.kind, splits={s: sum(x.count for x in v) for s, v in splits.items()},
         shards={s: len(v) for s, v in splits.items()}, features=choice.roles, left_out=left_out, notes=notes,
         verified_shards=verified, changes=changes, seconds=time.time() - t0)
+
+
+def check_aliases(cfg: RegisterConfig, splits) -> None:
+    seen = set(splits)
+    for alias, target in cfg.split_aliases:
+        if not NAME_RE.match(alias):
+            raise UsageError(f"--split-alias: {alias!r} is not a valid split name", where="--split-alias",
+                             fix="use lower-case letters, digits and underscores, starting with a letter")
+        if target not in splits:
+            raise UsageError(f"--split-alias {alias}={target}: the source has no split {target!r}",
+                             where="--split-alias", fix="splits found: " + ", ".join(sorted(splits)))
+        if alias in seen:
+            raise UsageError(f"--split-alias {alias}={target}: a split named {alias!r} exists already",
+                             where="--split-alias", fix="choose another alias")
+        seen.add(alias)
+
+
+def with_aliases(infos: list, cfg: RegisterConfig, dataset_dir: str) -> list:
+    """``infos`` plus one SplitInfo per alias over its split's very files: its template has the split's name
+    written in (no ``{SPLIT}`` left), so TFDS opens the same shards whatever the alias is called.  Zero-copy."""
+    by_name = {i.name: i for i in infos}
+    out = list(infos)
+    for alias, target in cfg.split_aliases:
+        si = by_name[target]
+        tpl = lnames.fix_split(si.filename_template.template, target)
+        out.append(split_info(alias, cfg.name, tpl, dataset_dir, list(si.shard_lengths), int(si.num_bytes)))
+    return out
 
 
 def _in_place_split_infos(cfg, source, splits, dataset_dir):
@@ -370,7 +403,7 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
                     progress.update(task, completed=i + 1)
             infos.append(split_info(split, cfg.name, DEFAULT_TEMPLATE, final, [sh.count for sh in shards],
                                     sum(sh.size for sh in shards)))
-        info = dataset_info(dataset_dir=final, split_infos=infos, **common)
+        info = dataset_info(dataset_dir=final, split_infos=with_aliases(infos, cfg, final), **common)
         info.write_to_directory(tmp)
         if cfg.check_read:
             _check_first_record(tmp)
@@ -394,7 +427,8 @@ def _publish_remote_copy(cfg: RegisterConfig, splits, common: dict, progress) ->
             _copy(sh.url, lfs.join(final, names[i]))
         infos.append(split_info(split, cfg.name, DEFAULT_TEMPLATE, final, [sh.count for sh in shards],
                                 sum(sh.size for sh in shards)))
-    write_metadata_files(dataset_info(dataset_dir=final, split_infos=infos, **common), final)
+    write_metadata_files(dataset_info(dataset_dir=final, split_infos=with_aliases(infos, cfg, final), **common),
+                         final)
     if cfg.check_read:
         _check_first_record(final)
 

@@ -2,8 +2,9 @@
 
 * a **download folder** ``DIR`` (``laionprep download`` / img2dataset output): ``DIR/tfrecord/NNNNN.tfrecord``,
   each complete shard marked by ``NNNNN_stats.json`` whose ``successes`` is the shard's record count;
-* a **resharded folder** ``OUT`` (``laionprep reshard``): ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY`` and
-  ``OUT/counts.json`` with the exact count of every shard (written last: it marks the folder complete).
+* a **resharded folder** ``OUT`` (``laionprep reshard``): ``OUT/SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord`` (or the
+  older flat ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY``: counts.json's template says which) and ``OUT/counts.json``
+  with the exact count of every shard (written last: it marks the folder complete).
 
 Counts come only from these files.  Everything that keeps a count from being established is reported as a
 :class:`Problem` (a gap in the numbering, a shard without stats, an unreadable stats file, a missing file, a size
@@ -71,7 +72,7 @@ def detect(path: str) -> Source:
         return scan_resharded(path)
     if isinstance(folder, folders.DownloadFolder):
         return scan_download(path)
-    if any(".tfrecord-" in n for n in list_sizes(path)):
+    if any(".tfrecord-" in n for n in list_sizes(path)) or lfs.glob(lfs.join(path, "*", "*-of-*.tfrecord")):
         raise DataError("this looks like a resharded folder without counts.json: the reshard did not finish",
                         where=path, fix="re-run `laionprep reshard` to completion (counts.json is written last)")
     raise DataError("not a download folder (no tfrecord/ with NNNNN_stats.json) nor a resharded folder "
@@ -163,7 +164,15 @@ def scan_resharded(path: str) -> Source:
         raise DataError(f"counts.json is unreadable: {type(e).__name__}: {e}", where=counts_url,
                         fix="re-run `laionprep reshard` to rewrite it") from None
     manifest = _manifest(path)
-    sizes = list_sizes(path)
+    listed: dict[str, dict[str, int]] = {}  # sub-folder ('' = OUT) -> {file: size}, one listing each
+
+    def size_of(rel: str) -> int | None:
+        sub, _, base = rel.rpartition("/")
+        if sub not in listed:
+            folder = lfs.join(path, sub) if sub else path
+            listed[sub] = list_sizes(folder) if lfs.exists(folder) else {}
+        return listed[sub].get(base)
+
     splits: dict[str, list[SourceShard]] = {}
     templates: dict[str, str] = {}
     num_shards: dict[str, int] = {}
@@ -186,7 +195,7 @@ def scan_resharded(path: str) -> Source:
         shards = []
         for i, count in enumerate(lengths):
             fname = folders.format_template(template, i, n)
-            size = sizes.get(fname)
+            size = size_of(fname)
             if size is None:
                 problems.append(Problem("missing", i, f"{split} shard {i}: {fname} is missing"))
                 continue

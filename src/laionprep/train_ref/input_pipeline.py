@@ -6,7 +6,8 @@ Training data (image-text pairs) is read from any of:
   (``ROOT/NAME/VERSION``, or ``ROOT/NAME`` for its newest version): ``jpg`` is read undecoded
   (``tfds.decode.SkipDecoding``) so that only the crop is decoded;
 * raw TFRecords, FLIP's own path: a glob, one file, or a folder -- an img2dataset download (``DIR/tfrecord/*.tfrecord``)
-  or a reshard output (``NAME-train.tfrecord-00000-of-00004``; files of the wanted split are picked by name).
+  or a reshard output (``OUT/train/NAME-train-00000-of-00004.tfrecord``, or the older flat
+  ``NAME-train.tfrecord-00000-of-00004``: the wanted split's files as counts.json names them).
 
 Only the ``jpg`` (JPEG bytes) and ``txt`` (caption) features are read; every other feature is ignored.
 
@@ -33,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from laionprep import folders
+from laionprep import feature_names, folders
 from laionprep import fs as lfs
 from laionprep._env import import_tf
 from laionprep.errors import DataError, UsageError
@@ -127,9 +128,12 @@ def _stage_folder_files(source: str, split: str) -> Source | None:
         if split not in splits:
             raise UsageError(f"no '{split}' files in {source} (it has: {', '.join(sorted(splits))})", where=source,
                              fix="pick one of those splits (data.split / eval.split)")
-        info = splits[split]
-        files = [lfs.join(found.root, folders.format_template(info["filename_template"], i, info["num_shards"]))
-                 for i in range(info["num_shards"])]
+        renamed = {o: n for n, o in feature_names.of_manifest(found.manifest()).items() if o in ("jpg", "txt")}
+        if renamed:
+            raise UsageError(f"the records of {source} store {', '.join(f'{o} as {n!r}' for o, n in renamed.items())} "
+                             "(reshard --feature-names): this trainer reads jpg and txt", where=source,
+                             fix="reshard again without --feature-names for this trainer")
+        files = found.split_files(split, {"splits": splits})
         return Source("files", f"{len(files)} '{split}' shards of the reshard output {source}", split, files=files)
     files = [s.tfrecord for s in found.scan().shards]
     if not files:

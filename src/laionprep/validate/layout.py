@@ -4,7 +4,9 @@ Three kinds (see the formats section of the README):
 
 * ``download``: ``DIR/manifest.json`` + ``DIR/tfrecord/NNNNN.{tfrecord,parquet}`` + ``NNNNN_stats.json`` (or an
   img2dataset TFRecord folder without a manifest, or ``DIR/tfrecord`` itself);
-* ``resharded``: ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY`` + ``OUT/counts.json`` (+ ``OUT/manifest.json``);
+* ``resharded``: ``OUT/SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord`` (or the older flat
+  ``OUT/NAME-SPLIT.tfrecord-XXXXX-of-YYYYY``, as counts.json's template says) + ``OUT/counts.json``
+  (+ ``OUT/manifest.json``);
 * ``tfds``: a folder with ``dataset_info.json`` (``ROOT/NAME/VERSION``), loadable with
   ``tfds.builder_from_directory``.  ``ROOT`` or ``ROOT/NAME`` are accepted when they hold exactly one version.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import folders
 from laionprep.datasets import DatasetSpec, SPECS
@@ -189,17 +192,20 @@ def _resharded(root: str, cfg) -> Layout:
     spec = _spec_for(ds_name, "--dataset") if (cfg.dataset or ds_name in SPECS) else None
     # the records' schema: stages.reshard.schema (manifest.py), top-level in manifests written before it
     schema = ((manifest.get("stages") or {}).get("reshard") or {}).get("schema") or manifest.get("schema")
+    name_of = feature_names.renamer(feature_names.of_manifest(manifest))  # reshard --feature-names
+    flip_keys = tuple(name_of(k) for k in FLIP_KEYS)
     if isinstance(schema, dict) and schema and not cfg.dataset:
         # the reshard manifest's output schema: every record holds exactly these keys with these types
         kinds = {k: v for k, v in schema.items() if v in ("bytes", "int64", "float")}
-        required = FLIP_KEYS + tuple(k for k in kinds if k not in FLIP_KEYS)
-        kinds = {**FLIP_KINDS, **kinds}
+        required = flip_keys + tuple(k for k in kinds if k not in flip_keys)
+        kinds = {**{name_of(k): v for k, v in FLIP_KINDS.items()}, **kinds}
     else:
         required, kinds, n2 = _base_checks(spec, None)
         notes += n2
     size = _size_settings(manifest, cfg, notes)
     units = []
     listed = set()
+    subfolders = {""}
     info = {}
     for split, s in splits.items():
         try:
@@ -210,6 +216,7 @@ def _resharded(root: str, cfg) -> Layout:
             problems.append(Problem("bad_metadata", f"split {split!r}: {type(e).__name__}: {e}", file="counts.json"))
             continue
         info[split] = {"num_examples": s.get("num_examples"), "num_shards": n}
+        subfolders.add(folders.template_folder(template))
         if len(lengths) != n:
             problems.append(Problem("count_mismatch", f"split {split}: num_shards {n} but {len(lengths)} shard "
                                                       "lengths", file="counts.json"))
@@ -227,12 +234,14 @@ def _resharded(root: str, cfg) -> Layout:
                 continue
             units.append(Unit(index=len(units), path=path, label=fname, expected=expected,
                               expected_source="counts.json", split=split))
-    for p in lfs.glob(lfs.join(root, "*.tfrecord*")):
+    # a trainer globs OUT (old layout) or a split's folder OUT/SPLIT (current): every file there must be listed
+    globbed = {lfs.join(root, *([d] if d else []), "*.tfrecord*") for d in subfolders}
+    for p in sorted({p for g in globbed for p in lfs.glob(g)}):
         if lfs.normalise(p) not in listed and lfs.TMP_MARK not in p:
             problems.append(Problem("unexpected_file", "a TFRecord file counts.json does not list (a trainer that "
                                                        "globs the folder would read it)", file=_rel(p, root)))
     _compare_manifest_splits(manifest, info, problems)
-    checks = _checks(cfg, required=required, **size)
+    checks = _checks(cfg, required=required, image_key=name_of("jpg"), caption_key=name_of("txt"), **size)
     total = sum(u.expected or 0 for u in units)
     return Layout(kind="resharded", root=root, units=units, checks=checks, problems=problems, notes=notes,
                   manifest=manifest, spec=spec, expected_total=total, splits=info, expected_kinds=kinds)
@@ -332,6 +341,7 @@ def _tfds(folder: str, cfg) -> Layout:
     size = _size_settings(manifest, cfg, notes)
     units = []
     split_info = {}
+    seen_files: dict[tuple, str] = {}
     for split_name, si in info.splits.items():
         lengths = list(si.shard_lengths)
         try:
@@ -340,6 +350,11 @@ def _tfds(folder: str, cfg) -> Layout:
             problems.append(Problem("tfds_unreadable", f"split {split_name}: cannot list its files: {e}",
                                     file="dataset_info.json"))
             continue
+        same = seen_files.get(tuple(paths))
+        if same is not None:  # build-tfds --split-alias: another name over the same files, checked once
+            notes.append(f"split {split_name} is an alias of split {same} (the same files): checked once")
+            continue
+        seen_files[tuple(paths)] = split_name
         split_info[split_name] = {"num_examples": si.num_examples, "num_shards": len(paths)}
         if len(paths) != len(lengths):
             problems.append(Problem("tfds_shard_length", f"split {split_name}: {len(paths)} files but "
