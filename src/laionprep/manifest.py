@@ -143,11 +143,12 @@ def parameters_of(cfg: Any) -> tuple[dict, dict]:
             if s:
                 settings[f.name] = s
         elif f.metadata.get("output", True):
-            params[f.name] = _plain(value)
+            params[f.name] = plain(value)
         else:
-            settings[f.name] = _plain(value)
+            settings[f.name] = plain(value)
     return params, settings
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(canonical_json(value))  # tuples -> lists: as the manifest reads back
+def plain(value: Any) -> Any:
+    """``value`` as the manifest reads it back (tuples -> lists, keys as strings)."""
+    return json.loads(canonical_json(value))

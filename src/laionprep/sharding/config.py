@@ -59,8 +59,9 @@ class ReshardConfig(FilterOverrides):
     drop_columns: tuple[str, ...] = option(
         "--drop-columns", None, "comma-separated columns to remove, e.g. exif,error_message,status", default=(),
         cli_default=None, parse=options.csv, group="output")
-    overwrite: bool = option("--overwrite", bool, "replace a complete output made with other parameters",
-                             default=False, group="output", output=False)
+    restart: bool = option("--restart", bool, "move the outputs of an earlier run in OUT (other parameters or "
+                           "inputs, or a clean redo) to OUT/_previous/<UTC time>/ and start fresh", default=False,
+                           group="output", output=False)
     beam_args: tuple[str, ...] = dataclasses.field(default=(), metadata=lmanifest.RUN_ONLY)  # runner, workers...
 
     def filters(self, spec=None) -> Filters:

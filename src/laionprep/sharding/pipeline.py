@@ -62,7 +62,13 @@ def run_stage(cfg: ReshardConfig, *, progress=None, log=print) -> stage.StageRes
         table = stage.Table(f"laionprep reshard -> {cfg.output}", summary_rows(m), ("", "records"))
         return stage.StageResult(manifest=m, tables=(table,))
 
-    return stage.run("reshard", prep.job.output, body)
+    # the re-run rule (stage.check_rerun): same parameters resume, others are refused unless --restart
+    return stage.run("reshard", prep.job.output, body, parameters=parameters(prep), restart=cfg.restart)
+
+
+def parameters(prep: Prepared) -> dict:
+    """The reshard's parameter record: its config minus the run-only fields, plus the filters it applies."""
+    return lmanifest.parameters_of(prep.config)[0] | {"filters_applied": prep.job.filters.to_dict()}
 
 
 def _reshard(prep: Prepared, t0: float, *, progress, log) -> dict:
@@ -71,7 +77,11 @@ def _reshard(prep: Prepared, t0: float, *, progress, log) -> dict:
     if done is not None:
         log(f"reshard: {job.output} already holds this output (plan {job.plan_hash}); nothing to do")
         return done
-    prepare_output(job, cfg.overwrite)
+    prepare_output(job)
+    if lmanifest.read(job.output).get("stage") != "reshard":  # the parameter record, before the first shard
+        stage.write_manifest(job.output, stage="reshard", dataset=prep.dataset, status="running",
+                             parameters=parameters(prep), inputs=[s.describe() for s in prep.sources],
+                             accounting=None, stages={})
     local = is_local_runner(cfg.beam_args)
     pipeline, _ = build_pipeline(prep)
     task = progress.add_task("reshard", total=job.num_shards) if progress else None
@@ -136,7 +146,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
         for s in job.splits}}
     cfg = prep.config
     schema = {k: v for k, v in job.schema if k not in job.drop_columns}
-    parameters, settings = lmanifest.parameters_of(cfg)
+    settings = lmanifest.parameters_of(cfg)[1]
     detail = {
         "name": job.name,
         "settings": settings,
@@ -164,7 +174,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     }
     man = stage.write_manifest(
         job.output, stage="reshard", dataset=prep.dataset, status="complete",
-        parameters=parameters | {"filters_applied": job.filters.to_dict()},
+        parameters=parameters(prep),
         inputs=[s.describe() for s in prep.sources], accounting=accounting, stages={"reshard": detail})
     fsys, _ = lfs.get_fs(job.output)
     work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]

@@ -17,6 +17,7 @@ from laionprep import fs as lfs
 from laionprep import folders
 from laionprep.datasets import DatasetSpec, SPECS
 from laionprep.errors import UsageError
+from laionprep.validate import consistency
 from laionprep.validate.problems import Problem
 from laionprep.validate.shard_check import Checks, Unit
 
@@ -161,6 +162,7 @@ def _download(folder: folders.DownloadFolder, cfg) -> Layout:
     for p in scan.orphans:
         problems.append(Problem("incomplete_shard", "shard file without a _stats.json (an unfinished download; "
                                                     "resume the download to finish it)", file=_rel(p, root)))
+    problems += consistency.download(root, data, manifest, scan.shards)
     checks = _checks(cfg, required=required, **size)
     return Layout(kind="download", root=root, units=units, checks=checks, problems=problems, notes=notes,
                   manifest=manifest, spec=spec, data_folder=data, expected_total=scan.total, expected_kinds=kinds)
@@ -227,6 +229,7 @@ def _resharded(root: str, cfg) -> Layout:
             problems.append(Problem("unexpected_file", "a TFRecord file counts.json does not list (a trainer that "
                                                        "globs the folder would read it)", file=_rel(p, root)))
     _compare_manifest_splits(manifest, info, problems)
+    problems += consistency.reshard(manifest, counts)
     checks = _checks(cfg, required=required, **size)
     total = sum(u.expected or 0 for u in units)
     return Layout(kind="resharded", root=root, units=units, checks=checks, problems=problems, notes=notes,

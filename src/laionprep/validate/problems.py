@@ -37,6 +37,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "manifest_mismatch": ("accounting", "totals differ from manifest.json"),
     "tfds_shard_length": ("accounting", "dataset_info.json's shard length differs from the records counted"),
     "tfds_unreadable": ("accounting", "TFDS cannot load the folder"),
+    "parameters_mismatch": ("accounting", "the shards do not match the manifest's parameters (e.g. a re-run with "
+                                          "other parameters over old shards); redo the stage with --restart"),
     "bad_metadata": ("accounting", "a metadata file (stats, counts, manifest, dataset_info) is unreadable"),
 }
 
@@ -45,7 +47,7 @@ CHECK_ORDER = ("integrity", "schema", "content", "accounting")
 # Problems that a fresh download of the same rows does not repair (they come from the data or the download
 # settings, not from damage): --quarantine does not move shards for them.
 NOT_REPAIRED_BY_REFETCH = {"mixed_type", "wrong_type", "manifest_mismatch", "missing_shard", "tfds_shard_length",
-                           "tfds_unreadable", "unexpected_file", "incomplete_shard"}
+                           "tfds_unreadable", "unexpected_file", "incomplete_shard", "parameters_mismatch"}
 
 
 @dataclasses.dataclass
