@@ -226,3 +226,86 @@ def test_validate_flags_filters_and_shards_beyond_the_prefilter_output(fresh, tm
     bad = [p for p in json.load(open(tmp_path / "r" / "report.json"))["problems"] if p["kind"] == "parameters_mismatch"]
     msgs = " | ".join(p["message"] for p in bad)
     assert "made with filters" in msgs and "shard 00004 is beyond the 3 shards" in msgs, msgs
+
+
+# ---------------------------------------------------------------------------------------------------- reshard
+def reshard(src: str, out: str, *extra: str) -> list[str]:
+    return ["reshard", src, "--output", out, "--name", "vary", "--no-progress", *extra]
+
+
+def tfrecords(folder: str) -> dict[str, bytes]:
+    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(folder, "*.tfrecord-*")))}
+
+
+def test_reshard_refused_then_restart_equals_a_fresh_run(fresh, tmp_path, capsys):
+    out, ref = str(tmp_path / "r"), str(tmp_path / "ref")
+    assert cli.main(reshard(fresh["0.1"], out, "--num-shards", "2")) == 0
+    assert cli.main(reshard(fresh["0.1"], ref, "--num-shards", "1", "--validation-fraction", "0.2")) == 0
+    old = tfrecords(out)
+    capsys.readouterr()
+    _refused(capsys, reshard(fresh["0.1"], out, "--num-shards", "1", "--validation-fraction", "0.2"), out,
+             "num_shards: 2 -> 1", "validation_fraction: 0.0 -> 0.2")
+    # a run-only Beam option is not a parameter: the same parameters find the work done
+    assert cli.main(reshard(fresh["0.1"], out, "--num-shards", "2", "--direct_num_workers=1")) == 0
+    assert tfrecords(out) == old
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    assert not {"beam_args", "restart", "output"} & set(m["parameters"])
+    assert {"num_shards", "split", "validation_split", "sources", "keep_keys", "shard_size_mb"} <= set(m["parameters"])
+    assert cli.main(reshard(fresh["0.1"], out, "--num-shards", "1", "--validation-fraction", "0.2", "--restart")) == 0
+    assert tfrecords(out) == tfrecords(ref)
+    (prev,) = glob.glob(os.path.join(out, stage.PREVIOUS, "*"))
+    assert tfrecords(prev) == old
+    assert cli.main(["validate", out, "--no-progress"]) == 0
+
+
+def test_reshard_killed_before_its_manifest_resumes(fresh, tmp_path):
+    """The reshard writes its parameter record before the first shard: a folder with shards and no counts.json
+    (a crashed run) is its own resumable state; the same command completes it."""
+    out = str(tmp_path / "r")
+    assert cli.main(reshard(fresh["0.1"], out, "--num-shards", "2")) == 0
+    ref = tfrecords(out)
+    os.remove(os.path.join(out, "counts.json"))
+    os.remove(os.path.join(out, sorted(ref)[0]))
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    m["status"] = "running"
+    json.dump(m, open(os.path.join(out, "manifest.json"), "w"))
+    assert cli.main(reshard(fresh["0.1"], out, "--num-shards", "2")) == 0
+    assert tfrecords(out) == ref
+
+
+def test_validate_flags_counts_json_of_other_parameters(fresh, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main(reshard(fresh["0.1"], a, "--num-shards", "2")) == 0
+    assert cli.main(reshard(fresh["0.1"], b, "--num-shards", "2", "--name", "other")) == 0
+    shutil.copy(os.path.join(b, "manifest.json"), os.path.join(a, "manifest.json"))  # b's parameters over a's shards
+    assert cli.main(["validate", a, "--no-progress", "--report", str(tmp_path / "rep")]) == 1
+    bad = [p for p in json.load(open(tmp_path / "rep" / "report.json"))["problems"]
+           if p["kind"] == "parameters_mismatch"]
+    assert bad and all(p["file"] == "counts.json" for p in bad)
+    assert "name 'vary' but the manifest's parameters say 'other'" in " ".join(p["message"] for p in bad)
+
+
+# ------------------------------------------------------------------------------------------------- build-tfds
+def build_tfds(src: str, data_dir: str, *extra: str) -> list[str]:
+    return ["build-tfds", "--name", "vary", "--data-dir", data_dir, "--source", src, "--no-progress", *extra]
+
+
+def test_build_tfds_refused_then_restart(fresh, tmp_path, capsys):
+    data_dir = str(tmp_path / "tfds")
+    version = os.path.join(data_dir, "vary", "1.0.0")
+    assert cli.main(build_tfds(fresh["0.3"], data_dir)) == 0
+    assert cli.main(build_tfds(fresh["0.3"], data_dir, "--verify", "all")) == 0  # same parameters: a re-registration
+    capsys.readouterr()
+    err = _refused(capsys, build_tfds(fresh["0.3"], data_dir, "--split", "other"), version, 'split: "train" -> "other"')
+    assert "--data-dir" in err
+    _refused(capsys, build_tfds(fresh["0.1"], data_dir), version, "source: ")  # another source is another output
+    old = files_of(version)
+    assert cli.main(build_tfds(fresh["0.1"], data_dir, "--split", "other", "--restart")) == 0
+    (prev,) = glob.glob(os.path.join(version, stage.PREVIOUS, "*"))
+    assert files_of(prev) == old
+    info = json.load(open(os.path.join(version, "dataset_info.json")))
+    assert [s["name"] for s in info["splits"]] == ["other"]
+    assert sum(int(n) for s in info["splits"] for n in s["shardLengths"]) == len(records(fresh["0.1"]))
+    assert cli.main(build_tfds(fresh["0.1"], data_dir, "--split", "other")) == 0  # re-registering keeps _previous
+    assert glob.glob(os.path.join(version, stage.PREVIOUS, "*")) == [prev]
+    assert cli.main(["validate", version, "--no-progress"]) == 0

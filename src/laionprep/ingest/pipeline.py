@@ -177,13 +177,11 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                                     parameters=parameters, inputs={"metadata_source": source}, accounting=accounting,
                                     stages=stages)
 
-    # first, before any output: the parameter record a re-run is checked against (stage.check_rerun), so a run
-    # killed at any point leaves a folder the same command resumes and another command is refused
-    write("fetching", {"download": run_detail})
-
-    # 1. metadata
+    # 1. metadata.  First, once the flags are known good (the source listed, --parts resolved) and before any
+    # output: the parameter record a re-run is checked against (stage.check_rerun), so a run killed at any point
+    # leaves a folder the same command resumes and another command is refused
     fetched = md.fetch(source, spec.file_pattern, lay.metadata, parts=cfg.parts, max_samples=cfg.max_samples,
-                       progress=progress)
+                       progress=progress, on_selected=lambda: write("fetching", {"download": run_detail}))
     meta_rows = sum(fetched.rows)
     columns = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
     metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
