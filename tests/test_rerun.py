@@ -309,3 +309,15 @@ def test_build_tfds_refused_then_restart(fresh, tmp_path, capsys):
     assert cli.main(build_tfds(fresh["0.1"], data_dir, "--split", "other")) == 0  # re-registering keeps _previous
     assert glob.glob(os.path.join(version, stage.PREVIOUS, "*")) == [prev]
     assert cli.main(["validate", version, "--no-progress"]) == 0
+
+
+def test_detect_never_finds_a_dataset_under_previous(tmp_path):
+    """What --restart moved aside is not read back: a folder whose only TFDS version lies under _previous/ is not
+    a dataset folder (without the filter, detect returned the old in-place registration)."""
+    from laionprep import folders
+
+    old = tmp_path / stage.PREVIOUS / "20261202T171502Z"
+    old.mkdir(parents=True)
+    (old / "dataset_info.json").write_text("{}")
+    with pytest.raises(UsageError, match="not a dataset folder"):
+        folders.detect(str(tmp_path))

@@ -255,8 +255,7 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
     layout = _layout(cfg, source)
     params = parameters(cfg, source)
     if layout != "in_place":  # in place, the folder is the source: its own stage's manifest and re-run rule apply
-        stage.check_rerun("build-tfds", cfg.dataset_dir, params, restart=cfg.restart,
-                          flag="--data-dir, --name or --version")
+        stage.check_rerun("build-tfds", cfg.dataset_dir, params, restart=cfg.restart, flag="--data-dir")
     notes: list[str] = []
     left_out: list[str] = []
     if source.problems:
