@@ -5,9 +5,10 @@ Top-level fields, the same for every stage (``FIELDS``)::
     format       "laionprep.manifest/1" (not "schema": reshard's record schema is stages.reshard.schema)
     stage        "download" | "reshard" | "build-tfds"
     dataset      dataset spec name, or null
-    status       "complete", or where an unfinished run stopped ("prefiltering", "incomplete", ...)
+    status       "complete", or where an unfinished run stopped ("fetching", "prefiltering", "running", ...)
     parameters   the parameters that decide the output (nothing that only changes speed or display)
-    fingerprint  sha256 of the canonical JSON of ``parameters``: a re-run with another fingerprint is another output
+    fingerprint  sha256 of the canonical JSON of ``parameters``: a re-run with another fingerprint is another output,
+                 refused by ``stage.check_rerun`` unless ``--restart``
     inputs       what the stage read (metadata source, source folders...)
     versions     library versions
     accounting   rows_in = kept + dropped, plus the stage's own breakdown; ``balanced`` always present
