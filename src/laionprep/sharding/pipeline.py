@@ -77,11 +77,11 @@ def _reshard(prep: Prepared, t0: float, *, progress, log) -> dict:
     if done is not None:
         log(f"reshard: {job.output} already holds this output (plan {job.plan_hash}); nothing to do")
         return done
-    prepare_output(job)
-    if lmanifest.read(job.output).get("stage") != "reshard":  # the parameter record, before the first shard
+    if lmanifest.read(job.output).get("stage") != "reshard":  # the parameter record, before anything else in OUT
         stage.write_manifest(job.output, stage="reshard", dataset=prep.dataset, status="running",
                              parameters=parameters(prep), inputs=[s.describe() for s in prep.sources],
                              accounting=None, stages={})
+    prepare_output(job)
     local = is_local_runner(cfg.beam_args)
     pipeline, _ = build_pipeline(prep)
     task = progress.add_task("reshard", total=job.num_shards) if progress else None
