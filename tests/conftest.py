@@ -47,3 +47,16 @@ def copy_download(demo_download, tmp_path):
         shutil.copytree(demo_download, dst)
         return dst
     return _copy
+
+
+def relocate_download(download_dir: str, metadata_source: str) -> None:
+    """Make a copied download folder's parameter record name ``metadata_source`` (where the test put the copy of
+    its metadata), as if it had been downloaded from there: the re-run rule (``stage.check_rerun``) then lets the
+    same command resume it.  Without this a resume from the new path is refused as other parameters."""
+    from laionprep import manifest
+
+    m = manifest.read(download_dir)
+    manifest.write(manifest.path_in(download_dir), stage=m["stage"], dataset=m["dataset"], status=m["status"],
+                   parameters={**m["parameters"], "metadata_source": metadata_source},
+                   inputs={**m["inputs"], "metadata_source": metadata_source}, accounting=m["accounting"],
+                   stages=m["stages"])

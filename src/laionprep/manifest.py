@@ -5,9 +5,10 @@ Top-level fields, the same for every stage (``FIELDS``)::
     format       "laionprep.manifest/1" (not "schema": reshard's record schema is stages.reshard.schema)
     stage        "download" | "reshard" | "build-tfds"
     dataset      dataset spec name, or null
-    status       "complete", or where an unfinished run stopped ("prefiltering", "incomplete", ...)
+    status       "complete", or where an unfinished run stopped ("fetching", "prefiltering", "running", ...)
     parameters   the parameters that decide the output (nothing that only changes speed or display)
-    fingerprint  sha256 of the canonical JSON of ``parameters``: a re-run with another fingerprint is another output
+    fingerprint  sha256 of the canonical JSON of ``parameters``: a re-run with another fingerprint is another output,
+                 refused by ``stage.check_rerun`` unless ``--restart``
     inputs       what the stage read (metadata source, source folders...)
     versions     library versions
     accounting   rows_in = kept + dropped, plus the stage's own breakdown; ``balanced`` always present
@@ -143,11 +144,12 @@ def parameters_of(cfg: Any) -> tuple[dict, dict]:
             if s:
                 settings[f.name] = s
         elif f.metadata.get("output", True):
-            params[f.name] = _plain(value)
+            params[f.name] = plain(value)
         else:
-            settings[f.name] = _plain(value)
+            settings[f.name] = plain(value)
     return params, settings
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(canonical_json(value))  # tuples -> lists: as the manifest reads back
+def plain(value: Any) -> Any:
+    """``value`` as the manifest reads it back (tuples -> lists, keys as strings)."""
+    return json.loads(canonical_json(value))

@@ -64,7 +64,7 @@ def _flip(folder, root: str) -> tuple[list[str], list[str]]:
     if "/" not in f["template"] or not f["template"].endswith(".tfrecord"):
         raise DataError("this reshard output has the flat layout (NAME-SPLIT.tfrecord-XXXXX-of-YYYYY): FLIP's "
                         "glob LAION_PATH/*.tfrecord finds none of its files", where=root,
-                        fix="re-run the same `laionprep reshard` command with --overwrite (it writes "
+                        fix="re-run the same `laionprep reshard` command with --restart (it writes "
                             "OUT/SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord)")
     if f["keys"].startswith("prefixed"):
         raise DataError("the keys are '<source>_<key>' strings: FLIP casts key to int64 and silently drops every "

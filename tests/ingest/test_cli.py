@@ -89,7 +89,8 @@ def test_foreign_json_in_image_folder_refused(tmp_path):
 
 def test_download_flags_are_the_config_fields():
     """Options declared once: every flagged DownloadOptions field is a download flag, parsed into the same config,
-    and its run-only fields (processes, threads, distributor, spark_master) stay out of the manifest's parameters."""
+    and its run-only fields (processes, threads, distributor, spark_master; retries and timeout, which only change
+    which transient failures happen) stay out of the manifest's parameters."""
     import dataclasses
 
     from laionprep import cli
@@ -104,5 +105,6 @@ def test_download_flags_are_the_config_fields():
     flagged = {f.name for f in dataclasses.fields(DownloadOptions) if "flag" in f.metadata}
     assert flagged - set(vars(args)) == set()
     params, settings = cfg.parameters()
-    assert set(settings["download"]) == {"processes", "threads", "distributor", "spark_master"}
+    assert set(settings["download"]) == {"processes", "threads", "distributor", "spark_master", "retries", "timeout"}
+    assert set(settings) == {"output", "restart", "download"}
     assert not set(settings["download"]) & set(params["download"])

@@ -191,19 +191,23 @@ def test_rerun_is_a_noop_and_repairs_a_damaged_output(clean):
     assert shard_bytes(out) == ref
 
 
-def test_other_parameters_into_a_complete_output_need_overwrite(clean, tmp_path):
-    cfg, out, _, _ = clean
+def test_other_parameters_into_a_complete_output_need_restart(clean, tmp_path):
+    """(was: ``--overwrite``, which deleted the old output; ``--restart`` moves it to OUT/_previous/<time>/)"""
+    cfg, out, _, ref = clean
     copy = str(tmp_path / "copy")
     shutil.copytree(out, copy)
     other = ReshardConfig(**{**cfg.__dict__, "output": copy, "num_shards": 2, "validation_fraction": 0.0})
-    with pytest.raises(UsageError, match="--overwrite"):
+    with pytest.raises(UsageError, match="--restart") as e:
         reshard(other, **QUIET)
-    m = reshard(ReshardConfig(**{**other.__dict__, "overwrite": True}), **QUIET)
-    files = sorted(os.path.relpath(p, copy) for p in glob.glob(os.path.join(copy, "**", "*.tfrecord*"),
-                                                                 recursive=True))
+    assert "num_shards: 3 -> 2" in str(e.value) and "validation_fraction: 0.25 -> 0.0" in str(e.value)
+    assert shard_bytes(copy) == ref
+    m = reshard(ReshardConfig(**{**other.__dict__, "restart": True}), **QUIET)
+    files = sorted(os.path.relpath(p, copy) for p in glob.glob(os.path.join(copy, "*", "*.tfrecord*")))
     assert files == ["train/demo_s-train-00000-of-00002.tfrecord", "train/demo_s-train-00001-of-00002.tfrecord"]
     assert not os.path.exists(os.path.join(copy, "validation"))  # the earlier output's other split is gone
     assert detail(m)["rows_out"] == {"train": detail(m)["rows_in"]}
+    (prev,) = glob.glob(os.path.join(copy, "_previous", "*"))
+    assert shard_bytes(prev) == ref  # the old output, moved whole
 
 
 # ------------------------------------------------------------------------------------------------ failures

@@ -228,7 +228,7 @@ def test_rewrite_mode_copies_files(download_copy, tmp_path):
 def test_registration_survives_download_resume(demo_server, demo_download, tmp_path):
     """Register inside DIR (DIR/tfds), then resume `laionprep download` on DIR: after a shard is deleted and after
     more metadata rows.  The download must run, and the registration must load or be reported stale."""
-    from tests.conftest import DEMO_ROWS, run_demo_download
+    from tests.conftest import DEMO_ROWS, relocate_download, run_demo_download
 
     import shutil
 
@@ -237,6 +237,7 @@ def test_registration_survives_download_resume(demo_server, demo_download, tmp_p
     dl = os.path.join(work, "laion")
     shutil.copytree(demo_download, dl)
     shutil.copytree(os.path.join(os.path.dirname(demo_download), "source"), os.path.join(work, "source"))
+    relocate_download(dl, os.path.join(work, "source", "metadata"))  # the demo of `work` resumes it
     root = os.path.join(dl, "tfds")
     res = register(dl, "demo_resume", root)
     before = sorted(source_records(dl))

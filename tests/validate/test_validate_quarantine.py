@@ -58,7 +58,10 @@ def test_quarantine_then_resumed_download_fetches_the_shard_again(copy_download,
     assert rep.exit_code == 1 and rep.by_kind("incomplete_download")  # the manifest no longer says complete
     assert json.load(open(os.path.join(d, "manifest.json")))["status"] == "incomplete"
 
-    # resume: the same demo rows from the same server into the same folder
+    # resume: the same demo rows from the same server into the same folder (the demo of workdir tmp_path)
+    from tests.conftest import relocate_download
+
+    relocate_download(d, str(tmp_path / "source" / "metadata"))
     m = json.load(open(os.path.join(demo_download, "manifest.json")))
     download_demo(DemoConfig(workdir=str(tmp_path), rows=m["stages"]["metadata"]["rows"], processes=2, seed=0,
                              progress=False,

@@ -22,6 +22,7 @@ from laionprep.folders.shardscan import MANIFEST, ShardScan, scan
 
 COUNTS = "counts.json"
 DATASET_INFO = "dataset_info.json"
+PREVIOUS = "_previous"  # stage.PREVIOUS: FOLDER/_previous/<time>/ holds what --restart moved aside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,8 @@ def detect(path: str, kinds: tuple[str, ...] = ("tfds", "resharded", "download")
         if lfs.exists(j("tfrecord")) or any(lfs.glob(j(g)) for g in shard_globs):
             return download_folder(path)
     if "tfds" in kinds:
-        infos = lfs.glob(j("*", DATASET_INFO)) + lfs.glob(j("*", "*", DATASET_INFO))
+        infos = [i for i in lfs.glob(j("*", DATASET_INFO)) + lfs.glob(j("*", "*", DATASET_INFO))
+                 if f"/{PREVIOUS}/" not in i]  # what `--restart` moved aside is never read back as input
         if len(infos) == 1:
             return TfdsFolder(root=infos[0].rsplit("/", 1)[0])
         if len(infos) > 1:

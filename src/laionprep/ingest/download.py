@@ -59,9 +59,11 @@ class DownloadOptions:
                             group=_DL, output=False)  # 0: one per core
     threads: int = option("--threads", int, "download threads per process (default 64)", default=64, group=_DL,
                           output=False)
-    retries: int = option("--retries", int, "retries per URL (default 0)", default=0, group=_DL)
+    # --retries and --timeout are run-only: they only change which transient network failures happen, and a resume
+    # never re-fetches the failed rows of finished shards, so bumping them after a flaky night must not need --restart
+    retries: int = option("--retries", int, "retries per URL (default 0)", default=0, group=_DL, output=False)
     timeout: int = option("--timeout", int, "seconds per URL attempt: connect, redirects, headers and body "
-                          "together (default 10)", default=10, group=_DL)
+                          "together (default 10)", default=10, group=_DL, output=False)
     number_sample_per_shard: int = option("--number-sample-per-shard", int, "rows per shard (default 10000)",
                                           default=10000, group=_DL)
     distributor: str = option("--distributor", None, "", default="multiprocessing", group=_DL, output=False,

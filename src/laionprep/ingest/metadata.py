@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, SourceError, UsageError
@@ -132,16 +132,19 @@ def list_source(source: str, pattern: str) -> list[SourceFile]:
 
 
 def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None, max_samples: int | None = None,
-          progress=None) -> FetchResult:
+          progress=None, on_selected: Callable[[], None] | None = None) -> FetchResult:
     """Fetch the selected parquet files of ``source`` into ``dest_dir``.
 
     With ``max_samples``, files are taken in order only until their row counts (read from the parquet footers)
-    reach it.  ``progress`` is a :class:`laionprep.progress.Progress`-like object or None.
+    reach it.  ``progress`` is a :class:`laionprep.progress.Progress`-like object or None.  ``on_selected`` is
+    called once the source is listed and ``parts`` is resolved, before anything is written.
     """
     import pyarrow.parquet as pq
 
     files = list_source(source, pattern)
     chosen = [files[i] for i in parse_parts(parts, len(files))]
+    if on_selected is not None:
+        on_selected()
     lfs.makedirs(dest_dir)
     result = FetchResult(files=[])
     rows_seen = 0

@@ -57,6 +57,8 @@ class IngestConfig(FilterOverrides):
         parse=lambda v: options.csv(v) or None)
     no_filters: bool = option("--no-filters", bool, "drop the dataset's default filters (flags still apply)",
                               default=False, group="filters")
+    restart: bool = option("--restart", bool, "move the outputs of an earlier run in DIR (other parameters, or a "
+                           "clean redo) to DIR/_previous/<UTC time>/ and start fresh", default=False, output=False)
     download: dl.DownloadOptions = dl.DownloadOptions()
 
     def spec(self) -> DatasetSpec:
@@ -170,7 +172,9 @@ def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResu
         return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
 
     cfg.check()
-    return stage.run("download", cfg.output, body)
+    dl.check_output_folder(Layout(cfg.output).tfrecord)  # read-only; names the foreign file before the re-run rule
+    # the re-run rule (stage.check_rerun): same parameters resume, others are refused unless --restart
+    return stage.run("download", cfg.output, body, parameters=cfg.parameters()[0], restart=cfg.restart)
 
 
 def _table(cfg: IngestConfig, m: dict) -> stage.Table:
@@ -191,17 +195,11 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     lay = Layout(cfg.output)
     filters = cfg.filters()
     lfs.makedirs(cfg.output)
-    dl.check_output_folder(lay.tfrecord)
     md.remove_stale_tmp(lay.metadata)
 
-    # 1. metadata
-    fetched = md.fetch(source, spec.file_pattern, lay.metadata, parts=cfg.parts, max_samples=cfg.max_samples,
-                       progress=progress)
-    meta_rows = sum(fetched.rows)
-    columns, column_warnings = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
-    metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
-                        "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
     parameters, settings = cfg.parameters()
+    # run-only settings and the layout are the download's detail from the start (stages.download)
+    run_detail = {"layout": _layout_dict(lay), "settings": settings}
     quarantined = _quarantined(lay.manifest)  # shards `validate --quarantine` moved: this run fetches them again
 
     def write(status, stages, accounting=None):
@@ -209,9 +207,15 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                                     parameters=parameters, inputs={"metadata_source": source}, accounting=accounting,
                                     stages=stages)
 
-    # run-only settings and the layout are the download's detail from the start (stages.download)
-    run_detail = {"layout": _layout_dict(lay), "settings": settings}
-
+    # 1. metadata.  First, once the flags are known good (the source listed, --parts resolved) and before any
+    # output: the parameter record a re-run is checked against (stage.check_rerun), so a run killed at any point
+    # leaves a folder the same command resumes and another command is refused
+    fetched = md.fetch(source, spec.file_pattern, lay.metadata, parts=cfg.parts, max_samples=cfg.max_samples,
+                       progress=progress, on_selected=lambda: write("fetching", {"download": run_detail}))
+    meta_rows = sum(fetched.rows)
+    columns, column_warnings = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
+    metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
+                        "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
     write("prefiltering", {"metadata": metadata_section, "download": run_detail})
 
     # 2. prefilter

@@ -56,6 +56,7 @@ class PrefilterReport:
     columns: dict[str, str]  # canonical name -> kind actually written
     warnings: list[str]
     params_hash: str
+    filters: dict = dataclasses.field(default_factory=dict)  # the filters applied (validate compares the manifest's)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -432,6 +433,6 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
             warnings.append(f"column {c!r} is a list/struct column: stored as JSON text "
                             "(img2dataset cannot store lists)")
     report = PrefilterReport(rows_in=total_in, rows_out=rows_out, dropped=dropped_all, files=files_report,
-                             columns=kinds, warnings=warnings, params_hash=phash)
+                             columns=kinds, warnings=warnings, params_hash=phash, filters=filters.to_dict())
     lfs.write_json(report_path, report.to_dict())
     return report

@@ -63,8 +63,9 @@ class ReshardConfig(FilterOverrides):
         "--feature-names", None, "rename record keys, NEW=OLD,... or a preset (big_vision: image=jpg,texts=txt, "
         "what big_vision's LiT/CLIPPO configs read)", default=(), cli_default=None, parse=feature_names.parse,
         group="output")
-    overwrite: bool = option("--overwrite", bool, "replace a complete output made with other parameters",
-                             default=False, group="output", output=False)
+    restart: bool = option("--restart", bool, "move the outputs of an earlier run in OUT (other parameters or "
+                           "inputs, or a clean redo) to OUT/_previous/<UTC time>/ and start fresh", default=False,
+                           group="output", output=False)
     beam_args: tuple[str, ...] = dataclasses.field(default=(), metadata=lmanifest.RUN_ONLY)  # runner, workers...
 
     def filters(self, spec=None) -> Filters:

@@ -42,7 +42,7 @@ def complete_result(job: lworker.Job) -> dict | None:
     return man
 
 
-def prepare_output(job: lworker.Job, overwrite: bool) -> None:
+def prepare_output(job: lworker.Job) -> None:
     """Make OUT ready for this job: refuse to clobber another complete output, clear stale and temporary files."""
     fsys, root = lfs.get_fs(job.output)
     counts_url = lfs.join(job.output, COUNTS_NAME)
@@ -52,9 +52,12 @@ def prepare_output(job: lworker.Job, overwrite: bool) -> None:
             same_plan = lmanifest.detail(man, "reshard")["plan"]["hash"] == job.plan_hash
         except Exception:
             same_plan = False
-        if not (overwrite or same_plan):  # same plan: the output was damaged since; repair it
-            raise UsageError("the output folder already holds a complete reshard made with other parameters or inputs",
-                             where=job.output, fix="pass --overwrite to replace it, or choose another --output")
+        if not same_plan:  # same plan: the output was damaged since; repair it.  Other parameters never get here
+            # (stage.check_rerun refused them); the same parameters over changed inputs (a resumed download) do
+            raise UsageError("the output folder already holds a complete reshard of other inputs (the sources' "
+                             "shards changed since; same parameters)", where=job.output,
+                             fix="pass --restart to move it to OUT/_previous/<UTC time>/ and reshard again, or "
+                                 "choose another --output")
         fsys.rm(lfs.get_fs(counts_url)[1])
     lfs.makedirs(job.output)
     lfs.makedirs(lfs.join(job.output, lworker.WORK_DIR))

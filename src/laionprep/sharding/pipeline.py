@@ -62,7 +62,13 @@ def run_stage(cfg: ReshardConfig, *, progress=None, log=print) -> stage.StageRes
         m = _reshard(prep, t0, progress=progress, log=log)
         return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
 
-    return stage.run("reshard", prep.job.output, body)
+    # the re-run rule (stage.check_rerun): same parameters resume, others are refused unless --restart
+    return stage.run("reshard", prep.job.output, body, parameters=parameters(prep), restart=cfg.restart)
+
+
+def parameters(prep: Prepared) -> dict:
+    """The reshard's parameter record: its config minus the run-only fields, plus the filters it applies."""
+    return lmanifest.parameters_of(prep.config)[0] | {"filters_applied": prep.job.filters.to_dict()}
 
 
 def _table(cfg: ReshardConfig, m: dict) -> stage.Table:
@@ -93,7 +99,11 @@ def _reshard(prep: Prepared, t0: float, *, progress, log) -> dict:
     if done is not None:
         log(f"reshard: {job.output} already holds this output (plan {job.plan_hash}); nothing to do")
         return done
-    prepare_output(job, cfg.overwrite)
+    if lmanifest.read(job.output).get("stage") != "reshard":  # the parameter record, before anything else in OUT
+        stage.write_manifest(job.output, stage="reshard", dataset=prep.dataset, status="running",
+                             parameters=parameters(prep), inputs=[s.describe() for s in prep.sources],
+                             accounting=None, stages={})
+    prepare_output(job)
     local = is_local_runner(cfg.beam_args)
     pipeline, _ = build_pipeline(prep)
     task = progress.add_task("reshard", total=job.num_shards) if progress else None
@@ -159,7 +169,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     cfg = prep.config
     rename = feature_names.renamer(dict(job.feature_names))
     schema = dict(sorted((rename(k), v) for k, v in job.schema if k not in job.drop_columns))
-    parameters, settings = lmanifest.parameters_of(cfg)
+    settings = lmanifest.parameters_of(cfg)[1]
     detail = {
         "name": job.name,
         "settings": settings,
@@ -187,7 +197,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     empty = rows_in > 0 and not sum(rows_out.values())
     man = stage.write_manifest(
         job.output, stage="reshard", dataset=prep.dataset, status="empty" if empty else "complete",
-        parameters=parameters | {"filters_applied": job.filters.to_dict()},
+        parameters=parameters(prep),
         inputs=[s.describe() for s in prep.sources], accounting=accounting, stages={"reshard": detail})
     fsys, _ = lfs.get_fs(job.output)
     work = lfs.get_fs(lfs.join(job.output, lworker.WORK_DIR))[1]

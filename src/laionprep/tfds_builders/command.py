@@ -58,6 +58,9 @@ class BuildTfdsConfig:
     class_names: str | None = option(
         "--class-names", None, "image-folder: prompt names, .txt (one per line, label order) or .json "
         "{folder: name} (default: SOURCE/class_names.txt when present)")
+    restart: bool = option(
+        "--restart", bool, "move an earlier registration in ROOT/NAME/VERSION (other parameters or source, or a clean "
+        "redo) to ROOT/NAME/VERSION/_previous/<UTC time>/ and register fresh", default=False, output=False)
     check: bool = option("--check", bool, "only check that an existing registration still matches its source "
                          "(exit 1 if not)", default=False)
 
@@ -85,6 +88,7 @@ def run_stage(cfg: BuildTfdsConfig, *, progress=None) -> stage.StageResult:
         res = reg.register(cfg.source, cfg.name, cfg.data_dir, cfg.version, mode=cfg.mode,
                            split=cfg.split or "train", dataset=cfg.dataset, exclude=cfg.exclude,
                            allow_incomplete=cfg.allow_incomplete, verify=cfg.verify, split_aliases=cfg.split_alias,
+                           restart=cfg.restart,
                            progress=progress)
     tables = (stage.Table(f"laionprep build-tfds {cfg.name} ({cfg.mode})", res.summary_rows()),
               stage.Table("as TFDS sees it", reg.describe(res.dataset_dir)))

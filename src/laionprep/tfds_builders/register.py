@@ -67,6 +67,7 @@ class RegisterConfig:
     sample_records: int = 64  # records type-checked per sampled shard
     check_read: bool = True  # read one record back through TFDS before publishing
     split_aliases: tuple[tuple[str, str], ...] = ()  # (alias, split): another split name over the same files
+    restart: bool = False  # move an earlier registration with other parameters to VERSION/_previous/<UTC time>/
 
     @property
     def dataset_dir(self) -> str:
@@ -175,14 +176,21 @@ def _check_first_record(dataset_dir: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ register
-# RegisterConfig fields that change how the registration runs or where it goes, not what it registers
-_RUN_ONLY = ("source", "data_dir", "verify", "check_read")
+# RegisterConfig fields that change how the registration runs or where it goes, not what it registers (the source
+# is a parameter, as the absolute path of the folder sources.detect found: registering another source is another
+# output)
+_RUN_ONLY = ("source", "data_dir", "verify", "check_read", "restart")
 
 
-def write_manifest(cfg: RegisterConfig, record: dict, examples: dict[str, int]) -> dict:
+def parameters(cfg: RegisterConfig, source: sources.Source) -> dict:
+    """The registration's parameter record (the re-run rule compares it, the manifest holds it)."""
+    params = {k: v for k, v in lmanifest.parameters_of(cfg)[0].items() if k not in _RUN_ONLY}
+    return {**params, "source": _abs(source.root)}
+
+
+def write_manifest(cfg: RegisterConfig, params: dict, record: dict, examples: dict[str, int]) -> dict:
     """``ROOT/NAME/VERSION/manifest.json`` (the one schema, ``manifest.py``); the registration record (also in
     metadata.json["laionprep"]) is its ``stages["build-tfds"]``."""
-    params = {k: v for k, v in lmanifest.parameters_of(cfg)[0].items() if k not in _RUN_ONLY}
     total = sum(examples.values())
     acc = lmanifest.check_accounting(total, total, {}, stage="build-tfds", **{f"examples_{s}": n
                                                                               for s, n in examples.items()})
@@ -248,6 +256,9 @@ def _layout(cfg: RegisterConfig, source: sources.Source) -> str:
 def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
     source = sources.detect(cfg.source)
     layout = _layout(cfg, source)
+    params = parameters(cfg, source)
+    if layout != "in_place":  # in place, the folder is the source: its own stage's manifest and re-run rule apply
+        stage.check_rerun("build-tfds", cfg.dataset_dir, params, restart=cfg.restart, flag="--data-dir")
     notes: list[str] = []
     left_out: list[str] = []
     if source.problems:
@@ -321,7 +332,7 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
         _publish_remote_copy(cfg, splits, common, progress)
 
     if layout != "in_place":  # in place, the folder's manifest.json is the reshard's own
-        write_manifest(cfg, record, {s: sum(x.count for x in v) for s, v in splits.items()})
+        write_manifest(cfg, params, record, {s: sum(x.count for x in v) for s, v in splits.items()})
     changes = _diff(previous, record) if previous else []
     return RegisterResult(
         dataset_dir=dataset_dir, name=cfg.name, version=cfg.version, layout=layout, source=source.root,
@@ -407,6 +418,9 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
         info.write_to_directory(tmp)
         if cfg.check_read:
             _check_first_record(tmp)
+        kept = os.path.join(final, stage.PREVIOUS)  # what --restart moved aside stays with the version folder
+        if os.path.isdir(kept) and not os.path.islink(kept):
+            os.rename(kept, os.path.join(tmp, stage.PREVIOUS))
         lfs.replace_local_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

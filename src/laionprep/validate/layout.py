@@ -21,6 +21,7 @@ from laionprep import folders
 from laionprep.datasets import DatasetSpec, SPECS
 from laionprep.errors import UsageError
 from laionprep.folders.shardscan import describe
+from laionprep.validate import consistency
 from laionprep.validate.problems import Problem
 from laionprep.validate.shard_check import Checks, Unit
 
@@ -168,6 +169,7 @@ def _download(folder: folders.DownloadFolder, cfg) -> Layout:
         for p in sorted(files.values()):
             problems.append(Problem("incomplete_shard", describe(sid, files), file=_rel(p, root),
                                     shard=sid))
+    problems += consistency.download(root, data, manifest, scan.shards)
     checks = _checks(cfg, required=required, **size)
     return Layout(kind="download", root=root, units=units, checks=checks, problems=problems, notes=notes,
                   manifest=manifest, spec=spec, data_folder=data, expected_total=scan.total, expected_kinds=kinds,
@@ -241,6 +243,7 @@ def _resharded(root: str, cfg) -> Layout:
             problems.append(Problem("unexpected_file", "a TFRecord file counts.json does not list (a trainer that "
                                                        "globs the folder would read it)", file=_rel(p, root)))
     _compare_manifest_splits(manifest, info, problems)
+    problems += consistency.reshard(manifest, counts)
     checks = _checks(cfg, required=required, image_key=name_of("jpg"), caption_key=name_of("txt"), **size)
     total = sum(u.expected or 0 for u in units)
     return Layout(kind="resharded", root=root, units=units, checks=checks, problems=problems, notes=notes,

@@ -39,6 +39,8 @@ KINDS: dict[str, tuple[str, str]] = {
                                           "shards quarantined): resume the download"),
     "tfds_shard_length": ("accounting", "dataset_info.json's shard length differs from the records counted"),
     "tfds_unreadable": ("accounting", "TFDS cannot load the folder"),
+    "parameters_mismatch": ("accounting", "the shards do not match the manifest's parameters (e.g. a re-run with "
+                                          "other parameters over old shards); redo the stage with --restart"),
     "bad_metadata": ("accounting", "a metadata file (stats, counts, manifest, dataset_info) is unreadable"),
 }
 
@@ -47,7 +49,8 @@ CHECK_ORDER = ("integrity", "schema", "content", "accounting")
 # Problems that are not one shard's (dataset-wide types, the manifest, TFDS metadata): --quarantine moves no shard
 # for them and they keep the exit code 1.  Every other kind found in a download shard moves that shard.
 NOT_PER_SHARD = {"mixed_type", "wrong_type", "manifest_mismatch", "tfds_shard_length", "tfds_unreadable",
-                 "unexpected_file", "missing_shard", "incomplete_download"}
+                 "unexpected_file", "missing_shard", "incomplete_download",
+                 "parameters_mismatch"}
 # What a resumed download repairs by itself: after --quarantine these are left to it (exit 0, listed).
 LEFT_TO_DOWNLOAD = {"missing_shard", "incomplete_download"}
 
