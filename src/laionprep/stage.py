@@ -55,17 +55,23 @@ def locked(folder: str | None, verb: str):
 
 
 def run(verb: str, folder: str | None, body: Callable[[], StageResult], *,
-        parameters: Mapping[str, Any] | None = None, restart: bool = False, flag: str = "--output") -> StageResult:
+        parameters: Mapping[str, Any] | None = None, restart: bool = False, flag: str = "--output",
+        replan: Replan | None = None) -> StageResult:
     """``body()`` under the folder lock, after :func:`check_rerun` (when ``parameters`` are given)."""
     with locked(folder, verb):
         if folder is not None and parameters is not None:
-            check_rerun(verb, folder, parameters, restart=restart, flag=flag)
+            check_rerun(verb, folder, parameters, restart=restart, flag=flag, replan=replan)
         return body()
+
+
+# A stage's answer to "can this folder, made with other parameters, be re-planned so that the result equals a fresh
+# run with the new ones?": called with (folder, old manifest, new parameters); a note to print when it can, else None.
+Replan = Callable[[str, dict, Mapping[str, Any]], "str | None"]
 
 
 # ------------------------------------------------------------------------------------------------------- re-runs
 def check_rerun(verb: str, folder: str, parameters: Mapping[str, Any], *, restart: bool = False,
-                flag: str = "--output", log: Callable[[str], None] = print) -> str | None:
+                flag: str = "--output", log: Callable[[str], None] = print, replan: Replan | None = None) -> str | None:
     """The re-run rule for stage ``verb`` writing ``folder`` with ``parameters`` (call it under the folder lock,
     before touching the folder).  Returns where ``restart`` moved the old outputs (None when nothing was moved);
     raises :class:`UsageError` when the folder holds something else and ``restart`` is not set."""
@@ -75,6 +81,12 @@ def check_rerun(verb: str, folder: str, parameters: Mapping[str, Any], *, restar
     problem = _mismatch(verb, folder, entries, parameters)
     if restart:
         return move_to_previous(verb, folder, entries, log=log)
+    if problem and replan is not None:
+        old = _readable_manifest(folder)
+        note = replan(folder, old, parameters) if old.get("stage") == verb and old.get("fingerprint") else None
+        if note:
+            log(f"laionprep {verb}: {note}")
+            return None
     if problem:
         raise UsageError(problem, where=folder,
                          fix=f"write to another folder ({flag} elsewhere), or pass --restart to move the old outputs "
@@ -101,6 +113,13 @@ def _mismatch(verb: str, folder: str, entries: list[str], parameters: Mapping[st
     lines = changed_parameters(m.get("parameters") or {}, parameters) or ["(the fingerprint differs)"]
     return (f"the folder holds a `laionprep {verb}` output made with other parameters:\n    "
             + "\n    ".join(lines))
+
+
+def _readable_manifest(folder: str) -> dict:
+    try:
+        return lmanifest.read(folder)
+    except (ValueError, UnicodeDecodeError):
+        return {}
 
 
 def changed_parameters(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -174,7 +174,30 @@ def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResu
     cfg.check()
     dl.check_output_folder(Layout(cfg.output).tfrecord)  # read-only; names the foreign file before the re-run rule
     # the re-run rule (stage.check_rerun): same parameters resume, others are refused unless --restart
-    return stage.run("download", cfg.output, body, parameters=cfg.parameters()[0], restart=cfg.restart)
+    return stage.run("download", cfg.output, body, parameters=cfg.parameters()[0], restart=cfg.restart,
+                     replan=_replan)
+
+
+# what the metadata copies in DIR/metadata/ depend on; every other parameter only acts from the prefilter on
+_METADATA_PARAMETERS = ("dataset", "metadata_source", "parts", "max_samples")
+
+
+def _replan(folder: str, old: dict, parameters: dict) -> str | None:
+    """A download that has fetched no image yet (stopped during the metadata fetch or the prefilter, or whose
+    prefilter kept nothing) takes other filters, columns or download settings as a fresh run would: its metadata
+    copies do not depend on them, the prefilter runs again when its parameters change, and DIR/tfrecord/ is empty.
+    Anything else made with other parameters is refused by the re-run rule."""
+    before = old.get("parameters") or {}
+    if any(before.get(k) != parameters.get(k) for k in _METADATA_PARAMETERS):
+        return None
+    if old.get("status") not in ("fetching", "prefiltering", "empty"):
+        return None
+    fsys, images = lfs.get_fs(Layout(folder).tfrecord)
+    if fsys.exists(images) and fsys.ls(images):
+        return None  # images were fetched (a resume stopped early, or every URL failed): not a fresh run's state
+    changed = stage.changed_parameters(before, parameters)
+    return ("the earlier run in this folder fetched no image: re-planning with the new parameters ("
+            + "; ".join(changed) + ")")
 
 
 def _table(cfg: IngestConfig, m: dict) -> stage.Table:
@@ -311,12 +334,16 @@ def _nothing_downloaded(res: dl.DownloadResult) -> tuple[str, str]:
              "private network")
     if refused == total:
         return (f"every URL ({total}) was refused by the address policy (loopback, private and other non-public "
-                "addresses are refused by default)", allow)
+                "addresses are refused by default)", allow + _AGAIN)
     top = sorted(res.failure_reasons.items(), key=lambda kv: -kv[1])[:3]
     what = f"none of the {total} rows downloaded: " + "; ".join(f"{r} ({k})" for r, k in top)
     fix = ("check that the URLs are reachable from this machine (error_message in DIR/tfrecord/NNNNN.parquet "
            "has the details); --timeout and --retries for slow servers")
-    return what, fix + (f"; {refused} were refused by the address policy: {allow}" if refused else "")
+    return what, fix + (f"; {refused} were refused by the address policy: {allow}" if refused else "") + _AGAIN
+
+
+# the folder now holds the failed shards, which img2dataset would keep: other flags there need --restart
+_AGAIN = "; then re-run in the same folder with --restart (the empty run's files move to DIR/_previous/)"
 
 
 def _quarantined(manifest_path: str) -> dict:

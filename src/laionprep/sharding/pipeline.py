@@ -90,7 +90,7 @@ def _nothing_kept(rows_in: int, dropped: dict[str, int]) -> tuple[str, str]:
            "with `laionprep validate`")
     if {"nsfw", "low_similarity", "high_punsafe", "high_pwatermark"} & {r for r, _ in reasons}:
         fix += " (--nsfw all, --min-similarity none... turn one shared filter off; --default-filters adds them all)"
-    return what, fix
+    return what, fix + "; then re-run with --restart (the empty output moves to OUT/_previous/)"
 
 
 def _reshard(prep: Prepared, t0: float, *, progress, log) -> dict:
