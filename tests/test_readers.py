@@ -296,7 +296,7 @@ def test_recipe_refuses_a_flat_layout_reshard_for_flip(tmp_path, capsys):
         "filename_template": "x-train.tfrecord-{SHARD_INDEX}-of-{NUM_SHARDS}", "num_shards": 1,
         "shard_lengths": [0], "num_examples": 0}}}))
     rc, _, err = recipe_lines(capsys, "flip", str(out))
-    assert rc == 1 and "flat layout" in err and "--overwrite" in err and "Traceback" not in err
+    assert rc == 1 and "flat layout" in err and "--restart" in err and "Traceback" not in err
 
 
 def test_a_key_of_another_width_stops_a_multi_source_reshard(demo_download, copy_download, tmp_path, capsys):

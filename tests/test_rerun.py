@@ -234,7 +234,11 @@ def reshard(src: str, out: str, *extra: str) -> list[str]:
 
 
 def tfrecords(folder: str) -> dict[str, bytes]:
-    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(folder, "*.tfrecord-*")))}
+    """``{SPLIT/file: bytes}`` of a reshard output's shards (one folder per split); never empty."""
+    found = {os.path.relpath(p, folder): open(p, "rb").read()
+             for p in sorted(glob.glob(os.path.join(folder, "*", "*.tfrecord")))}
+    assert found, f"no shard in {folder}"
+    return found
 
 
 def test_reshard_refused_then_restart_equals_a_fresh_run(fresh, tmp_path, capsys):

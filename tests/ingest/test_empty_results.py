@@ -166,6 +166,29 @@ def test_every_url_refused_by_the_address_policy_names_the_flags(demo_server, tm
     m = manifest(out)
     assert m["status"] == "empty" and m["accounting"]["balanced"]
     assert m["accounting"]["failed_download"] == 4 and m["stages"]["download"]["success"] == 0
+    # the failed shards are on disk (img2dataset would keep them): the fix alone is refused, the fix + --restart runs
+    fails(download("demo", os.path.dirname(src), out), capfd, 2, "download.allow_private_addresses: false -> true",
+          "--restart")
+    assert cli.main(download("demo", os.path.dirname(src), out, "--restart")) == 0
+    assert manifest(out)["stages"]["download"]["success"] == 4 and len(tfrecords(out)) == 1
+
+
+def test_a_run_that_fetched_no_image_replans_with_other_filters(demo_server, tmp_path, capfd):
+    """A folder whose download stopped before any image (here: its prefilter kept nothing) takes other filters in
+    place, as a fresh run would (stage.check_rerun's replan); its metadata copy is not fetched again."""
+    src = write(tmp_path / "src" / "part-00000.parquet", demo_rows(demo_server.base_url, 5, similarity=None),
+                DEMO_SCHEMA)
+    out, ref = str(tmp_path / "out"), str(tmp_path / "ref")
+    fails(download("demo", os.path.dirname(src), out), capfd, 1, "--min-similarity none")
+    copy = os.path.join(out, "metadata", "part-00000.parquet")
+    mtime = os.stat(copy).st_mtime_ns
+    assert cli.main(download("demo", os.path.dirname(src), out, "--min-similarity", "none")) == 0
+    printed = capfd.readouterr().out
+    assert "fetched no image: re-planning with the new parameters" in printed and "min_similarity" in printed
+    assert os.stat(copy).st_mtime_ns == mtime and not os.path.exists(os.path.join(out, "_previous"))
+    assert cli.main(download("demo", os.path.dirname(src), ref, "--min-similarity", "none")) == 0
+    assert manifest(out)["accounting"] == manifest(ref)["accounting"] and manifest(out)["status"] == "complete"
+    assert manifest(out)["parameters"] == manifest(ref)["parameters"]
 
 
 # ------------------------------------------------------------------------------------------------ columns
