@@ -195,3 +195,22 @@ def _quote(s: str) -> str:
     import shlex
 
     return shlex.quote(s)
+
+
+def test_a_parquet_corrupted_at_the_same_size_is_an_error_whose_fix_works(fresh, tmp_path):
+    """The resume check reads no parquet (sizes only); the accounting read then finds the damage: a clear error
+    naming the shard and the fix (it was a pyarrow traceback), and that fix ends like a fresh run."""
+    d = _copy(fresh, tmp_path)
+    path = lh.shard_file(d, 1, "parquet")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # parquet's footer length and end magic ("PAR1") overwritten, same size
+        f.seek(size - 8)
+        f.write(b"\0" * 8)
+    r, _ = run(lh.download_cmd(fresh[0], d))
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr
+    assert "shard 00001: its parquet cannot be read" in r.stderr and "--quarantine" in r.stderr
+    r, _ = _validate(lh.validate_cmd(d, "--quarantine"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r, _ = run(lh.download_cmd(fresh[0], d))
+    assert r.returncode == 0, r.stdout + r.stderr
+    _assert_like_fresh(d, fresh)

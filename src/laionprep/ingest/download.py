@@ -392,8 +392,13 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
     reasons: Counter = Counter()
     for sid in sorted(done):
         pq_path = done[sid].replace("_stats.json", ".parquet")
-        with lfs.open_file(pq_path) as f:
-            t = pq.read_table(f, columns=["status", "error_message"]).to_pydict()
+        try:
+            with lfs.open_file(pq_path) as f:
+                t = pq.read_table(f, columns=["status", "error_message"]).to_pydict()
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"shard {sid:05d}: its parquet cannot be read ({str(e).splitlines()[0][:200]})",
+                            where=pq_path, fix="set the shard aside with `laionprep validate DIR --quarantine` "
+                                               "and run the same download again to fetch it") from None
         n = len(t["status"])
         rows += n
         statuses = Counter(t["status"])
