@@ -139,3 +139,21 @@ def test_namer_matches_tfds(template, index, num):
         "{DATASET}", "laion").replace("{FILEFORMAT}", "tfrecord") == folders.reshard_template("laion", "train")
     assert folders.format_template(folders.reshard_template("laion", "train"), index, num) == \
         folders.shard_name("laion", "train", index, num)
+
+
+def test_scan_lists_an_unreadable_stats_file_and_strict_readers_get_a_data_error(tmp_path):
+    from laionprep.errors import DataError
+    from laionprep.folders.shardscan import scan
+
+    d = tmp_path / "tfrecord"
+    d.mkdir()
+    for sid in (0, 1):
+        (d / f"{sid:05d}.tfrecord").write_bytes(b"")
+        (d / f"{sid:05d}.parquet").write_bytes(b"")
+    (d / "00000_stats.json").write_text('{"count": 2, "successes": 2}')
+    (d / "00001_stats.json").write_text('{"count": 2, "succ')  # cut short
+    sc = scan(str(d))
+    assert [s.id for s in sc.shards] == [0] and list(sc.unreadable) == [1] and sc.gaps == []
+    with pytest.raises(DataError, match="shard 00001: _stats.json cannot be read") as e:
+        sc.require_readable()
+    assert "--quarantine" in e.value.fix

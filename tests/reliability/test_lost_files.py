@@ -214,3 +214,20 @@ def test_a_parquet_corrupted_at_the_same_size_is_an_error_whose_fix_works(fresh,
     r, _ = run(lh.download_cmd(fresh[0], d))
     assert r.returncode == 0, r.stdout + r.stderr
     _assert_like_fresh(d, fresh)
+
+
+def test_a_truncated_stats_file_is_a_shard_problem_not_a_traceback(fresh, tmp_path):
+    """Found by the randomized test (seed 52): validate's scan raised a JSONDecodeError on a _stats.json cut short
+    (a run killed while img2dataset wrote it).  Now it is that shard's bad_metadata, which --quarantine moves."""
+    d = _copy(fresh, tmp_path)
+    stats = lh.shard_file(d, 1, "stats")
+    os.truncate(stats, os.path.getsize(stats) // 2)
+    r, _ = _validate(lh.validate_cmd(d))
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr
+    assert "shard 00001: _stats.json cannot be read" in r.stdout + r.stderr
+    r, _ = _validate(lh.validate_cmd(d, "--quarantine"))
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not os.path.exists(stats)
+    r, _ = run(lh.download_cmd(fresh[0], d))
+    assert r.returncode == 0, r.stdout + r.stderr
+    _assert_like_fresh(d, fresh)

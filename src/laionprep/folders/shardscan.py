@@ -13,6 +13,7 @@ import os
 import re
 
 from laionprep import fs as lfs
+from laionprep.errors import DataError
 
 SHARD_FILE = re.compile(r"(?:^|/)(\d+)(_stats\.json|\.tfrecord|\.parquet)$")
 STATS_FILE = re.compile(r"(\d+)_stats\.json$")
@@ -39,10 +40,23 @@ class ShardScan:
     missing_tfrecord: list[int]  # stats present but no tfrecord
     missing_parquet: list[int] = dataclasses.field(default_factory=list)  # stats and tfrecord but no parquet
     files: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)  # id -> {suffix: path}, every file
+    unreadable: dict[int, str] = dataclasses.field(default_factory=dict)  # id -> why its stats file cannot be read
 
     @property
     def total(self) -> int:
         return sum(s.count for s in self.shards)
+
+    def require_readable(self) -> "ShardScan":
+        """Self, or a DataError naming the first shard whose stats file cannot be read (a run killed while
+        img2dataset wrote it, or a damaged file), for readers that take every complete shard."""
+        if self.unreadable:
+            sid, why = next(iter(sorted(self.unreadable.items())))
+            more = f" (and {len(self.unreadable) - 1} more shards)" if len(self.unreadable) > 1 else ""
+            raise DataError(f"shard {sid:05d}: _stats.json cannot be read ({why}){more}",
+                            where=self.files[sid]["_stats.json"],
+                            fix="set such shards aside with `laionprep validate DIR --quarantine` and run the same "
+                                "download again to fetch them")
+        return self
 
 
 SUFFIXES = ("_stats.json", ".tfrecord", ".parquet")  # the files of a shard; the stats file moves first
@@ -147,12 +161,14 @@ def resolve_download_folder(path: str) -> str:
 
 def scan(folder: str, threads: int | None = None) -> ShardScan:
     """The complete shards of an img2dataset TFRecord folder (``DIR`` or ``DIR/tfrecord``), counts from the stats
-    files; an unreadable stats file raises (as reading it one by one did)."""
+    files; a shard whose stats file cannot be read or parsed is listed in ``unreadable``, not in ``shards``
+    (``ShardScan.require_readable`` turns that into an error for readers that need every shard)."""
     folder = resolve_download_folder(folder)
     by_id = group_files(lfs.glob(str(folder).rstrip("/") + "/*"))
     stats_urls = [f["_stats.json"] for f in by_id.values() if "_stats.json" in f and ".tfrecord" in f]
     contents = read_many(stats_urls, threads)
     shards, orphans, missing, no_parquet = [], [], [], []
+    unreadable: dict[int, str] = {}
     for sid in sorted(by_id):
         files = by_id[sid]
         if ".parquet" not in files and "_stats.json" in files and ".tfrecord" in files:
@@ -164,14 +180,18 @@ def scan(folder: str, threads: int | None = None) -> ShardScan:
             missing.append(sid)
             continue
         raw = contents[files["_stats.json"]]
-        if isinstance(raw, Exception):
-            raise raw
-        stats = json.loads(raw)
+        try:
+            if isinstance(raw, Exception):
+                raise raw
+            stats = json.loads(raw)
+            count, rows = int(stats.get("successes", 0)), int(stats.get("count", 0))
+        except (OSError, ValueError, AttributeError, TypeError) as e:  # JSONDecodeError is a ValueError
+            unreadable[sid] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+            continue
         shards.append(Shard(id=sid, tfrecord=files[".tfrecord"], parquet=files.get(".parquet", ""),
-                            stats=files["_stats.json"], count=int(stats.get("successes", 0)),
-                            rows=int(stats.get("count", 0))))
-    done = {s.id for s in shards} | set(missing)
+                            stats=files["_stats.json"], count=count, rows=rows))
+    done = {s.id for s in shards} | set(missing) | set(unreadable)
     # a gap: no file at all below the highest finished shard (a shard with some files is an orphan or missing one)
     gaps = [i for i in range(max(done) + 1) if i not in by_id] if done else []
     return ShardScan(folder=folder, shards=shards, gaps=gaps, orphans=orphans, missing_tfrecord=missing,
-                     missing_parquet=no_parquet, files=by_id)
+                     missing_parquet=no_parquet, files=by_id, unreadable=unreadable)

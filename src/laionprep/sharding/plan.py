@@ -88,7 +88,7 @@ def inspect_source(index: int, given: str) -> SourceInfo:
         raise DataError("source folder not found", where=given, fix="give an img2dataset TFRecord folder (a "
                         "`laionprep download` DIR or DIR/tfrecord); if this is the value of a Beam option, write "
                         "the option as --option=value or after the sources")
-    sc = lshards.scan(given)
+    sc = lshards.scan(given).require_readable()
     warnings = []
     if sc.missing_tfrecord:
         raise DataError(f"{len(sc.missing_tfrecord)} shard(s) have a stats file but no .tfrecord: "

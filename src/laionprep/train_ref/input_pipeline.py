@@ -135,7 +135,7 @@ def _stage_folder_files(source: str, split: str) -> Source | None:
                              fix="reshard again without --feature-names for this trainer")
         files = found.split_files(split, {"splits": splits})
         return Source("files", f"{len(files)} '{split}' shards of the reshard output {source}", split, files=files)
-    files = [s.tfrecord for s in found.scan().shards]
+    files = [s.tfrecord for s in found.scan().require_readable().shards]
     if not files:
         return None
     return Source("files", f"{len(files)} complete shards of the download {found.root}", split, files=files)

@@ -162,6 +162,10 @@ def _download(folder: folders.DownloadFolder, cfg) -> Layout:
                 problems.append(Problem("missing_shard", f"shard {sid:05d}: missing (no tfrecord, parquet or "
                                                          f"_stats.json): manifest.json expects {expected_shards} "
                                                          "shards", file=at(sid), shard=sid))
+    for sid, why in sorted(scan.unreadable.items()):  # killed while img2dataset wrote it, or damaged since
+        problems.append(Problem("bad_metadata", f"shard {sid:05d}: _stats.json cannot be read ({why}): the shard "
+                                                "is not finished; --quarantine sets it aside for the download",
+                                file=_rel(scan.files[sid]["_stats.json"], root), shard=sid))
     for sid in scan.missing_tfrecord:
         problems.append(Problem("missing_file", describe(sid, scan.files[sid]), file=at(sid),
                                 shard=sid))
