@@ -355,6 +355,9 @@ def _tail(path: str, n: int = 15) -> str:
     return "\n  last log lines:\n    " + "\n    ".join(lines)
 
 
+_LIST_EVERY_S = 15.0
+
+
 class _ImageProgress:
     """Rows done for the progress bar: those of the shards finished before this run, plus the URLs the workers
     have fetched since (``fetch_progress``: per-process counters in a local temporary folder), at least those of
@@ -364,12 +367,17 @@ class _ImageProgress:
         import tempfile
 
         self.output_dir, self.expected = output_dir, expected
-        self.before = _rows_done(output_dir, expected)
+        self.before = self.done = _rows_done(output_dir, expected)
+        self.listed = time.monotonic()
         self.folder = tempfile.mkdtemp(prefix="laionprep-progress-")
 
     def rows(self) -> int:
-        done = _rows_done(self.output_dir, self.expected)
-        return min(sum(self.expected.values()), max(done, self.before + fetch_progress.read_total(self.folder)))
+        # the counters move the bar; the listing (one object-store request per 1,000 files) is only its floor,
+        # so it is refreshed every _LIST_EVERY_S, not at every poll
+        if time.monotonic() - self.listed >= _LIST_EVERY_S:
+            self.done, self.listed = _rows_done(self.output_dir, self.expected), time.monotonic()
+        total = sum(self.expected.values())
+        return min(total, max(self.done, self.before + fetch_progress.read_total(self.folder)))
 
     def close(self) -> None:
         import shutil
