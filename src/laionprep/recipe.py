@@ -95,7 +95,8 @@ def _clipa(folder, root: str) -> tuple[list[str], list[str]]:
     if "full" not in info.splits:
         raise DataError(f"CLIPA reads split 'full'; this registration has {sorted(info.splits)}", where=root,
                         fix="re-run `laionprep build-tfds` with the same flags plus --split-alias full=train "
-                            "(zero-copy: a second split name over the same files)")
+                            "--restart (zero-copy: a second split name over the same files; --restart because "
+                            "the registration's parameters change)")
     return ([f"data_dir = '{_abs(folder.root)}'   # tfds.builder_from_directory(data_dir)",
              "split = 'full'                 # hard-coded by CLIPA: registered here"],
             [f"split 'full': {info.splits['full'].num_examples:,} examples"])
