@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import sys
 import traceback
 
@@ -320,11 +321,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    if argv is None:  # run as a program: TensorFlow's start-up probe lines stay off the terminal
-        from laionprep import native_stderr
+    if argv is not None:
+        return _main(list(argv))
+    # Run as a program: TensorFlow's start-up probe lines stay off the terminal, and the process ends with
+    # os._exit once everything is flushed. A normal interpreter exit runs C++ static destructors while TensorFlow's
+    # or gRPC's threads may still be alive, which can abort ("terminate called without an active exception",
+    # SIGABRT) after a run that wrote a correct folder; every verb has closed its files and joined its workers by now.
+    from laionprep import native_stderr
 
-        native_stderr.install()
-    argv = sys.argv[1:] if argv is None else list(argv)
+    native_stderr.install()
+    try:
+        code = _main(sys.argv[1:])
+    except SystemExit as e:  # argparse's usage errors and --help
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BrokenPipeError:  # `laionprep datasets | head`: the reader left; no traceback about it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    _exit_now(code, native_stderr)
+
+
+def _exit_now(code: int, native_stderr) -> None:
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+    native_stderr.restore()
+    os._exit(code)
+
+
+def _main(argv: list) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_extra", False):  # the verb's usage, not the top-level one

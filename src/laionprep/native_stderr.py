@@ -43,6 +43,7 @@ _MAYBE_PROBE = re.compile(r"^([IWE]\d{0,4}( [\d:.]*(\s+\d*)?)?|W(A(R(N(I(N(G(:( 
 _HOLD_S = 0.5
 _installed = False
 _read_fd = -1
+_restore: list = []  # the undo of install(), run once
 _busy = threading.Event()  # set while the pump holds data it has read but not yet written
 
 
@@ -70,16 +71,18 @@ def install() -> None:
     os.close(w)
     t = threading.Thread(target=_pump, args=(r, real), name="laionprep-stderr-filter", daemon=True)
     t.start()
-
-    def restore():
-        try:
-            sys.stderr.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
-        os.dup2(real, 2)  # closes this process's end of the pipe: the pump ends when the children's do too
-        t.join(2.0)
-
+    _restore.append(lambda: (os.dup2(real, 2), t.join(2.0)))  # dup2 closes our end: the pump ends with the children's
     atexit.register(restore)
+
+
+def restore() -> None:
+    """Put the real stderr back and forward what the filter still holds (idempotent; also run at exit)."""
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError, OSError):
+        pass
+    while _restore:
+        _restore.pop()()
 
 
 def sync(timeout: float = 0.5) -> None:
