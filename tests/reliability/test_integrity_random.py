@@ -129,9 +129,22 @@ class Sequence:
                                 f"extra {sorted(set(got) - set(recs))}, changed "
                                 f"{sorted(k for k in set(got) & set(recs) if got[k] != recs[k])}")
 
+    def fetched_nothing(self) -> bool:
+        """The folder is one the re-run rule re-plans in place (stage.Replan; ingest.pipeline._replan): its run
+        stopped before any image was fetched, and PARAMS only vary settings that a re-plan may change."""
+        images = os.path.join(self.d, "tfrecord")
+        return (lh.manifest(self.d)["status"] in ("fetching", "prefiltering", "empty")
+                and not (os.path.isdir(images) and os.listdir(images)))
+
     def download(self, p, restart_if_changed: bool, final=False):
         have = folder_params(self.d)
-        if have is not None and have != p:
+        if have is not None and have != p and self.fetched_nothing():
+            r, _ = run(self.cmd(p))
+            self.log.append(f"download {p} over {have} (no image fetched yet): exit {r.returncode}")
+            self.check(r.returncode == 0 and "re-planning with the new parameters" in r.stdout + r.stderr,
+                       "a download over a folder that fetched no image did not re-plan:\n"
+                       + r.stdout[-1500:] + r.stderr[-1500:])
+        elif have is not None and have != p:
             before = lh.snapshot(self.d)
             r, _ = run(self.cmd(p))
             self.log.append(f"download {p} over {have}: exit {r.returncode}")
