@@ -56,7 +56,10 @@ def _open(url: str, what: str):
         detail = ""
     if not ok:
         if r is not None:
-            r.close()
+            try:
+                r.close()
+            except Exception as e:  # noqa: BLE001 -- close reports why the file did not open (riegeli's message)
+                detail = f" ({e})"
         raise DataError(f"not a readable ArrayRecord file (truncated or another format){detail}", where=url,
                         fix=_DAMAGED_FIX)
     return r
@@ -143,3 +146,28 @@ def count_records(url: str, size: int | None = None) -> int:
     if file_format_of(url) == "array_record":
         return count(url)
     return tfrecord.count_records(url, size)
+
+
+def read_frames(url: str) -> Iterator[tuple | tfrecord.Damage]:
+    """validate's view of an ArrayRecord file, as :func:`laionprep.tfrecord.read_frames` gives a TFRecord's:
+    ``(index, offset, data)`` per record (``offset`` is the record index: the container has no byte offsets per
+    record), or one ``Damage`` (``truncated``) where the file cannot be opened whole or a chunk fails to decode
+    (riegeli checks every chunk's hash)."""
+    try:
+        r = _open(url, "validate")
+    except DataError as e:
+        yield tfrecord.Damage("truncated", 0, 0, e.what)
+        return
+    try:
+        n = int(r.num_records())
+        for lo in range(0, n, _BATCH):
+            idx = list(range(lo, min(n, lo + _BATCH)))
+            try:
+                batch = r.read(idx)
+            except Exception as e:  # noqa: BLE001 -- the C++ binding's errors have no common class
+                yield tfrecord.Damage("truncated", lo, lo, f"records {lo}.. cannot be decoded ({e})")
+                return
+            for i, data in zip(idx, batch):
+                yield i, i, data
+    finally:
+        r.close()
