@@ -106,3 +106,22 @@ def test_registration_gives_random_access_through_tfds_data_source(both, tmp_pat
         key = got["key"].decode() if isinstance(got["key"], bytes) else str(got["key"])
         assert key == want["key"].bytes_list.value[0].decode()
         assert got["jpg"].ndim == 3 and got["jpg"].shape[-1] == 3  # the JPEG, decoded by TFDS
+
+
+def test_in_place_registration_of_an_array_record_reshard(both, tmp_path):
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    from laionprep.tfds_builders.register import register
+
+    acfg, _ = both["array_record"]
+    root = tmp_path / "tfds"
+    version_dir = root / "demo_ar" / "1.0.0"
+    shutil.copytree(acfg.output, version_dir)  # a reshard written straight into ROOT/NAME/VERSION
+    res = register(str(version_dir), "demo_ar", str(root))
+    assert res.layout == "in_place"
+    for split in SPLITS:
+        src = tfds.data_source("demo_ar", split=split, data_dir=str(root))
+        assert len(src) == res.splits[split] > 0
+        assert src[len(src) - 1]["jpg"].shape[-1] == 3
