@@ -165,3 +165,49 @@ def test_worker_processes_decode_the_same_batches(ar_data, tok, tmp_path):
     w.close()
     for x, y in zip(ref, got):
         assert np.array_equal(x["image"], y["image"]) and np.array_equal(x["text"], y["text"])
+
+
+def test_workers_exit_when_the_training_process_is_killed_alone(ar_data, tok, tmp_path):
+    """kill -9 of the consumer alone (not its process group: the OOM killer, a `kill PID`): its Grain workers must
+    not stay behind."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    import psutil
+
+    code = textwrap.dedent("""
+        import os, sys, time
+        import psutil
+        from laionprep.train_ref import tokenizer
+        from laionprep.train_ref.grain_pipeline import GrainLoader
+        src, vocab = sys.argv[1:3]
+        tok = tokenizer.Tokenizer(tokenizer.load_vocab(vocab), 16)
+        ld = GrainLoader(src, tok, image_size=32, batch_size=8, seed=7, workers=2)
+        next(ld)
+        print("WORKERS", " ".join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
+        time.sleep(600)
+    """)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(here, "..", "..", "src"), here,
+                                                       os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.Popen([sys.executable, "-c", code, ar_data[1], os.path.join(ar_data[0], "vocab.txt")],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = ""
+    deadline = time.time() + 300
+    while not line.startswith("WORKERS") and time.time() < deadline:
+        line = p.stdout.readline()
+        if not line and p.poll() is not None:
+            break
+    assert line.startswith("WORKERS"), p.poll()
+    workers = [psutil.Process(int(x)) for x in line.split()[1:]]
+    decoding = [w for w in workers if "python" in w.name().lower()]
+    assert len(decoding) >= 2  # the two decoding workers (and multiprocessing's resource tracker)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    gone, alive = psutil.wait_procs(decoding, timeout=30)
+    for w in alive:
+        w.kill()
+    assert not alive, [w.pid for w in alive]

@@ -156,6 +156,25 @@ class DecodeBatch:
         return res
 
 
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+    """Grain worker init: exit when the training process is gone (kill -9 of it alone, the OOM killer): Grain's
+    workers do not watch their parent and would stay behind, blocked on a full queue.  A polling thread rather than
+    PR_SET_PDEATHSIG, which fires when the parent *thread* that spawned the worker ends (Grain may spawn from a pool
+    thread)."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="laionprep-parent-watch", daemon=True).start()
+
+
 class GrainLoader:
     """This process's endless iterator of batches ``{'image': uint8 [B,S,S,3], 'text': ...}`` read with Grain.
 
@@ -229,7 +248,8 @@ class GrainLoader:
         ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=self.prefetch))
         if self.workers > 0:
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
-                                                             per_worker_buffer_size=self.prefetch))
+                                                             per_worker_buffer_size=self.prefetch),
+                                worker_init_fn=_exit_with_parent)
         return ds
 
     def _text(self, txt, batch: int):
