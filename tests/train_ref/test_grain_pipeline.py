@@ -211,3 +211,14 @@ def test_workers_exit_when_the_training_process_is_killed_alone(ar_data, tok, tm
     for w in alive:
         w.kill()
     assert not alive, [w.pid for w in alive]
+
+
+def test_array_record_source_with_tf_data_is_a_usage_error_naming_grain(ar_data):
+    from laionprep.train_ref import input_pipeline
+    from laionprep.train_ref.grain_pipeline import check_streamable
+
+    src = input_pipeline.resolve_source(ar_data[1])
+    with pytest.raises(UsageError) as e:
+        check_streamable(src)
+    assert e.value.fix == "add --config.data.loader=grain" and e.value.where == "--config.data.source"
+    check_streamable(input_pipeline.resolve_source(os.path.join(ar_data[0], "tfrecord", "*.tfrecord")))  # fine
