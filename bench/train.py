@@ -209,6 +209,140 @@ def bench_pipeline(args) -> dict:
             "pipeline_images_per_s_all_cores": all_cores, "cores": os.cpu_count(), "all_rounds": rates}
 
 
+# ------------------------------------------------------------------------------------------------ --grain
+def _tree_cpu() -> float:
+    """CPU seconds of this process and its live children (Grain's worker processes)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for c in me.children(recursive=True):
+        try:
+            total += sum(c.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _rates(it, n_batches: int, batch: int, *, warmup: int, settle_s: float = 1.0) -> tuple[float, float]:
+    """(images per CPU-second of the whole process tree, images/s wall) of an iterator of batches (tf.data or Grain,
+    whose worker processes count).  Wall: ``n_batches`` taken straight after a continuous warm-up, when the
+    producers are the bottleneck and the prefetch buffers hold nothing extra (a window that starts with full
+    buffers gets those batches for free: with a few batches per window that inflated Grain's rate ~5x).  CPU: as
+    _common.pipeline_rate, a window that opens and closes with the buffers full, so it holds exactly that work."""
+    for _ in range(warmup):
+        next(it)
+    w0 = time.perf_counter()
+    for _ in range(n_batches):
+        next(it)
+    w1 = time.perf_counter()
+    time.sleep(settle_s)
+    c0 = _tree_cpu()
+    for _ in range(n_batches):
+        next(it)
+    time.sleep(settle_s)
+    c1 = _tree_cpu()
+    return n_batches * batch / (c1 - c0), n_batches * batch / (w1 - w0)
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def bench_grain(args) -> dict:
+    """Grain (ArrayRecord, global shuffle, worker processes) next to tf.data (TFRecord, one thread) on the same
+    images and transforms: images/s per core and wall clock, and what a checkpoint of each loader's position costs."""
+    from laionprep import arrayrecord
+    from laionprep._env import import_tf
+    from laionprep.tfrecord import read_records
+    from laionprep.train_ref import grain_pipeline as gp
+    from laionprep.train_ref import input_pipeline as ip
+    from laionprep.train_ref import tokenizer as tokenizer_lib
+
+    tf = import_tf()
+    tmp = tempfile.mkdtemp(prefix="grain_bench_")
+    files = _write_images(tmp, args.pipeline_images)
+    ar_dir = os.path.join(tmp, "ar")
+    os.makedirs(ar_dir)
+    for i, f in enumerate(files):  # the same records as ArrayRecord shards (what reshard --format array_record writes)
+        w = arrayrecord.ArrayRecordFileWriter(os.path.join(ar_dir, f"b-train-{i:05d}-of-{len(files):05d}"
+                                                                   ".array_record"))
+        for r in read_records(f):
+            w.write(r)
+        w.close()
+    tok = tokenizer_lib.Tokenizer(tokenizer_lib.learn_vocab(tmp, 300), 32)
+    S, B = args.pipeline_image_size, args.pipeline_batch
+    per_pass = args.pipeline_images // B
+    n = max(1, round(args.pipeline_batches / per_pass)) * per_pass
+
+    def tfdata():
+        return ip.train_dataset(tmp, tok, image_size=S, batch_size=B, seed=0, shuffle_buffer=args.grain_shuffle_buffer,
+                                num_parallel_calls=1, threads=1)
+
+    def grain(workers):
+        return gp.GrainLoader(os.path.join(ar_dir, "*.array_record"), tok, image_size=S, batch_size=B, seed=0,
+                              workers=workers)
+
+    kinds = ["tf.data"] + [f"grain_{w}" for w in args.grain_workers]
+    rates = {k: [] for k in kinds}
+    loaders = {f"grain_{w}": grain(w) for w in args.grain_workers}  # started once: worker start-up is not timed
+    for k, ld in loaders.items():
+        for _ in range(per_pass):
+            next(ld)
+    for r in range(args.grain_rounds):
+        for k in (kinds if r % 2 == 0 else kinds[::-1]):
+            if k == "tf.data":
+                rates[k].append(_rates(iter(tfdata()), n, B, warmup=per_pass))
+            else:
+                rates[k].append(_rates(loaders[k], n, B, warmup=per_pass))
+        print(f"  round {r + 1}/{args.grain_rounds}: " + ", ".join(
+            f"{k} {rates[k][-1][0]:.0f} img/CPU-s {rates[k][-1][1]:.0f} img/s" for k in kinds), flush=True)
+    state = next(iter(loaders.values())).state() if loaders else gp.LoaderState(0, 0, 0, args.pipeline_images, B)
+    for ld in loaders.values():
+        ld.close()
+    # the tf.data position checkpoint: the iterator (shuffle buffer of encoded records + prefetched batches)
+    it = iter(tfdata())
+    for _ in range(per_pass):
+        next(it)
+    ck = os.path.join(tmp, "tfdata_ckpt")
+    tf.train.Checkpoint(iterator=it).write(os.path.join(ck, "process_0"))
+    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rates.items()}
+    ref = med["tf.data"]
+    out = {"images": args.pipeline_images, "image_size": S, "batch": B, "timed_batches": n, "cores": os.cpu_count(),
+           "tf_data_images_per_cpu_s": ref[0], "tf_data_images_per_s": ref[1],
+           "tf_data_shuffle_buffer": args.grain_shuffle_buffer, "tf_data_checkpoint_bytes": _dir_bytes(ck),
+           "grain_state_bytes": gp.state_bytes(state), "all_rounds": rates}
+    for w in args.grain_workers:
+        g = med[f"grain_{w}"]
+        out[f"grain_{w}_workers"] = {"images_per_cpu_s": g[0], "images_per_s": g[1],
+                                     "per_core_vs_tf_data": g[0] / ref[0], "wall_vs_tf_data_one_thread": g[1] / ref[1]}
+    try:
+        out["load_average_at_end"] = os.getloadavg()
+    except OSError:
+        pass
+    return out
+
+
+def print_grain(g: dict) -> None:
+    print(f"Grain vs tf.data ({g['image_size']}px crops, batch {g['batch']}, {g['images']} 480px-short-side JPEGs, "
+          f"{g['cores']} cores):")
+    print(f"  tf.data, one thread: {g['tf_data_images_per_cpu_s']:.0f} img/CPU-s, "
+          f"{g['tf_data_images_per_s']:.0f} img/s")
+    for k, v in g.items():
+        if k.startswith("grain_") and k.endswith("_workers"):
+            w = int(k.split("_")[1])
+            target = {1: ("per core", 0.9, v["per_core_vs_tf_data"]), 2: ("wall", 1.7, v["wall_vs_tf_data_one_thread"])}
+            line = (f"  grain, {w} worker process(es): {v['images_per_cpu_s']:.0f} img/CPU-s "
+                    f"({v['per_core_vs_tf_data']:.2f}x per core), {v['images_per_s']:.0f} img/s "
+                    f"({v['wall_vs_tf_data_one_thread']:.2f}x tf.data's one thread)")
+            if w in target:
+                what, t, got = target[w]
+                line += f"  [target {what} >= {t}x: {'met' if got >= t else 'NOT met'}]"
+            print(line)
+    print(f"  position checkpoint: grain {g['grain_state_bytes']} bytes; tf.data iterator "
+          f"{g['tf_data_checkpoint_bytes'] / 1e6:.1f} MB at shuffle_buffer {g['tf_data_shuffle_buffer']}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32, help="global batch of the model benchmark")
@@ -228,11 +362,28 @@ def main(argv=None):
     ap.add_argument("--skip-model", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--json", default="", help="also write the results here")
+    ap.add_argument("--grain", action="store_true",
+                    help="only the Grain loader next to tf.data (per core, worker processes, checkpoint sizes)")
+    ap.add_argument("--grain-workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--grain-rounds", type=int, default=3)
+    ap.add_argument("--grain-shuffle-buffer", type=int, default=256,
+                    help="tf.data's example shuffle buffer in the comparison (the trainer's default is 10000)")
     args, rest = ap.parse_known_args(argv)
     args.overrides = rest
     from _common import run_info
 
     res = run_info()
+    if args.grain:
+        print("Grain loader vs tf.data:", flush=True)
+        res["grain"] = bench_grain(args)
+        print()
+        print(f"FLIP trainer benchmark (--grain), {res['date']}, {res['machine']}, load average at start "
+              f"{res.get('load_average_at_start')}")
+        print_grain(res["grain"])
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return res
     if not args.skip_model:
         print("training steps/s by mask ratio:", flush=True)
         m = bench_model(args)

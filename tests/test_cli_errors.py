@@ -74,9 +74,10 @@ CASES = [
     # ---- reshard: only options Beam defines go to Beam
     Case("reshard-typo", ("reshard", "{tmp}", "--output", "{tmp}/rs", "--name", "x", "--min-simlarity", "0.4"), 2,
          ("--min-simlarity is not a reshard flag", "did you mean --min-similarity?")),
-    Case("reshard-foreign-flag", ("reshard", "{tmp}", "--output", "{tmp}/rs", "--name", "x", "--format",
-                                  "array_record"), 2,
-         ("--format is not a reshard flag nor an Apache Beam option", "laionprep reshard --help", "--runner")),
+    # (was `--format array_record`, until --format became a reshard flag)
+    Case("reshard-foreign-flag", ("reshard", "{tmp}", "--output", "{tmp}/rs", "--name", "x", "--compression",
+                                  "gzip"), 2,
+         ("--compression is not a reshard flag nor an Apache Beam option", "laionprep reshard --help", "--runner")),
     # ---- bad flags: the verb's usage; no abbreviations
     Case("validate-abbreviation", ("validate", "{tmp}", "--quarantin"), 2,
          ("usage: laionprep validate", "unrecognized arguments: --quarantin", "did you mean --quarantine?")),

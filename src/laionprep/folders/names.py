@@ -19,12 +19,14 @@ DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 RESHARD_LAYOUT = "{SPLIT}/{DATASET}-{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}"
 # The same template with dataset, split and file format filled in, as counts.json records it: with no {SPLIT}
 # left, the template names the files of that split whatever the split is called (build-tfds --split-alias).
-RESHARD_TEMPLATE = "{split}/{name}-{split}-{{SHARD_X_OF_Y}}.tfrecord"
+RESHARD_TEMPLATE = "{split}/{name}-{split}-{{SHARD_X_OF_Y}}.{fileformat}"
+# The file formats a reshard writes: TFDS's ``FileFormat`` values, which are also its file suffixes.
+FILE_FORMATS = ("tfrecord", "array_record")
 # Reshard outputs written before the per-split folders (still readable through counts.json).
 LEGACY_RESHARD_TEMPLATE = "{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
 # What a reshard writes directly in OUT (old layout) or in OUT/SPLIT (current): stale ones are cleaned up.
 RESHARD_FILE_RE = re.compile(r"^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*"
-                             r"(\.tfrecord-\d{5,}-of-\d{5,}|-\d{5,}-of-\d{5,}\.tfrecord)$")
+                             r"(\.tfrecord-\d{5,}-of-\d{5,}|-\d{5,}-of-\d{5,}\.(tfrecord|array_record))$")
 
 
 def digits(num_shards: int | None) -> int:
@@ -42,9 +44,9 @@ def format_template(template: str, index: int, num_shards: int | None, *, datase
             .replace("{FILEFORMAT}", fileformat))
 
 
-def reshard_template(name: str, split: str) -> str:
+def reshard_template(name: str, split: str, fileformat: str = "tfrecord") -> str:
     """counts.json's ``filename_template`` of a reshard output's split (relative to OUT)."""
-    return RESHARD_TEMPLATE.format(name=name, split=split)
+    return RESHARD_TEMPLATE.format(name=name, split=split, fileformat=fileformat)
 
 
 def template_folder(template: str) -> str:
@@ -57,10 +59,16 @@ def fix_split(template: str, split: str) -> str:
     return template.replace("{SPLIT}", split)
 
 
-def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
-    """``SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord``: one output shard of a reshard, relative to OUT."""
-    return format_template(reshard_template(name, split), index, num_shards)
+def shard_name(name: str, split: str, index: int, num_shards: int, fileformat: str = "tfrecord") -> str:
+    """``SPLIT/NAME-SPLIT-XXXXX-of-YYYYY.tfrecord`` (or ``.array_record``): one output shard of a reshard, relative
+    to OUT."""
+    return format_template(reshard_template(name, split, fileformat), index, num_shards)
 
 
-def shard_names(name: str, split: str, num_shards: int) -> list[str]:
-    return [shard_name(name, split, i, num_shards) for i in range(num_shards)]
+def shard_names(name: str, split: str, num_shards: int, fileformat: str = "tfrecord") -> list[str]:
+    return [shard_name(name, split, i, num_shards, fileformat) for i in range(num_shards)]
+
+
+def file_format_of(path: str) -> str:
+    """The record format of a shard file, from its name: ``array_record`` or ``tfrecord``."""
+    return "array_record" if re.search(r"\.array_record(-\d+-of-\d+)?$", path) else "tfrecord"

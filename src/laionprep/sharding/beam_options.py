@@ -1,7 +1,7 @@
 """Which of reshard's extra arguments may go to Beam: only options Beam itself defines.
 
 Beam ignores what it does not know, so before this a typo (``--min-simlarity 0.4``) or a flag of another tool
-(``--format array_record``) ran the job without it and exited 0.  Every ``PipelineOptions`` subclass registers its
+(``--compression gzip``) ran the job without it and exited 0.  Every ``PipelineOptions`` subclass registers its
 flags in ``_add_argparse_args``; :func:`known_parser` builds one parser from all of them, the way
 ``PipelineOptions.get_all_options`` does, after importing the chosen runner's module (a runner may define its
 own options class).  :func:`check` refuses anything that parser does not take, naming the closest flag among

@@ -10,6 +10,7 @@ from dataclasses import MISSING
 from laionprep import manifest as lmanifest
 from laionprep import feature_names, options
 from laionprep.datasets import FilterOverrides, Filters
+from laionprep.folders import names
 from laionprep.options import option
 
 
@@ -56,6 +57,10 @@ class ReshardConfig(FilterOverrides):
     seed: int = option("--seed", int, default=0, group="output")
     shuffle_buffer_mb: float = option("--shuffle-buffer-mb", float, "per-split shuffle buffer of a worker",
                                       default=256.0, group="output")
+    file_format: str = option(  # a parameter: the files differ (pipeline.parameters omits the default)
+        "--format", None, "shard file format: tfrecord (streamed: FLIP, tf.data) or array_record (random access: "
+        "tfds.data_source, Grain); the records are the same", default="tfrecord", choices=list(names.FILE_FORMATS),
+        group="output")
     drop_columns: tuple[str, ...] = option(
         "--drop-columns", None, "comma-separated columns to remove, e.g. exif,error_message,status", default=(),
         cli_default=None, parse=options.csv, group="output")

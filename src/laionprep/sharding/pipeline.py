@@ -68,7 +68,10 @@ def run_stage(cfg: ReshardConfig, *, progress=None, log=print) -> stage.StageRes
 
 def parameters(prep: Prepared) -> dict:
     """The reshard's parameter record: its config minus the run-only fields, plus the filters it applies."""
-    return lmanifest.parameters_of(prep.config)[0] | {"filters_applied": prep.job.filters.to_dict()}
+    params = lmanifest.parameters_of(prep.config)[0]
+    if params.get("file_format") == "tfrecord":  # the default, left out: folders made before --format still resume
+        del params["file_format"]
+    return params | {"filters_applied": prep.job.filters.to_dict()}
 
 
 def _table(cfg: ReshardConfig, m: dict) -> stage.Table:
@@ -163,7 +166,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     shards = {s: [{"file": r["splits"][s]["file"], "records": r["splits"][s]["records"],
                    "bytes": r["splits"][s]["bytes"]} for r in results] for s in job.splits}
     counts = {"name": job.name, "splits": {
-        s: {"filename_template": names.reshard_template(job.name, s), "num_shards": job.num_shards,
+        s: {"filename_template": names.reshard_template(job.name, s, job.file_format), "num_shards": job.num_shards,
             "shard_lengths": [sh["records"] for sh in shards[s]], "num_examples": rows_out[s]}
         for s in job.splits}}
     cfg = prep.config
@@ -177,6 +180,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
         "feature_names": dict(job.feature_names),  # {new: old}: keys stored under another name
         "split_rule": (f"{job.validation_split} iff blake2b(key, digest_size=8, person={lrec.SPLIT_PERSON!r}) "
                        f"< {job.validation_fraction} * 2**64" if job.validation_split else "single split"),
+        "file_format": job.file_format,
         "plan": {"hash": job.plan_hash, "num_shards": job.num_shards, "runner": runner,
                  "records_expected": expected, "shuffle": job.shuffle, "seed": job.seed},
         "schema": schema,

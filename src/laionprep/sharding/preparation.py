@@ -177,6 +177,7 @@ def prepare(cfg: ReshardConfig) -> Prepared:
         drop_columns=tuple(c for c in cfg.drop_columns if c in schema), filters=rf, key_rules=key_plan.rules,
         feature_names=cfg.feature_names,
         shuffle=cfg.shuffle, seed=cfg.seed, shuffle_buffer_bytes=int(cfg.shuffle_buffer_mb * (1 << 20)), plan_hash="",
+        file_format=cfg.file_format,
     )
     job = dataclasses.replace(job, plan_hash=_plan_hash(job, tasks, sources))
     return Prepared(config=cfg, job=job, tasks=tasks, sources=sources, dataset=dataset, filters=filters,
@@ -197,6 +198,8 @@ def _file_identity(url: str | None):
 def _plan_hash(job: lworker.Job, tasks: list[lplan.Task], sources: list[lplan.SourceInfo]) -> str:
     d = dataclasses.asdict(job)
     d.pop("plan_hash")
+    if d["file_format"] == "tfrecord":  # the default: plans made before the field existed keep their hash
+        d.pop("file_format")
     d["key_rules"] = [[r.prefix.decode(), r.length, r.width] for r in job.key_rules]
     d["key_lists"] = [_file_identity(job.filters.keep_keys), _file_identity(job.filters.drop_keys)]
     d["tasks"] = [dataclasses.asdict(t) for t in tasks]

@@ -2,7 +2,8 @@
 
 For task ``i`` it streams the task's pieces of input shards, normalises and filters every record
 (:class:`~laionprep.sharding.records.RecordProcessor`), routes kept records to their split, writes
-``SPLIT/NAME-SPLIT-i-of-N.tfrecord`` under a temporary name per split, renames them when complete, then writes its
+``SPLIT/NAME-SPLIT-i-of-N.tfrecord`` (``.array_record`` with ``--format array_record``: the same records,
+:mod:`laionprep.arrayrecord`) under a temporary name per split, renames them when complete, then writes its
 result (counts per split, drops per reason, normalisations) to ``OUT/_reshard/part-i.json`` and returns it.
 
 Why retries and re-runs cannot duplicate anything:
@@ -32,6 +33,7 @@ import time
 
 from google.protobuf.message import DecodeError
 
+from laionprep import arrayrecord
 from laionprep import fs as lfs
 from laionprep.errors import DataError, LaionprepError
 from laionprep.manifest import check_accounting
@@ -40,7 +42,7 @@ from laionprep.sharding.plan import Task
 from laionprep.folders import names
 from laionprep.sharding.keys import KeyFormatError, KeyRule
 from laionprep.sharding.records import REASONS, RecordFilters, RecordProcessor
-from laionprep.tfrecord import RecordWriter, read_records
+from laionprep.tfrecord import read_records
 
 FAIL_ONCE_ENV = "LAIONPREP_RESHARD_FAIL_ONCE"
 WORK_DIR = "_reshard"
@@ -65,16 +67,19 @@ class Job:
     seed: int
     shuffle_buffer_bytes: int
     plan_hash: str
+    file_format: str = "tfrecord"  # names.FILE_FORMATS (left out of the plan hash when tfrecord: older plans)
 
     @property
     def splits(self) -> tuple[str, ...]:
         return (self.split,) + ((self.validation_split,) if self.validation_split else ())
 
     def shard_url(self, split: str, index: int) -> str:
-        return lfs.join(self.output, names.shard_name(self.name, split, index, self.num_shards))
+        return lfs.join(self.output, names.shard_name(self.name, split, index, self.num_shards,
+                                                               self.file_format))
 
     def split_folder(self, split: str) -> str:
-        return lfs.join(self.output, names.template_folder(names.reshard_template(self.name, split)))
+        return lfs.join(self.output, names.template_folder(names.reshard_template(self.name, split,
+                                                                                         self.file_format)))
 
     def part_url(self, index: int) -> str:
         return lfs.join(self.output, WORK_DIR, f"part-{index:05d}.json")
@@ -165,7 +170,7 @@ def write_task(job: Job, task: Task) -> dict:
                            renames=job.feature_names)
     finals = {s: job.shard_url(s, task.index) for s in job.splits}
     tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
-    writers = {s: RecordWriter(tmps[s]) for s in job.splits}
+    writers = {s: arrayrecord.writer(tmps[s], job.file_format) for s in job.splits}
     seed = f"laionprep-reshard:{job.seed}:{task.index}"
     buffers = ({s: ShuffleBuffer(job.shuffle_buffer_bytes, random.Random(f"{seed}:{s}")) for s in job.splits}
                if job.shuffle else None)
@@ -229,7 +234,8 @@ def write_task(job: Job, task: Task) -> dict:
     check_accounting(rows_in, kept, dropped, stage=f"reshard task {task.index}")
     result = {
         "index": task.index, "plan_hash": job.plan_hash, "rows_in": rows_in, "expected": task.expected,
-        "splits": {s: {"file": names.shard_name(job.name, s, task.index, job.num_shards), "records": writers[s].records,
+        "splits": {s: {"file": names.shard_name(job.name, s, task.index, job.num_shards, job.file_format),
+                       "records": writers[s].records,
                        "bytes": writers[s].bytes_written} for s in job.splits},
         "dropped": dropped, "normalised": proc.normalised_dict(), "pieces": pieces,
         "seconds": round(time.time() - t0, 3), "started": round(t0, 3), "worker_pid": os.getpid(),

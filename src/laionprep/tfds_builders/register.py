@@ -47,7 +47,7 @@ from laionprep.folders import names as lnames
 from laionprep.tfds_builders.tfds_files import (DEFAULT_TEMPLATE, IN_PLACE_DOWNLOAD_TEMPLATE, NAME_RE, RECORD_KEY, _now,
                                                 check_name, dataset_info, read_record, shard_file_name,
                                                 shard_file_names, split_info, write_metadata_files)
-from laionprep.tfrecord import count_records, read_records
+from laionprep.arrayrecord import count_records, read_records
 
 
 
@@ -170,6 +170,9 @@ def _check_first_record(dataset_dir: str) -> None:
     b = tfds.builder_from_directory(dataset_dir)
     for split, si in b.info.splits.items():
         if si.num_examples:
+            if str(b.info.file_format.value) == "array_record":  # random access only (tfds.data_source)
+                b.as_data_source(split=split)[0]  # noqa: B018 -- decodes record 0
+                return
             for _ in b.as_dataset(split=f"{split}[:1]").take(1):
                 pass
             return
@@ -279,6 +282,7 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
     check_aliases(cfg, splits)
     spec = _spec(cfg.dataset, source, notes)
     all_shards = [sh for shards in splits.values() for sh in shards]
+    file_format = _file_format(all_shards, source)
     nonempty = [sh for sh in all_shards if sh.count > 0]
     typed = _sample(nonempty, cfg.sample_shards)
     to_verify = {"all": all_shards, "sample": _sample(all_shards, cfg.sample_shards), "none": []}[cfg.verify]
@@ -312,11 +316,12 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
         f"\n\nRegistered by `laionprep build-tfds` from {source.root} ({layout}"
         f"{', zero-copy' if layout != 'copy' else ''}).")
     common = dict(name=cfg.name, version=cfg.version, features=features, description=description,
+                  file_format=file_format,
                   homepage=spec.homepage if spec else None, citation=spec.citation if spec else None,
                   metadata={RECORD_KEY: record})
 
     if layout == "in_place":
-        infos = with_aliases(_in_place_split_infos(cfg, source, splits, dataset_dir), cfg, dataset_dir)
+        infos = with_aliases(_in_place_split_infos(cfg, source, splits, dataset_dir, file_format), cfg, dataset_dir)
         info = dataset_info(dataset_dir=dataset_dir, split_infos=infos, **common)
         write_metadata_files(info, dataset_dir)
         if cfg.check_read:
@@ -364,11 +369,21 @@ def with_aliases(infos: list, cfg: RegisterConfig, dataset_dir: str) -> list:
     for alias, target in cfg.split_aliases:
         si = by_name[target]
         tpl = lnames.fix_split(si.filename_template.template, target)
-        out.append(split_info(alias, cfg.name, tpl, dataset_dir, list(si.shard_lengths), int(si.num_bytes)))
+        out.append(split_info(alias, cfg.name, tpl, dataset_dir, list(si.shard_lengths), int(si.num_bytes),
+                              si.filename_template.filetype_suffix))
     return out
 
 
-def _in_place_split_infos(cfg, source, splits, dataset_dir):
+def _file_format(shards, source: sources.Source) -> str:
+    """The record format of the shards (from their names): one per registration, as TFDS has one per dataset."""
+    found = sorted({lnames.file_format_of(sh.url) for sh in shards})
+    if len(found) > 1:
+        raise DataError(f"the shards of {source.root} mix file formats ({', '.join(found)})", where=source.data_folder,
+                        fix="reshard into one --format (laionprep reshard --restart)")
+    return found[0]
+
+
+def _in_place_split_infos(cfg, source, splits, dataset_dir, file_format="tfrecord"):
     infos = []
     for split, shards in splits.items():
         if source.kind == "download":
@@ -381,12 +396,13 @@ def _in_place_split_infos(cfg, source, splits, dataset_dir):
         for sh in shards:
             lengths[sh.number] = sh.count
         for sh in shards:  # TFDS formats the shard number itself: it must name the very file
-            expect = shard_file_name(split, cfg.name, template, sh.number, n)
+            expect = shard_file_name(split, cfg.name, template, sh.number, n, file_format)
             rel = sh.url[len(source.root):].lstrip("/")
             if expect != rel:
                 raise DataError(f"TFDS would look for {expect} but the shard is {rel}", where=sh.url,
                                 fix="register with symbolic links (a local --data-dir elsewhere) or --mode rewrite")
-        infos.append(split_info(split, cfg.name, template, dataset_dir, lengths, sum(sh.size for sh in shards)))
+        infos.append(split_info(split, cfg.name, template, dataset_dir, lengths, sum(sh.size for sh in shards),
+                                file_format))
     return infos
 
 
@@ -403,7 +419,7 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
         task = progress.add_task("link" if layout == "symlinks" else "copy", total=total) if progress else None
         for split, shards in splits.items():
             n = len(shards)
-            names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, n)
+            names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, n, common["file_format"])
             for i, sh in enumerate(shards):
                 dst = os.path.join(tmp, names[i])
                 if layout == "symlinks":
@@ -413,7 +429,7 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
                 if task is not None and (i % 512 == 511 or i == n - 1):
                     progress.update(task, completed=i + 1)
             infos.append(split_info(split, cfg.name, DEFAULT_TEMPLATE, final, [sh.count for sh in shards],
-                                    sum(sh.size for sh in shards)))
+                                    sum(sh.size for sh in shards), common["file_format"]))
         info = dataset_info(dataset_dir=final, split_infos=with_aliases(infos, cfg, final), **common)
         info.write_to_directory(tmp)
         if cfg.check_read:
@@ -436,11 +452,11 @@ def _publish_remote_copy(cfg: RegisterConfig, splits, common: dict, progress) ->
     fsys.makedirs(fpath, exist_ok=True)
     infos = []
     for split, shards in splits.items():
-        names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, len(shards))
+        names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, len(shards), common["file_format"])
         for i, sh in enumerate(shards):
             _copy(sh.url, lfs.join(final, names[i]))
         infos.append(split_info(split, cfg.name, DEFAULT_TEMPLATE, final, [sh.count for sh in shards],
-                                sum(sh.size for sh in shards)))
+                                sum(sh.size for sh in shards), common["file_format"]))
     write_metadata_files(dataset_info(dataset_dir=final, split_infos=with_aliases(infos, cfg, final), **common),
                          final)
     if cfg.check_read:

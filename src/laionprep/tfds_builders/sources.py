@@ -199,7 +199,9 @@ def scan_resharded(path: str) -> Source:
             if size is None:
                 problems.append(Problem("missing", i, f"{split} shard {i}: {fname} is missing"))
                 continue
-            if (count == 0) != (size == 0) or size < count * MIN_RECORD_BYTES:
+            # an empty TFRecord file has 0 bytes; an empty ArrayRecord file still has its header and index
+            framed = folders.names.file_format_of(fname) == "array_record"
+            if (count == 0) != (size == 0) and not (framed and size) or size < count * MIN_RECORD_BYTES:
                 problems.append(Problem("size", i, f"{split} shard {i}: {fname} has {size} bytes but counts.json says "
                                                    f"{count} records"))
                 continue

@@ -48,7 +48,8 @@ def _info_dir(url: str) -> str:
 
 
 def dataset_info(*, name: str, version: str, dataset_dir: str, features, split_infos, description: str,
-                 homepage: str | None, citation: str | None, metadata: dict, supervised_keys=None):
+                 homepage: str | None, citation: str | None, metadata: dict, supervised_keys=None,
+                 file_format: str = "tfrecord"):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core import file_adapters
 
@@ -57,26 +58,29 @@ def dataset_info(*, name: str, version: str, dataset_dir: str, features, split_i
     info = tfds.core.DatasetInfo(builder=identity, description=description, features=features,
                                  homepage=homepage or None, citation=citation or None,
                                  metadata=tfds.core.MetadataDict(metadata), supervised_keys=supervised_keys)
-    info.set_file_format(file_adapters.file_format_from_suffix("tfrecord"))
+    # array_record: what tfds.data_source needs (random access); TFDS 4.9's tf.data reader refuses that format
+    info.set_file_format(file_adapters.file_format_from_suffix(file_format))
     info.set_splits(tfds.core.SplitDict(split_infos))
     return info
 
 
-def split_info(split: str, name: str, template: str, dataset_dir: str, lengths: list[int], num_bytes: int):
+def split_info(split: str, name: str, template: str, dataset_dir: str, lengths: list[int], num_bytes: int,
+               file_format: str = "tfrecord"):
     import tensorflow_datasets as tfds
 
     tpl = tfds.core.ShardedFileTemplate(data_dir=_info_dir(dataset_dir), template=template, dataset_name=name,
-                                        split=split, filetype_suffix="tfrecord")
+                                        split=split, filetype_suffix=file_format)
     return tfds.core.SplitInfo(name=split, shard_lengths=list(lengths), num_bytes=int(num_bytes),
                                filename_template=tpl)
 
 
-def shard_file_name(split: str, name: str, template: str, index: int, num_shards: int) -> str:
-    return names.format_template(template, index, num_shards, dataset=name, split=split)
+def shard_file_name(split: str, name: str, template: str, index: int, num_shards: int,
+                    file_format: str = "tfrecord") -> str:
+    return names.format_template(template, index, num_shards, dataset=name, split=split, fileformat=file_format)
 
 
-def shard_file_names(split: str, name: str, template: str, num_shards: int) -> list[str]:
-    return [shard_file_name(split, name, template, i, num_shards) for i in range(num_shards)]
+def shard_file_names(split: str, name: str, template: str, num_shards: int, file_format: str = "tfrecord") -> list[str]:
+    return [shard_file_name(split, name, template, i, num_shards, file_format) for i in range(num_shards)]
 
 
 def write_metadata_files(info, target: str, *, last: str = "dataset_info.json") -> None:

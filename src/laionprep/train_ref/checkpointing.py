@@ -6,7 +6,9 @@ A checkpoint directory ``WORKDIR/checkpoints/<step>/`` holds four items:
 * ``meta`` -- JSON: the step and the number of images seen;
 * ``data`` -- the tf.data iterator of every process (``tf.train.Checkpoint``, one ``process_<i>`` file each), so a
   resumed run continues with exactly the batch that would have come next.  Its size is about the example shuffle
-  buffer (encoded JPEGs + captions) plus the prefetched batches.
+  buffer (encoded JPEGs + captions) plus the prefetched batches.  With the Grain loader (grain_pipeline.py) it is
+  a JSON object instead (``grain_pipeline.LoaderState``: the next global position, seed, record count; ~150
+  bytes), the same for every process, so a run can resume with another number of processes.
 
 Orbax keeps the newest ``keep`` checkpoints and writes array data asynchronously; the data iterator is written
 synchronously, at the moment the step's batches have all been drawn and no later one has.
@@ -76,22 +78,39 @@ def make_manager(workdir: str, keep: int = 3, *, async_save: bool = True, read_o
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=opts)
 
 
-def save(mngr, step: int, state: dict, *, iterator=None, images_seen: int = 0) -> None:
-    items = dict(params=ocp.args.StandardSave(state["params"]), opt_state=ocp.args.StandardSave(state["opt_state"]),
-                 meta=ocp.args.JsonSave({"step": int(step), "images_seen": int(images_seen)}))
+def save(mngr, step: int, state: dict, *, iterator=None, images_seen: int = 0,
+         loader_state: dict | None = None) -> None:
+    """``iterator``: a tf.data iterator; ``loader_state``: the Grain loader's state (JSON), saved as ``data``."""
+    meta = {"step": int(step), "images_seen": int(images_seen)}
+    items = dict(params=ocp.args.StandardSave(state["params"]), opt_state=ocp.args.StandardSave(state["opt_state"]))
     if iterator is not None:
         items["data"] = DataIteratorSave(iterator)
+    if loader_state is not None:
+        items["data"] = ocp.args.JsonSave(loader_state)
+        meta["loader"] = "grain"
+    items["meta"] = ocp.args.JsonSave(meta)
     mngr.save(int(step), args=ocp.args.Composite(**items), force=True)
 
 
-def restore(mngr, step: int, abstract_state: dict, *, iterator=None) -> tuple[dict, dict]:
-    """-> (state with 'params' and 'opt_state' in the abstract state's shardings, meta dict)."""
+def restore(mngr, step: int, abstract_state: dict, *, iterator=None, loader: str = "tf.data") -> tuple[dict, dict]:
+    """-> (state with 'params' and 'opt_state' in the abstract state's shardings, meta dict).  With
+    ``loader="grain"`` the meta dict holds the saved loader state under ``loader_state``."""
+    meta = dict(mngr.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    saved = meta.get("loader", "tf.data")
+    if (iterator is not None or loader == "grain") and saved != loader:
+        raise UsageError(f"the checkpoint at step {step} holds the input position of the {saved} loader, this run "
+                         f"uses {loader}", where="--config.data.loader",
+                         fix=f"resume with --config.data.loader={saved}, or start a new run (another --workdir)")
     items = dict(params=ocp.args.StandardRestore(abstract_state["params"]),
-                 opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]), meta=ocp.args.JsonRestore())
+                 opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]))
     if iterator is not None:
         items["data"] = DataIteratorRestore(iterator)
+    if loader == "grain":
+        items["data"] = ocp.args.JsonRestore()
     out = mngr.restore(int(step), args=ocp.args.Composite(**items))
-    return {"params": out["params"], "opt_state": out["opt_state"]}, dict(out["meta"])
+    if loader == "grain":
+        meta["loader_state"] = dict(out["data"])
+    return {"params": out["params"], "opt_state": out["opt_state"]}, meta
 
 
 def latest_step(run_dir: str) -> int | None:

@@ -388,6 +388,18 @@ def decode_center_crop(image_bytes, image_size: int, crop_fraction: float = 1.0)
 # ------------------------------------------------------------------------------------------- train data
 
 
+def train_example(ex, seed, image_size: int, area_range=(0.5, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+                  flip: bool = True, *, serialized: bool = False):
+    """One training example -> ``{'image': uint8 [S,S,3], 'txt'}``: ``ex`` is ``{'jpg', 'txt'}`` or, with
+    ``serialized``, a serialized tf.train.Example (parsed here, fused with decoding); ``seed`` its stateless seed.
+    Both loaders call it: tf.data's map here, Grain's workers in grain_pipeline.py."""
+    tf = import_tf()
+    if serialized:
+        ex = tf.io.parse_single_example(ex, _record_spec(("jpg", "txt")))
+    image = decode_random_crop(ex["jpg"], seed, image_size, tuple(area_range), tuple(aspect_ratio_range), flip)
+    return {"image": image, "txt": ex["txt"]}
+
+
 def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: int, seed: int = 0,
                   process_index: int = 0, process_count: int = 1, data_dir: str = "", shuffle_buffer: int = 10_000,
                   shuffle_files: bool = True, area_range=(0.5, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
@@ -412,14 +424,10 @@ def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: 
     if shuffle_buffer > 1:
         ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + process_index, reshuffle_each_iteration=True)
     base = tf.constant([seed, process_index], tf.int64)
-    spec = _record_spec(("jpg", "txt"))
 
     def prep(i, ex):
-        if raw:
-            ex = tf.io.parse_single_example(ex, spec)
         s = tf.random.experimental.stateless_fold_in(base, i)
-        image = decode_random_crop(ex["jpg"], s, image_size, tuple(area_range), tuple(aspect_ratio_range), flip)
-        return {"image": image, "txt": ex["txt"]}
+        return train_example(ex, s, image_size, area_range, aspect_ratio_range, flip, serialized=raw)
 
     ds = ds.enumerate().map(prep, num_parallel_calls=npc, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)

@@ -23,7 +23,9 @@ import numpy as np
 import optax
 
 from laionprep._env import import_tf
-from laionprep.train_ref import checkpointing, evaluate as evaluate_lib, input_pipeline, models, optim, pos_embed
+from laionprep.errors import UsageError
+from laionprep.train_ref import checkpointing, evaluate as evaluate_lib, grain_pipeline, input_pipeline, models
+from laionprep.train_ref import optim, pos_embed
 from laionprep.train_ref import runtime, text_reduction, variants
 
 
@@ -140,19 +142,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     shardings = su.shardings
 
     dcfg = config.data
-    ds = input_pipeline.train_dataset(
-        src, tok, image_size=config.model.image.image_size, batch_size=local_bs, seed=config.seed,
-        process_index=pidx, process_count=pcount, shuffle_buffer=dcfg.shuffle_buffer,
-        shuffle_files=dcfg.shuffle_files, area_range=tuple(dcfg.area_range),
-        aspect_ratio_range=tuple(dcfg.aspect_ratio_range), flip=dcfg.flip, text_transform=reducer)
-    it = iter(ds)
+    if dcfg.loader not in ("tf.data", "grain"):
+        raise UsageError(f"unknown data loader {dcfg.loader!r}", where="--config.data.loader",
+                         fix="use tf.data (the default: streams TFRecords) or grain (ArrayRecord shards)")
+    grain = dcfg.loader == "grain"  # random access + a resumable global order (grain_pipeline.py)
+    if grain:
+        it = grain_pipeline.loader_from_config(src, tok, config, batch_size=local_bs, process_index=pidx,
+                                               process_count=pcount, text_transform=reducer)
+    else:
+        grain_pipeline.check_streamable(src)
+        ds = input_pipeline.train_dataset(
+            src, tok, image_size=config.model.image.image_size, batch_size=local_bs, seed=config.seed,
+            process_index=pidx, process_count=pcount, shuffle_buffer=dcfg.shuffle_buffer,
+            shuffle_files=dcfg.shuffle_files, area_range=tuple(dcfg.area_range),
+            aspect_ratio_range=tuple(dcfg.aspect_ratio_range), flip=dcfg.flip, text_transform=reducer)
+        it = iter(ds)
+    tf_it = it if (dcfg.checkpoint_position and not grain) else None  # what a checkpoint saves of tf.data
 
     mngr = checkpointing.make_manager(workdir, config.keep_checkpoints, async_save=config.async_checkpointing)
     latest = mngr.latest_step()
     abstract_sharded = runtime.with_shardings(su.abstract, shardings)
     if latest is not None:
-        restored, meta = checkpointing.restore(mngr, latest, abstract_sharded,
-                                               iterator=it if dcfg.checkpoint_position else None)
+        restored, meta = checkpointing.restore(mngr, latest, abstract_sharded, iterator=tf_it,
+                                               loader="grain" if grain else "tf.data")
+        if grain:
+            it.restore(grain_pipeline.LoaderState.from_json(meta["loader_state"]))
         state = {"step": jax.device_put(jnp.asarray(meta["step"], jnp.int32), shardings["step"]), **restored}
         images_seen = int(meta.get("images_seen", meta["step"] * config.batch_size))
         log.print(f"[train] resumed from {checkpointing.checkpoint_dir(workdir)} step {latest}")
@@ -197,8 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         images_seen += config.batch_size
         if step % ckpt_every == 0 or step == total_steps:
             # The iterator has produced exactly `step` batches: the position saved is the one a resume needs.
-            checkpointing.save(mngr, step, state, iterator=it if dcfg.checkpoint_position else None,
-                               images_seen=images_seen)
+            checkpointing.save(mngr, step, state, iterator=tf_it, images_seen=images_seen,
+                               loader_state=it.state().to_json() if grain else None)
         if step < total_steps:
             batch = next_batch()  # overlaps with the step running on the devices
         host_metrics: dict = {}
@@ -226,6 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if step_hook is not None:
             step_hook(step, host_metrics)
     mngr.wait_until_finished()
+    if grain:
+        it.close()  # stops Grain's worker processes
     if config.eval.source:
         eval_res = evaluate_lib.zero_shot(model, state["params"], tok, config, mesh, log=log.print)
         log.scalars(step, {"top1": eval_res["top1"], "top5": eval_res["top5"]}, prefix="eval/")

@@ -504,8 +504,13 @@ def _check_tfds_read(lay, results, problems, counts) -> None:
         return
     for split in lay.splits:
         try:
-            for _ in builder.as_dataset(split=split, shuffle_files=False).take(1):
-                pass
+            if str(builder.info.file_format.value) == "array_record":  # random access: tfds.data_source's view
+                source = builder.as_data_source(split=split)
+                if len(source):
+                    source[0]  # noqa: B018 -- decodes record 0
+            else:
+                for _ in builder.as_dataset(split=split, shuffle_files=False).take(1):
+                    pass
         except Exception as e:
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             problems.append(Problem("tfds_unreadable", f"split {split}: tfds cannot read its first example: "

@@ -241,10 +241,11 @@ def _resharded(root: str, cfg) -> Layout:
             units.append(Unit(index=len(units), path=path, label=fname, expected=expected,
                               expected_source="counts.json", split=split))
     # a trainer globs OUT (old layout) or a split's folder OUT/SPLIT (current): every file there must be listed
-    globbed = {lfs.join(root, *([d] if d else []), "*.tfrecord*") for d in subfolders}
+    globbed = {lfs.join(root, *([d] if d else []), pat) for d in subfolders
+               for pat in ("*.tfrecord*", "*.array_record*")}
     for p in sorted({p for g in globbed for p in lfs.glob(g)}):
         if lfs.normalise(p) not in listed and lfs.TMP_MARK not in p:
-            problems.append(Problem("unexpected_file", "a TFRecord file counts.json does not list (a trainer that "
+            problems.append(Problem("unexpected_file", "a shard file counts.json does not list (a trainer that "
                                                        "globs the folder would read it)", file=_rel(p, root)))
     _compare_manifest_splits(manifest, info, problems)
     problems += consistency.reshard(manifest, counts)

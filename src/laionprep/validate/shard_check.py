@@ -10,6 +10,7 @@ report.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from laionprep.validate.problems import Problem
+from laionprep import arrayrecord
+from laionprep.folders.names import file_format_of
 from laionprep.tfrecord import Damage, Example, read_frames
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -235,9 +238,13 @@ def _check_records(unit: Unit, c: Checks, r: ShardResult) -> None:  # noqa: C901
     img_word = "JPEG" if c.image_format == "jpeg" else (c.image_format or "image").upper()
     bad_img_kind = "not_jpeg" if c.image_format == "jpeg" else "undecodable_image"
     sha_mode = c.sha256
-    f, size = _open(unit.path)
+    if file_format_of(unit.path) == "array_record":  # reshard --format array_record
+        f, frames = contextlib.nullcontext(), arrayrecord.read_frames(unit.path)
+    else:
+        f, size = _open(unit.path)
+        frames = read_frames(f, size)
     with f:
-        for item in read_frames(f, size):
+        for item in frames:
             if type(item) is Damage:
                 key = None
                 if item.kind == "bad_data_crc":

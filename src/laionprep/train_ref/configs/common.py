@@ -28,6 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.aspect_ratio_range = (3.0 / 4.0, 4.0 / 3.0)
     c.data.flip = True
     c.data.checkpoint_position = True  # save/restore the tf.data iterator with every checkpoint
+    # tf.data (streams TFRecords) | grain (ArrayRecord shards, random access: a global shuffle per epoch and a resume
+    # position of a few integers that any process count continues; grain_pipeline.py)
+    c.data.loader = "tf.data"
+    c.data.grain_workers = 0        # grain: processes decoding JPEGs (0: one thread of the training process)
+    c.data.keys_log = ""            # grain: append each batch's record keys to this JSONL file (diagnostics, tests)
 
     # ---- tokenizer: WordPiece, lower-cased; vocab file, or learned from data.source when empty
     c.tokenizer = ml_collections.ConfigDict()

@@ -1,0 +1,309 @@
+"""The Grain input pipeline (``--config.data.loader=grain``): random access into ArrayRecord shards, a global
+shuffle by index, and a loader state of a few integers that any number of processes can resume from.
+
+Order.  The examples of all processes form ONE sequence of global positions ``g = 0, 1, 2, ...``; position ``g`` is
+record ``perm_e(g mod N)`` of epoch ``e = g // N``, ``perm_e`` being Grain's index shuffle seeded with
+``config.seed + e`` (``MapDataset.shuffle().repeat()``: a Feistel-style permutation computed per index, no table of N
+entries, so 2B records cost no memory).  Global batch ``k`` (``G`` = per-process batch ``B`` x processes) is
+positions ``[start + k G, start + (k+1) G)``; process ``p`` takes the ``B`` of them at offset ``p B``.  So:
+
+* the loader state is the next global position (plus the seed and N, checked on resume): ``LoaderState``;
+* a resumed run continues with exactly the batches an uninterrupted run would have drawn;
+* resuming with another process count (and the same global batch) re-splits the same global batches: no example
+  of the epoch is repeated or skipped.  Only the split among processes changes.
+
+Every example's random crop/flip is seeded by its global position (``fold_in([seed, 0], g)``), not by a per-process
+counter as in tf.data, so the crops do not depend on the process count either.
+
+Work split.  One Grain element is one process-local batch: the records are read in the worker that decodes them
+(``mp_prefetch``: ``data.grain_workers`` spawned processes, elements ``w::W`` each, re-ordered by Grain), where
+:func:`input_pipeline.train_example` -- the very function tf.data's map calls -- parses and crop-decodes them in one
+``tf.function`` over the batch.  The main process tokenizes (or renders) the captions, as tf.data's batch map does,
+and returns the same batch contract ``{'image': uint8 [B,S,S,3], 'text': ...}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+from laionprep._env import import_tf
+from laionprep.errors import DataError, UsageError
+from laionprep.folders.names import file_format_of
+from laionprep.train_ref import input_pipeline
+
+STATE_FORMAT = "laionprep.grain_loader/1"
+_NEVER_ENDS = 1 << 62  # elements of the (endless) batch dataset; Grain only needs a length
+
+
+def array_record_files(src: input_pipeline.Source) -> list[str]:
+    """The ArrayRecord files of a resolved source (a reshard output or a TFDS registration of one); a source without
+    random access (TFRecord) is a usage error naming the fix."""
+    files: list[str] = []
+    if src.kind == "files":
+        files = list(src.files)
+    elif src.kind == "tfds" and str(src.builder.info.file_format.value) == "array_record":
+        if src.split not in src.builder.info.splits:
+            raise UsageError(f"{src.description} has no split {src.split!r} "
+                             f"(it has: {', '.join(src.builder.info.splits.keys())})", where="data.split")
+        files = [str(p) for p in src.builder.info.splits[src.split].filepaths]
+    if not files or any(file_format_of(f) != "array_record" for f in files):
+        raise UsageError(f"{src.description}: the Grain loader reads ArrayRecord shards (random access), this source "
+                         "is TFRecord", where="--config.data.loader",
+                         fix="reshard it with `laionprep reshard SRC --output OUT --name NAME --format array_record` "
+                             "(no filters: a conversion) and train on OUT, or use --config.data.loader=tf.data")
+    return files
+
+
+def check_streamable(src: input_pipeline.Source) -> None:
+    """tf.data streams TFRecords only: an ArrayRecord source needs the Grain loader."""
+    arrays = (src.kind == "files" and any(file_format_of(f) == "array_record" for f in src.files)) or (
+        src.kind == "tfds" and str(src.builder.info.file_format.value) == "array_record")
+    if arrays:
+        raise UsageError(f"{src.description} holds ArrayRecord shards, which tf.data does not stream",
+                         where="--config.data.source", fix="add --config.data.loader=grain")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderState:
+    """What a checkpoint holds of the Grain loader (a JSON object of ~150 bytes)."""
+
+    position: int  # the next global position (examples drawn by all processes so far, over all epochs)
+    batches: int  # global batches drawn so far (CLIPA's text reduction counts them)
+    seed: int
+    num_records: int
+    global_batch: int  # informational: a resume may use another process count and per-process batch
+
+    def to_json(self) -> dict:
+        return {"format": STATE_FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "checkpoint") -> "LoaderState":
+        if not isinstance(d, dict) or d.get("format") != STATE_FORMAT:
+            raise UsageError("the checkpoint's input position was not written by the Grain loader", where=where,
+                             fix="resume with the data.loader the run was started with (tf.data is the default)")
+        return cls(**{f.name: int(d[f.name]) for f in dataclasses.fields(cls)})
+
+    @property
+    def epoch(self) -> int:
+        return self.position // self.num_records
+
+
+class _Fetch:
+    """Element ``e`` -> this process's records of global batch ``e`` (counted from the start position)."""
+
+    def __init__(self, records, start: int, global_batch: int, offset: int, batch: int):
+        self.records, self.start, self.global_batch, self.offset, self.batch = records, start, global_batch, offset, \
+            batch
+
+    def __call__(self, e: int) -> dict:
+        first = self.start + int(e) * self.global_batch + self.offset
+        positions = np.arange(first, first + self.batch, dtype=np.int64)
+        return {"records": [self.records[int(g)] for g in positions], "positions": positions}
+
+
+class DecodeBatch:
+    """Parse + random-resized-crop + flip a batch of serialized records with :func:`input_pipeline.train_example`.
+    Pickled into Grain's worker processes; the ``tf.function`` is built in the process that runs it."""
+
+    def __init__(self, image_size: int, seed: int, area_range, aspect_ratio_range, flip: bool, *,
+                 with_keys: bool = False, single_thread: bool = False):
+        self.image_size, self.seed, self.flip = int(image_size), int(seed), bool(flip)
+        self.area_range, self.aspect_ratio_range = tuple(area_range), tuple(aspect_ratio_range)
+        self.with_keys, self.single_thread = with_keys, single_thread
+        self._fn = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_fn"} | {"_fn": None}
+
+    def _build(self):
+        tf = import_tf()
+        if self.single_thread:  # a worker process: one core each (the bench measures per core)
+            try:
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+                tf.config.threading.set_intra_op_parallelism_threads(1)
+            except RuntimeError:  # TensorFlow already initialised in this process
+                pass
+        base = tf.constant([self.seed, 0], tf.int64)
+        size = self.image_size
+        key_spec = {"key": tf.io.FixedLenFeature([], tf.string, default_value="")}
+
+        def one(args):
+            record, g = args
+            out = input_pipeline.train_example(record, tf.random.experimental.stateless_fold_in(base, g), size,
+                                               self.area_range, self.aspect_ratio_range, self.flip, serialized=True)
+            return out["image"], out["txt"]
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)])
+        def fn(records, positions):
+            images, txt = tf.map_fn(one, (records, positions), fn_output_signature=(
+                tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.string)))
+            out = {"image": images, "txt": txt}
+            if self.with_keys:
+                out["key"] = tf.io.parse_example(records, key_spec)["key"]
+            return out
+
+        return fn
+
+    def __call__(self, element: dict) -> dict:
+        if self._fn is None:
+            self._fn = self._build()
+        out = self._fn(np.asarray(element["records"], dtype=object), element["positions"])
+        res = {k: v.numpy() for k, v in out.items()}
+        res["positions"] = element["positions"]
+        return res
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+    """Grain worker init: exit when the training process is gone (kill -9 of it alone, the OOM killer): Grain's
+    workers do not watch their parent and would stay behind, blocked on a full queue.  A polling thread rather than
+    PR_SET_PDEATHSIG, which fires when the parent *thread* that spawned the worker ends (Grain may spawn from a pool
+    thread)."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="laionprep-parent-watch", daemon=True).start()
+
+
+class GrainLoader:
+    """This process's endless iterator of batches ``{'image': uint8 [B,S,S,3], 'text': ...}`` read with Grain.
+
+    ``state()`` is the :class:`LoaderState` after the batches handed out so far; ``restore(state)`` (before the first
+    ``next``) continues from one, whatever process count wrote it.  ``keys_log`` (a path; diagnostics and tests)
+    appends one JSON line per batch: ``{"batch", "process", "positions", "keys"}``.  ``close()`` stops the workers.
+    """
+
+    def __init__(self, src: input_pipeline.Source | str, tokenizer, *, image_size: int, batch_size: int, seed: int = 0,
+                 process_index: int = 0, process_count: int = 1, data_dir: str = "", workers: int = 0,
+                 area_range=(0.5, 1.0), aspect_ratio_range=(3 / 4, 4 / 3), flip: bool = True, text_transform=None,
+                 keys_log: str = "", prefetch: int = 2):
+        if isinstance(src, str):
+            src = input_pipeline.resolve_source(src, data_dir, "train")
+        import grain  # only the Grain loader needs it
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # Grain reads its absl flags (defaults) in the worker machinery
+            flags.FLAGS.mark_as_parsed()
+        self._grain = grain
+        self.description = src.description
+        self.files = array_record_files(src)
+        self.records = grain.sources.ArrayRecordDataSource(self.files)
+        self.num_records = len(self.records)
+        if self.num_records == 0:
+            raise DataError(f"{src.description} holds no records", where=self.files[0])
+        if self.num_records >= 1 << 32:  # Grain's index shuffle works on 32-bit indices
+            raise DataError(f"{self.num_records} records: Grain's index shuffle takes at most 2**32 - 1",
+                            where=src.description, fix="train on a split of at most 4.29B records")
+        self.seed = int(seed) % (1 << 32)
+        self.batch_size, self.process_index, self.process_count = int(batch_size), process_index, process_count
+        self.global_batch = self.batch_size * process_count
+        self.workers, self.prefetch = int(workers), int(prefetch)
+        self.tokenizer, self.text_transform = tokenizer, text_transform
+        self.decode = DecodeBatch(image_size, self.seed, area_range, aspect_ratio_range, flip,
+                                  with_keys=bool(keys_log), single_thread=self.workers > 0)
+        self.keys_log = keys_log
+        self._start = LoaderState(0, 0, self.seed, self.num_records, self.global_batch)
+        self._handed = 0  # batches handed out since the start state
+        self._it = None
+        self._text_fn = None
+
+    # -- state
+    def state(self) -> LoaderState:
+        s = self._start
+        return LoaderState(s.position + self._handed * self.global_batch, s.batches + self._handed, self.seed,
+                           self.num_records, self.global_batch)
+
+    def restore(self, state: LoaderState) -> None:
+        if self._it is not None:
+            raise RuntimeError("restore() must come before the first batch")
+        if state.num_records != self.num_records:
+            raise DataError(f"the checkpoint's input position is over {state.num_records} records, the data source "
+                            f"now holds {self.num_records}", where=self.description,
+                            fix="resume on the same data (a position in another dataset's order means nothing), or "
+                                "start a new run (another --workdir)")
+        if state.seed != self.seed:
+            raise UsageError(f"the checkpoint's input order was seeded with {state.seed}, this run with {self.seed}",
+                             where="--config.seed", fix="resume with the seed the run was started with")
+        self._start, self._handed = state, 0
+
+    # -- iteration
+    def _dataset(self):
+        grain = self._grain
+        shuffled = grain.MapDataset.source(self.records).shuffle(seed=self.seed).repeat()
+        fetch = _Fetch(shuffled, self._start.position, self.global_batch, self.process_index * self.batch_size,
+                       self.batch_size)
+        ds = grain.MapDataset.range(_NEVER_ENDS).map(fetch).map(self.decode)
+        # one reading/decoding thread per process (Grain's default is 16): with workers, each worker process is
+        # one core; without, decoding runs in one background thread of this process, `prefetch` batches ahead
+        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=self.prefetch))
+        if self.workers > 0:
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                             per_worker_buffer_size=self.prefetch),
+                                worker_init_fn=_exit_with_parent)
+        return ds
+
+    def _text(self, txt, batch: int):
+        tf = import_tf()
+        if self._text_fn is None:
+            tok, transform = self.tokenizer, self.text_transform
+
+            @tf.function
+            def text_fn(captions, counter):
+                ids = tok.tokenize(captions)
+                return ids if transform is None else transform(ids, counter)
+
+            self._text_fn = text_fn
+        return self._text_fn(tf.constant(txt, tf.string), tf.constant(batch, tf.int64)).numpy()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._it is None:
+            self._it = iter(self._dataset())
+        el = next(self._it)
+        batch = self._start.batches + self._handed
+        # a plain copy: with workers Grain hands out views of shared memory, released when dropped here
+        out = {"image": np.array(el["image"]), "text": self._text(el["txt"], batch)}
+        if self.keys_log:
+            keys = [k.decode("utf-8", "replace") for k in el["key"]]
+            with open(self.keys_log, "a") as f:
+                f.write(json.dumps({"batch": batch, "process": self.process_index,
+                                    "positions": [int(g) for g in el["positions"]], "keys": keys}) + "\n")
+        del el
+        self._handed += 1
+        return out
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "close"):
+            it.close()
+
+
+def state_bytes(state: LoaderState) -> int:
+    """Size of the state as the checkpoint stores it (orbax's JSON item)."""
+    return len(json.dumps(state.to_json()).encode())
+
+
+def loader_from_config(src, tokenizer, config, *, batch_size: int, process_index: int, process_count: int,
+                       text_transform=None) -> GrainLoader:
+    d = config.data
+    return GrainLoader(src, tokenizer, image_size=config.model.image.image_size, batch_size=batch_size,
+                       seed=config.seed, process_index=process_index, process_count=process_count,
+                       workers=int(d.get("grain_workers", 0)), area_range=tuple(d.area_range),
+                       aspect_ratio_range=tuple(d.aspect_ratio_range), flip=d.flip, text_transform=text_transform,
+                       keys_log=d.get("keys_log", ""))
+
+
+__all__ = ["GrainLoader", "LoaderState", "DecodeBatch", "array_record_files", "check_streamable", "state_bytes",
+           "loader_from_config", "STATE_FORMAT"]

@@ -1,0 +1,224 @@
+"""The Grain loader (``--config.data.loader=grain``) on real ArrayRecord shards: a global shuffle by index that covers
+every record once per epoch, the batch contract, exact resume from its state, and resume with another process count
+(2 -> 1) that neither repeats nor skips an example of the epoch."""
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+
+from flip_helpers import write_records
+from laionprep.errors import UsageError
+
+N, FILES = 96, 3
+
+
+def to_array_record(tfrecords: list[str], out: str) -> str:
+    """The records of ``tfrecords`` in ArrayRecord files (what `reshard --format array_record` writes per shard)."""
+    from laionprep import arrayrecord
+    from laionprep.tfrecord import read_records
+
+    os.makedirs(out, exist_ok=True)
+    for i, p in enumerate(tfrecords):
+        w = arrayrecord.ArrayRecordFileWriter(os.path.join(out, f"pairs-train-{i:05d}-of-{len(tfrecords):05d}"
+                                                                ".array_record"))
+        for r in read_records(p):
+            w.write(r)
+        w.close()
+    return os.path.join(out, "*.array_record")
+
+
+@pytest.fixture(scope="module")
+def ar_data(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("grain_data"))
+    paths = write_records(d, N, files=FILES, short_side=40)
+    return d, to_array_record(paths, os.path.join(d, "ar"))
+
+
+@pytest.fixture(scope="module")
+def tok(ar_data):
+    from laionprep.train_ref import tokenizer
+
+    vocab = os.path.join(ar_data[0], "vocab.txt")
+    tokenizer.learn_vocab(ar_data[0], 200, vocab)
+    return tokenizer.Tokenizer(tokenizer.load_vocab(vocab), 16)
+
+
+def loader(src, tok, log, **kw):
+    from laionprep.train_ref.grain_pipeline import GrainLoader
+
+    kw.setdefault("batch_size", 8)
+    return GrainLoader(src, tok, image_size=32, seed=7, keys_log=log, **kw)
+
+
+def read_log(path: str) -> dict[tuple[int, int], list[str]]:
+    """{(batch, process): keys}; a batch drawn twice (killed run, then resumed) keeps the last line."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            out[(r["batch"], r["process"])] = r["keys"]
+    return out
+
+
+def test_global_shuffle_covers_every_record_once_per_epoch(ar_data, tok, tmp_path):
+    log = str(tmp_path / "keys.jsonl")
+    ld = loader(ar_data[1], tok, log)
+    batches = [next(ld) for _ in range(2 * N // 8)]  # two epochs
+    ld.close()
+    b = batches[0]
+    assert b["image"].shape == (8, 32, 32, 3) and b["image"].dtype == np.uint8  # tf.data's batch contract
+    assert b["text"].shape == (8, 16) and b["text"].dtype == np.int32
+    keys = [k for i in range(2 * N // 8) for k in read_log(log)[(i, 0)]]
+    all_keys = {f"{i:09d}" for i in range(N)}
+    first, second = keys[:N], keys[N:]
+    assert sorted(first) == sorted(all_keys) == sorted(second)  # each record exactly once per epoch
+    assert first != sorted(first) and first != second  # shuffled, and differently each epoch
+    st = ld.state()
+    assert (st.position, st.batches, st.num_records, st.epoch) == (2 * N, 2 * N // 8, N, 2)
+
+
+def test_resume_from_the_state_continues_with_identical_batches(ar_data, tok, tmp_path):
+    from laionprep.train_ref.grain_pipeline import LoaderState, state_bytes
+
+    a = loader(ar_data[1], tok, str(tmp_path / "a.jsonl"))
+    ref = [next(a) for _ in range(9)]
+    a.close()
+    b = loader(ar_data[1], tok, str(tmp_path / "b.jsonl"))
+    [next(b) for _ in range(5)]
+    saved = b.state().to_json()
+    b.close()
+    assert state_bytes(LoaderState.from_json(saved)) < 200  # what the checkpoint holds of the loader
+    c = loader(ar_data[1], tok, str(tmp_path / "c.jsonl"))
+    c.restore(LoaderState.from_json(json.loads(json.dumps(saved))))
+    rest = [next(c) for _ in range(4)]
+    c.close()
+    for x, y in zip(ref[5:], rest):  # the same examples, crops and tokens
+        assert np.array_equal(x["image"], y["image"]) and np.array_equal(x["text"], y["text"])
+    assert [read_log(str(tmp_path / "a.jsonl"))[(i, 0)] for i in range(5, 9)] == \
+        [read_log(str(tmp_path / "c.jsonl"))[(i, 0)] for i in range(5, 9)]
+
+
+def test_two_processes_resumed_by_one_neither_repeat_nor_skip(ar_data, tok, tmp_path):
+    """Processes 0 and 1 of 2 (4 examples each per step) draw 5 global batches; one process (8 per step) resumes
+    from their state and finishes the epoch: every record once, and each global batch is the one a single process
+    would have drawn."""
+    from laionprep.train_ref.grain_pipeline import LoaderState
+
+    log = str(tmp_path / "keys.jsonl")
+    two = [loader(ar_data[1], tok, log, batch_size=4, process_index=p, process_count=2) for p in (0, 1)]
+    halves = [[next(ld) for _ in range(5)] for ld in two]
+    states = {json.dumps(ld.state().to_json()) for ld in two}
+    for ld in two:
+        ld.close()
+    assert len(states) == 1  # every process holds the same (global) state
+    one = loader(ar_data[1], tok, log, batch_size=8)
+    one.restore(LoaderState.from_json(json.loads(states.pop())))
+    steps_per_epoch = N // 8
+    [next(one) for _ in range(steps_per_epoch - 5)]
+    one.close()
+    seen = read_log(log)
+    keys = [k for i in range(5) for p in (0, 1) for k in seen[(i, p)]]
+    keys += [k for i in range(5, steps_per_epoch) for k in seen[(i, 0)]]
+    counts = collections.Counter(keys)
+    assert len(keys) == N and set(counts.values()) == {1} and set(counts) == {f"{i:09d}" for i in range(N)}
+
+    ref_log = str(tmp_path / "ref.jsonl")  # an uninterrupted single process
+    ref = loader(ar_data[1], tok, ref_log, batch_size=8)
+    ref_batches = [next(ref) for _ in range(5)]
+    ref.close()
+    r = read_log(ref_log)
+    for i in range(5):
+        assert r[(i, 0)] == seen[(i, 0)] + seen[(i, 1)]
+        # crops are seeded by the global position, not the process: the same pixels
+        assert np.array_equal(ref_batches[i]["image"], np.concatenate([halves[0][i]["image"], halves[1][i]["image"]]))
+
+
+def test_restore_refuses_other_data_or_seed(ar_data, tok, tmp_path):
+    from laionprep.errors import DataError
+    from laionprep.train_ref.grain_pipeline import LoaderState
+
+    ld = loader(ar_data[1], tok, "")
+    with pytest.raises(DataError, match="records"):
+        ld.restore(LoaderState(position=8, batches=1, seed=7, num_records=N + 1, global_batch=8))
+    with pytest.raises(UsageError, match="seed"):
+        ld.restore(LoaderState(position=8, batches=1, seed=8, num_records=N, global_batch=8))
+    with pytest.raises(UsageError, match="Grain loader"):
+        LoaderState.from_json({"position": 3})
+
+
+def test_tfrecord_source_is_a_usage_error_naming_the_conversion(ar_data, tok):
+    with pytest.raises(UsageError) as e:
+        loader(os.path.join(ar_data[0], "tfrecord", "*.tfrecord"), tok, "")
+    assert "--format array_record" in e.value.fix and e.value.where == "--config.data.loader"
+
+
+def test_worker_processes_decode_the_same_batches(ar_data, tok, tmp_path):
+    a = loader(ar_data[1], tok, "")
+    ref = [next(a) for _ in range(4)]
+    a.close()
+    w = loader(ar_data[1], tok, "", workers=2)
+    got = [next(w) for _ in range(4)]
+    w.close()
+    for x, y in zip(ref, got):
+        assert np.array_equal(x["image"], y["image"]) and np.array_equal(x["text"], y["text"])
+
+
+def test_workers_exit_when_the_training_process_is_killed_alone(ar_data, tok, tmp_path):
+    """kill -9 of the consumer alone (not its process group: the OOM killer, a `kill PID`): its Grain workers must
+    not stay behind."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    import psutil
+
+    code = textwrap.dedent("""
+        import os, sys, time
+        import psutil
+        from laionprep.train_ref import tokenizer
+        from laionprep.train_ref.grain_pipeline import GrainLoader
+        src, vocab = sys.argv[1:3]
+        tok = tokenizer.Tokenizer(tokenizer.load_vocab(vocab), 16)
+        ld = GrainLoader(src, tok, image_size=32, batch_size=8, seed=7, workers=2)
+        next(ld)
+        print("WORKERS", " ".join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
+        time.sleep(600)
+    """)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(here, "..", "..", "src"), here,
+                                                       os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.Popen([sys.executable, "-c", code, ar_data[1], os.path.join(ar_data[0], "vocab.txt")],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = ""
+    deadline = time.time() + 300
+    while not line.startswith("WORKERS") and time.time() < deadline:
+        line = p.stdout.readline()
+        if not line and p.poll() is not None:
+            break
+    assert line.startswith("WORKERS"), p.poll()
+    workers = [psutil.Process(int(x)) for x in line.split()[1:]]
+    decoding = [w for w in workers if "python" in w.name().lower()]
+    assert len(decoding) >= 2  # the two decoding workers (and multiprocessing's resource tracker)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    gone, alive = psutil.wait_procs(decoding, timeout=30)
+    for w in alive:
+        w.kill()
+    assert not alive, [w.pid for w in alive]
+
+
+def test_array_record_source_with_tf_data_is_a_usage_error_naming_grain(ar_data):
+    from laionprep.train_ref import input_pipeline
+    from laionprep.train_ref.grain_pipeline import check_streamable
+
+    src = input_pipeline.resolve_source(ar_data[1])
+    with pytest.raises(UsageError) as e:
+        check_streamable(src)
+    assert e.value.fix == "add --config.data.loader=grain" and e.value.where == "--config.data.source"
+    check_streamable(input_pipeline.resolve_source(os.path.join(ar_data[0], "tfrecord", "*.tfrecord")))  # fine
