@@ -330,10 +330,10 @@ def _to_uint8(img):
 
 
 # The smallest DCT-scaled crop decoded, relative to the output size: a crop may be upsampled by up to 4/3 after a
-# 1/r-scale decode.  Measured against an antialiased resize of the full-resolution crop (bench/train.py, 480 px
-# photos): 43.0 / 43.6 / 43.8 dB at 224 / 112 / 84 px, against 40.5 / 40.9 / 43.6 dB when the scaled crop must
-# be at least the output size (no upsampling) and 39.4 / 35.1 / 33.8 dB for a full decode + bilinear resize (it
-# aliases); allowing upsampling by 1.6x or 2x loses 1.6-6 dB at 84 px.
+# 1/r-scale decode.  Against an antialiased resize of the full-resolution crop (480 px photos, bench/train.py):
+# 43.2 / 43.7 / 43.7 dB at 224 / 112 / 84 px, where a full-scale decode + bilinear resize gives 39.1 / 35.0 / 33.7
+# dB (it aliases).  Requiring the scaled crop to be >= the output size gave 40.5 dB at 224 px; allowing 5/8 or 1/2
+# of it lost 2.4-6 dB at 84 px (BENCHMARKS.md).
 MIN_SCALED_FRACTION = (3, 4)
 
 
