@@ -155,3 +155,15 @@ def test_cli_image_size_errors(demo_download, tmp_path, capsys):
         rc = cli.main(["reshard", demo_download, "--output", str(tmp_path / "e"), "--name", "x", "--image-size", n])
         err = capsys.readouterr().err
         assert rc == 2 and "--image-size" in err and "e.g. --image-size 160" in err and "Traceback" not in err
+
+
+def test_an_image_that_cannot_be_decoded_is_an_image_error_not_a_silent_copy():
+    """The worker turns ImageError into a DataError naming the file and record (worker.write_task)."""
+    good = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(good, format="JPEG")
+    resize = limages.ShortSideResizer(100)
+    for bad in (b"not an image at all", good.getvalue()[:200]):  # garbage; a JPEG cut after its header
+        with pytest.raises(limages.ImageError):
+            resize(bad)
