@@ -132,3 +132,31 @@ def write_tfds(data_dir: str, name: str, features, splits: dict, version: str = 
                 w.write(features.serialize_example(row))
     tfds.folder_dataset.write_metadata(data_dir=d, features=features, split_infos=None, check_data=True)
     return d
+
+
+def write_low_res_copy(src_dir: str, out_dir: str, short_side: int) -> list[str]:
+    """The records of the download-like folder ``src_dir`` with every image re-encoded to ``short_side`` by
+    ``laionprep reshard --image-size``'s encoder (width/height updated), under ``out_dir/tfrecord``."""
+    import glob
+
+    from laionprep._env import import_tf
+    from laionprep.sharding.images import ShortSideResizer
+
+    tf = import_tf()
+    resize = ShortSideResizer(short_side)
+    os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)
+    paths = []
+    for path in sorted(glob.glob(os.path.join(src_dir, "tfrecord", "*.tfrecord"))):
+        paths.append(os.path.join(out_dir, "tfrecord", os.path.basename(path)))
+        with tf.io.TFRecordWriter(paths[-1]) as w:
+            for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                ex = tf.train.Example.FromString(raw)
+                f = ex.features.feature
+                small = resize(f["jpg"].bytes_list.value[0])
+                if small is not None:
+                    f["jpg"].bytes_list.value[0] = small[0]
+                    if "width" in f:
+                        f["width"].int64_list.value[:] = [small[1]]
+                        f["height"].int64_list.value[:] = [small[2]]
+                w.write(ex.SerializeToString())
+    return paths

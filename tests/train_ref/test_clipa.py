@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flip_helpers import tiny_config
+from flip_helpers import tiny_config, write_low_res_copy
 from laionprep.errors import UsageError
 from laionprep.train_ref import checkpointing, config_lib, models, pos_embed, runner, stages, text_reduction, train
 from laionprep.train_ref import tokenizer as tokenizer_lib
@@ -372,6 +372,35 @@ def test_staged_run_stopped_at_the_boundary_starts_stage_2(tmp_path, staged_a, f
     assert seen == list(range(7, 13)) and res["total_step"] == 12
     la, lb = _losses(os.path.join(a_dir, "stage2_full")), _losses(os.path.join(b_dir, "stage2_full"))
     assert lb == pytest.approx(la, rel=1e-5, abs=1e-6)
+
+
+def test_staged_config_reads_a_low_resolution_copy_then_the_full_resolution_source(tmp_path, flip_data, vocab_file,
+                                                                                   eval_folder, capsys):
+    """CLIPA's recipe with ``reshard --image-size``: stage 1 (16 px) reads a 24 px copy of the data
+    (``stages.low.data.source``), stage 2 (32 px) and the zero-shot evaluation the full-resolution records.  The
+    top-level source does not exist, so a stage that did not read its own source would fail."""
+    import ml_collections
+
+    from laionprep._env import import_tf
+
+    tf = import_tf()
+    copy = str(tmp_path / "copy24")
+    files = write_low_res_copy(flip_data, copy, 24)
+    first = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(files[0]))).numpy())
+    assert min(tf.image.extract_jpeg_shape(first.features.feature["jpg"].bytes_list.value[0]).numpy()[:2]) == 24
+    c = staged_config(str(tmp_path / "no_such_source"), vocab_file)
+    c.stages.low.data = ml_collections.ConfigDict({"source": copy})
+    c.stages.full.data = ml_collections.ConfigDict({"source": flip_data})
+    c.eval.source = eval_folder
+    w = str(tmp_path / "run")
+    res = runner.train_and_evaluate(c, w)
+    printed = capsys.readouterr().out
+    assert res["stage"] == "full" and res["total_step"] == 12 and np.isfinite(res["loss"]) and "top1" in res
+    assert printed.index(f"TFRecord files in {copy}") < printed.index(f"TFRecord files in {flip_data}")
+    for d, src in (("stage1_low", copy), ("stage2_full", flip_data)):
+        with open(os.path.join(w, d, "config.json")) as f:
+            assert json.load(f)["data"]["source"] == src
+        assert checkpointing.latest_step(os.path.join(w, d)) == 6
 
 
 def test_bundled_clipa_configs():

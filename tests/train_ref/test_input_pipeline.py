@@ -143,23 +143,24 @@ def test_decode_and_crop_equals_crop_of_full_decode(tmp_path):
     Image.fromarray(arr).save(buf, format="JPEG", quality=95, subsampling=0)
     data = tf.constant(buf.getvalue())
     seed = tf.constant([7, 9], tf.int64)
-    got = ip.decode_random_crop(data, seed, 64, flip=False).numpy()  # crop < 2x64: decoded at full scale
+    got = ip.decode_random_crop(data, seed, 96, flip=False).numpy()  # crop < 1.5x96: decoded at full scale
     # the same window cut from the fully decoded image
     seeds = tf.random.experimental.stateless_split(seed, 2)
     win = ip._crop_window(tf.image.extract_jpeg_shape(data), seeds[0], (0.5, 1.0), (3 / 4, 4 / 3)).numpy()
     full = tf.io.decode_jpeg(data, channels=3)[win[0]:win[0] + win[2], win[1]:win[1] + win[3]]
-    want = ip._to_uint8(tf.image.resize(full, [64, 64])).numpy()
+    want = ip._to_uint8(tf.image.resize(full, [96, 96])).numpy()
     assert win[2] * win[3] >= 0.5 * 120 * 160 * 0.99 and (win[2] < 120 or win[3] < 160)
-    assert min(win[2], win[3]) < 128
+    assert min(win[2], win[3]) < 144
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
     # flip is a mirror of the same crop or the crop itself
-    flipped = ip.decode_random_crop(data, seed, 64, flip=True).numpy()
+    flipped = ip.decode_random_crop(data, seed, 96, flip=True).numpy()
     assert np.array_equal(flipped, got) or np.array_equal(flipped, got[:, ::-1])
 
 
-@pytest.mark.parametrize("out_size,ratio", [(32, 8), (64, 4), (120, 2), (300, 1)])
+@pytest.mark.parametrize("out_size,ratio", [(32, 8), (64, 8), (120, 4), (200, 2), (300, 1)])
 def test_large_crops_decode_at_reduced_dct_scale(out_size, ratio):
-    """A window >= r x the output is decoded at 1/r scale; the result matches decoding it all and resizing."""
+    """A window whose 1/r-scale copy keeps >= 3/4 of the output size is decoded at 1/r scale (the largest such r);
+    the result matches decoding it all and resizing."""
     from PIL import Image
 
     yy, xx = np.mgrid[0:480, 0:640]
@@ -173,6 +174,36 @@ def test_large_crops_decode_at_reduced_dct_scale(out_size, ratio):
     got = ip._resize(dec, out_size).numpy().astype(int)
     want = ip._resize(tf.io.decode_jpeg(data, channels=3)[40:440, 60:580], out_size).numpy().astype(int)
     assert np.abs(got - want).mean() < 2.0
+
+
+def test_dct_scaled_crops_cover_the_snapped_window_exactly():
+    """At 1/r scale the decoded pixels are those of the window rounded down to multiples of r (snap_window), not a
+    copy shifted by up to r-1 px: against an antialiased resize of the full-resolution crop, the snapped window is
+    far closer than the window asked for."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:480, 0:640]
+    arr = np.stack([127 + 120 * np.sin(xx / 7.0), 127 + 120 * np.cos(yy / 5.0), (xx ^ yy) % 256], -1)
+    arr = np.clip(arr + rng.normal(0, 4, arr.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    data = tf.constant(buf.getvalue())
+    win = tf.constant([37, 51, 403, 519], tf.int32)  # odd: off the 1/2, 1/4 and 1/8 grids
+    r, _ = ip.dct_scale(win, 224)
+    assert int(r) == 2
+    got = ip._resize(ip.decode_jpeg_crop(data, win, 224), 224).numpy().astype(float)
+
+    def ref(w):
+        full = tf.io.decode_jpeg(data, channels=3)[w[0]:w[0] + w[2], w[1]:w[1] + w[3]]
+        return tf.image.resize(tf.cast(full, tf.float32), [224, 224], antialias=True).numpy()
+
+    snapped = ip.snap_window(win, r).numpy()
+    assert list(snapped) == [36, 50, 402, 518]
+    err_snapped = np.mean((got - ref(snapped)) ** 2)
+    err_asked = np.mean((got - ref(win.numpy())) ** 2)
+    assert err_snapped * 4 < err_asked
+    assert 10 * np.log10(255 ** 2 / err_snapped) > 35
 
 
 def test_png_in_the_jpg_column_still_reads(tmp_path, tok):

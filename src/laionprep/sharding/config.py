@@ -68,6 +68,9 @@ class ReshardConfig(FilterOverrides):
         "--feature-names", None, "rename record keys, NEW=OLD,... or a preset (big_vision: image=jpg,texts=txt, "
         "what big_vision's LiT/CLIPPO configs read)", default=(), cli_default=None, parse=feature_names.parse,
         group="output")
+    image_size: int | None = option(
+        "--image-size", int, "re-encode each image to this short side in px (a low-resolution copy for low-resolution "
+        "training; never upscaled; img2dataset's encoder settings)", metavar="N", group="output")
     restart: bool = option("--restart", bool, "move the outputs of an earlier run in OUT (other parameters or "
                            "inputs, or a clean redo) to OUT/_previous/<UTC time>/ and start fresh", default=False,
                            group="output", output=False)

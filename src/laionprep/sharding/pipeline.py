@@ -35,6 +35,7 @@ from laionprep import stage
 from laionprep.folders import names
 from laionprep.errors import DataError, NothingKept
 from laionprep.sharding import records as lrec
+from laionprep.sharding.images import ShortSideResizer
 from laionprep.sharding import worker as lworker
 from laionprep.sharding.beam_job import (build_pipeline, build_wheel, error_summary, is_local_runner,
                                          pipeline_options, run_pipeline, runner_name)
@@ -67,10 +68,14 @@ def run_stage(cfg: ReshardConfig, *, progress=None, log=print) -> stage.StageRes
 
 
 def parameters(prep: Prepared) -> dict:
-    """The reshard's parameter record: its config minus the run-only fields, plus the filters it applies."""
+    """The reshard's parameter record: its config minus the run-only fields, plus the filters it applies.
+    ``file_format`` (when the default, tfrecord) and ``image_size`` (when not given) are left out, so outputs made
+    before ``--format`` / ``--image-size`` existed keep their fingerprint (their re-run with the same flags resumes)."""
     params = lmanifest.parameters_of(prep.config)[0]
-    if params.get("file_format") == "tfrecord":  # the default, left out: folders made before --format still resume
+    if params.get("file_format") == "tfrecord":
         del params["file_format"]
+    if params.get("image_size") is None:
+        params.pop("image_size", None)
     return params | {"filters_applied": prep.job.filters.to_dict()}
 
 
@@ -173,6 +178,7 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     rename = feature_names.renamer(dict(job.feature_names))
     schema = dict(sorted((rename(k), v) for k, v in job.schema if k not in job.drop_columns))
     settings = lmanifest.parameters_of(cfg)[1]
+    images = prep.sources[0].images if all(s.images == prep.sources[0].images for s in prep.sources) else {}
     detail = {
         "name": job.name,
         "settings": settings,
@@ -184,8 +190,9 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
         "plan": {"hash": job.plan_hash, "num_shards": job.num_shards, "runner": runner,
                  "records_expected": expected, "shuffle": job.shuffle, "seed": job.seed},
         "schema": schema,
-        # the downloads' image settings, when every source agrees (validate checks image sizes against them)
-        "images": (prep.sources[0].images if all(s.images == prep.sources[0].images for s in prep.sources) else {}),
+        # the downloads' image settings, when every source agrees, or the re-encoded copy's (--image-size); validate
+        # checks image sizes against them
+        "images": (ShortSideResizer(job.image_size).settings(images) if job.image_size else images),
         "columns_dropped": list(job.drop_columns),
         "rows_in": rows_in,
         "rows_out": rows_out,

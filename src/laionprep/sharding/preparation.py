@@ -62,6 +62,9 @@ def _check_config(cfg: ReshardConfig) -> None:
                     ("--max-caption-chars", cfg.max_caption_chars)):
         if v is not None and v < 0:
             raise UsageError(f"{flag} must be >= 0, got {v}", where=flag)
+    if cfg.image_size is not None and cfg.image_size < 1:
+        raise UsageError(f"--image-size must be >= 1 (the short side in pixels), got {cfg.image_size}",
+                         where="--image-size", fix="e.g. --image-size 160 for a copy that 84-112 px stages read")
     if cfg.max_aspect is not None and cfg.max_aspect < 1.0:
         raise UsageError(f"--max-aspect must be >= 1 (long side / short side), got {cfg.max_aspect}",
                          where="--max-aspect")
@@ -143,6 +146,10 @@ def prepare(cfg: ReshardConfig) -> Prepared:
     if unknown and any(s.records for s in sources):
         raise UsageError(f"--drop-columns: no column {unknown} in the records", where="--drop-columns",
                          fix="columns found: " + ", ".join(schema))
+    if cfg.image_size is not None and any(s.records for s in sources) and "jpg" not in schema:
+        stored = sorted({"png", "webp"} & set(schema))
+        raise UsageError(f"--image-size re-encodes JPEGs, and these records store {stored}",
+                         where="--image-size", fix="reshard without --image-size, or download with encode_format jpg")
     kept_schema = {k: v for k, v in schema.items() if k not in cfg.drop_columns}
     feature_names.check(cfg.feature_names, kept_schema if any(s.records for s in sources) else {})
     keys_column = cfg.keys_column or ("uid" if "uid" in schema else "key")
@@ -178,6 +185,7 @@ def prepare(cfg: ReshardConfig) -> Prepared:
         feature_names=cfg.feature_names,
         shuffle=cfg.shuffle, seed=cfg.seed, shuffle_buffer_bytes=int(cfg.shuffle_buffer_mb * (1 << 20)), plan_hash="",
         file_format=cfg.file_format,
+        image_size=cfg.image_size,
     )
     job = dataclasses.replace(job, plan_hash=_plan_hash(job, tasks, sources))
     return Prepared(config=cfg, job=job, tasks=tasks, sources=sources, dataset=dataset, filters=filters,
@@ -200,6 +208,8 @@ def _plan_hash(job: lworker.Job, tasks: list[lplan.Task], sources: list[lplan.So
     d.pop("plan_hash")
     if d["file_format"] == "tfrecord":  # the default: plans made before the field existed keep their hash
         d.pop("file_format")
+    if d["image_size"] is None:  # absent before --image-size existed: older outputs keep their plan hash
+        d.pop("image_size")
     d["key_rules"] = [[r.prefix.decode(), r.length, r.width] for r in job.key_rules]
     d["key_lists"] = [_file_identity(job.filters.keep_keys), _file_identity(job.filters.drop_keys)]
     d["tasks"] = [dataclasses.asdict(t) for t in tasks]

@@ -172,8 +172,9 @@ class RecordProcessor:
 
     def __init__(self, schema: Mapping[str, str], drop_columns: Iterable[str], filters: RecordFilters,
                  keep: frozenset | None, drop: frozenset | None, validation_fraction: float,
-                 renames: Iterable[tuple[str, str]] = ()):
+                 renames: Iterable[tuple[str, str]] = (), resize=None):
         self.schema = dict(schema)
+        self.resize = resize  # sharding.images.ShortSideResizer (--image-size) or None
         self.renames = tuple(renames)  # (new, old), applied last: filters and the split see img2dataset's names
         self.drop_columns = tuple(c for c in drop_columns if c in self.schema)
         self.items = [(k, kind, KIND_FIELD[kind], SENTINEL[kind]) for k, kind in self.schema.items()]
@@ -313,6 +314,14 @@ class RecordProcessor:
             for c in self.drop_columns:
                 del feats[c]
             changed = True
+        if self.resize is not None:  # after the filters: a dropped record's image is never decoded
+            small = self.resize(d[self.image_key].bytes_list.value[0])
+            if small is not None:
+                data_, w, h = small
+                d[self.image_key].bytes_list.value[0] = data_
+                d["width"].int64_list.value[0] = w
+                d["height"].int64_list.value[0] = h
+                changed = True
         key_f = d["key"].bytes_list.value
         if key_rule is not None and key_rule.prefix:
             key_f[0] = key_rule.apply(key_f[0])

@@ -40,6 +40,7 @@ from laionprep.manifest import check_accounting
 from laionprep.sharding import keylists
 from laionprep.sharding.plan import Task
 from laionprep.folders import names
+from laionprep.sharding.images import ImageError, ShortSideResizer
 from laionprep.sharding.keys import KeyFormatError, KeyRule
 from laionprep.sharding.records import REASONS, RecordFilters, RecordProcessor
 from laionprep.tfrecord import read_records
@@ -68,6 +69,7 @@ class Job:
     shuffle_buffer_bytes: int
     plan_hash: str
     file_format: str = "tfrecord"  # names.FILE_FORMATS (left out of the plan hash when tfrecord: older plans)
+    image_size: int | None = None  # --image-size: images re-encoded to this short side (sharding.images)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -167,7 +169,8 @@ def write_task(job: Job, task: Task) -> dict:
     t0 = time.time()
     proc = RecordProcessor(dict(job.schema), job.drop_columns, job.filters, keylists.key_list(job.filters.keep_keys),
                            keylists.key_list(job.filters.drop_keys), job.validation_fraction,
-                           renames=job.feature_names)
+                           renames=job.feature_names,
+                           resize=ShortSideResizer(job.image_size) if job.image_size else None)
     finals = {s: job.shard_url(s, task.index) for s in job.splits}
     tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
     writers = {s: arrayrecord.writer(tmps[s], job.file_format) for s in job.splits}
@@ -198,6 +201,10 @@ def write_task(job: Job, task: Task) -> dict:
                     i = piece.start + n_piece - 1
                     raise DataError(f"record {i} is not a tf.train.Example ({e})", where=f"{piece.path} record {i}",
                                     fix=INPUT_FIX) from e
+                except ImageError as e:
+                    i = piece.start + n_piece - 1
+                    raise DataError(f"record {i}: {e} (--image-size re-encodes every image)",
+                                    where=f"{piece.path} record {i}", fix=INPUT_FIX) from e
                 except KeyFormatError as e:
                     i = piece.start + n_piece - 1
                     raise DataError(f"{e}: the numeric output keys (source * 10**W + key) would not be unique",

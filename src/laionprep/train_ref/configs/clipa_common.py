@@ -8,6 +8,10 @@ for ViT-H/14, ``84_8_pre_training`` + ``unmask_tuning_224_scheduleX4``), as two 
 * ``full_res`` -- 512M samples (4 x 131,072,000) at 224 px with full 32-token captions, 30% of the patches masked,
   batch 32768, learning rate 4e-7 per 256 with 26.2M warmup samples, starting from ``low_res``'s parameters.
 
+Data: both stages read ``data.source``; ``stages.low_res.data.source`` points the pre-training at a low-resolution
+copy (``laionprep reshard --image-size 160``); the fine-tune and the
+zero-shot evaluation stay at full resolution.
+
 Not reproduced: CLIPA's colour jitter / grayscale augmentation and bfloat16 Adam moments.
 ``get_config("RES")`` or ``get_config("RES_TEXTLEN")`` (``--config clipa_h14:70_8``) picks the pre-training
 resolution and text length.

@@ -4,7 +4,12 @@ stages.py for how it runs).  ``--config clipa_h14:RES`` or ``clipa_h14:RES_TEXTL
 resolution / text length (e.g. ``clipa_h14:70_8``, ``clipa_l16:160_16``).
 
     laionprep train --config clipa_h14 --workdir W --config.data.source=gs://BUCKET/laion400m \
+        --config.stages.low_res.data.source=gs://BUCKET/laion400m_160 \
         --config.tokenizer.vocab=bert_uncased_vocab.txt
+
+``laion400m_160``: ``laionprep reshard ... --image-size 160`` of the same download, which the low-resolution stage
+reads (decoding 160 px images instead of 480 px ones); the fine-tune and the zero-shot evaluation read full
+resolution.
 """
 from laionprep.train_ref.configs import clipa_common, flip_h14
 
