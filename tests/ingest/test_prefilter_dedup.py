@@ -129,3 +129,13 @@ def test_size_flag_values(value, expected):
     from laionprep.options import size
 
     assert size(value) == expected
+
+
+def test_one_file_read_in_many_batches(tmp_path):
+    """Duplicates across the batches of one file (no other file to compare with) are found too."""
+    paths = _files(tmp_path, n_files=1, rows=5000, seed=2)
+    assert pfm._batch_rows(paths[0], 5000, 100_000) < 2000
+    small = prefilter(SPEC, paths, str(tmp_path / "small"), SPEC.default_filters, memory_budget=100_000)
+    big = prefilter(SPEC, paths, str(tmp_path / "big"), SPEC.default_filters)
+    assert small.to_dict() == big.to_dict()
+    assert _out(tmp_path / "small")[0].column("caption").to_pylist() == _oracle(paths)

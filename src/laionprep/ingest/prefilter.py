@@ -301,6 +301,10 @@ def _batches(pf: pq.ParquetFile, cols: list[str], limit: int, batch_rows: int, p
     """Record batches of at most ``batch_rows`` rows, ``limit`` rows in all; one empty batch for an empty file."""
     left = limit
     try:
+        if limit <= batch_rows:  # the file fits the budget: one batch (its duplicates are all found in phase 1)
+            t = pf.read(columns=cols)
+            yield t.slice(0, limit) if t.num_rows > limit else t
+            return
         for b in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True):
             if left <= 0:
                 break
@@ -344,19 +348,16 @@ def _filter_file(job: _Job) -> _FileResult:
             out, alive = _filter_batch(table, mapping, columns, spec, filters, active, path, start, res, bad_rows,
                                        text_nulls)
             res.rows_in += n
-            # duplicates within the batch (exact string equality; first occurrence kept); across batches and
-            # files: phase 2, from the spilled hashes
+            # duplicates within the batch (first occurrence kept); across batches and files: phase 2, from the
+            # spilled hashes.  Both compare the 128-bit hash (url_dedup)
             idx = np.flatnonzero(alive)
             if len(idx):
-                import polars as pl
-
-                urls = out["url"].take(pa.array(idx))
-                dup = ~pl.from_arrow(urls).is_first_distinct().to_numpy()
+                h1, h2 = url_dedup.url_hashes(out["url"].take(pa.array(idx)))
+                dup = ~url_dedup.first_distinct(h1, h2)
                 res.dropped["duplicate_url"] += int(dup.sum())
                 alive[idx[dup]] = False
                 if spill is not None:
-                    h1, h2 = url_dedup.url_hashes(urls.filter(pa.array(~dup)) if dup.any() else urls)
-                    spill.add(h1, h2, res.kept)
+                    spill.add(h1[~dup], h2[~dup], res.kept)
             kept_table = pa.table(out).filter(pa.array(alive))
             res.kept += kept_table.num_rows
             if writer is None:

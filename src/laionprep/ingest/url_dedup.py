@@ -38,6 +38,15 @@ def url_hashes(urls: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray
     return s.hash(_SEEDS[0]).to_numpy(), s.hash(_SEEDS[1]).to_numpy()
 
 
+def first_distinct(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+    """True where the 128-bit hash (h1, h2) occurs for the first time, in array order."""
+    import polars as pl
+
+    # one UInt128 key (a * 2^64 + b: distinct pairs, distinct keys) is 2x faster than a struct of the two
+    key = pl.col("a").cast(pl.UInt128) * (1 << 64) + pl.col("b").cast(pl.UInt128)
+    return pl.DataFrame({"a": h1, "b": h2}).select(key.is_first_distinct()).to_series().to_numpy()
+
+
 def partitions_for(rows: int, budget_bytes: int) -> int:
     """How many partitions keep one partition's phase-2 working set (``rows`` spread evenly) within the budget."""
     return max(1, min(4096, -(-rows * BYTES_PER_RECORD_PHASE2 // max(budget_bytes, 1))))
@@ -87,8 +96,6 @@ class Spill:
 def resolve_partition(spill_dir: str, chunks: list[int], partition: int, out_dir: str) -> np.ndarray:
     """Phase 2 for one partition: write the sorted positions of its duplicates to ``out_dir/PPPPP.npy`` and return
     the duplicates per file.  ``chunks[i]``: how many chunks file ``i`` spilled (files in input order)."""
-    import polars as pl
-
     pieces = []
     for f, n in enumerate(chunks):
         for c in range(n):
@@ -103,8 +110,7 @@ def resolve_partition(spill_dir: str, chunks: list[int], partition: int, out_dir
     del pieces
     # gathered in file order, chunk order and row order: ascending positions, so "first distinct" is the first
     # occurrence in (file, row) order
-    first = pl.DataFrame({"a": rec["h1"], "b": rec["h2"]}).select(
-        pl.struct("a", "b").is_first_distinct()).to_series().to_numpy()
+    first = first_distinct(rec["h1"], rec["h2"])
     dups = rec["pos"][~first]
     np.save(os.path.join(out_dir, f"{partition:05d}.npy"), dups)
     return np.bincount((dups >> np.uint64(ROW_BITS)).astype(np.int64), minlength=len(chunks))
