@@ -15,6 +15,8 @@ Every stage resumes: the fetch skips complete files, the prefilter is determinis
 parameters are unchanged), and img2dataset's incremental mode skips shards with a stats file (after the resume
 check has moved aside any finished shard that lost a file or whose file sizes changed, so it is fetched again).
 Running the same command again after a crash therefore ends with the same accounting as an uninterrupted run.
+``--dry-run`` stops after the prefilter (status ``dry-run``, an estimate of what would be downloaded); being
+run-only, the same command without it resumes the folder from there.
 """
 from __future__ import annotations
 
