@@ -48,8 +48,10 @@ def first_distinct(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
 
 
 def partitions_for(rows: int, budget_bytes: int) -> int:
-    """How many partitions keep one partition's phase-2 working set (``rows`` spread evenly) within the budget."""
-    return max(1, min(4096, -(-rows * BYTES_PER_RECORD_PHASE2 // max(budget_bytes, 1))))
+    """How many partitions keep one partition's phase-2 working set (``rows`` spread evenly) within a quarter of
+    the budget: below phase 1's peak (a batch of the budget's size), so the process's peak does not rise with the
+    dataset (measured: one partition of 14M records peaked at 1.6 GiB, above phase 1's 1.1 GiB)."""
+    return max(1, min(4096, -(-rows * BYTES_PER_RECORD_PHASE2 * 4 // max(budget_bytes, 1))))
 
 
 class Spill:
