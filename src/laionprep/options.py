@@ -81,6 +81,23 @@ def csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1000, "KIB": 1 << 10, "M": 1 << 20, "MB": 10**6, "MIB": 1 << 20,
+          "G": 1 << 30, "GB": 10**9, "GIB": 1 << 30, "T": 1 << 40, "TB": 10**12, "TIB": 1 << 40}
+
+
+def size(value) -> int:
+    """A byte count: ``2GiB``, ``512MiB``, ``1.5G``, ``3000000`` (an int passes through)."""
+    import re
+
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+    unit = m and m.group(2).upper()
+    if not m or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (e.g. 2GiB, 512MiB, 3000000)")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
 def did_you_mean(flag: str, known) -> str | None:
     """The known flag closest to a mistyped ``flag`` (``-`` and ``_`` count alike), or None."""
     import difflib

@@ -106,5 +106,5 @@ def test_download_flags_are_the_config_fields():
     assert flagged - set(vars(args)) == set()
     params, settings = cfg.parameters()
     assert set(settings["download"]) == {"processes", "threads", "distributor", "spark_master", "retries", "timeout"}
-    assert set(settings) == {"output", "restart", "download"}
+    assert set(settings) == {"output", "restart", "dry_run", "memory_budget", "prefilter_processes", "download"}
     assert not set(settings["download"]) & set(params["download"])

@@ -120,7 +120,28 @@ def detect(path: str, kinds: tuple[str, ...] = ("tfds", "resharded", "download")
         if len(infos) > 1:
             raise UsageError(f"{path} holds {len(infos)} TFDS dataset versions", where="DIR",
                              fix="pass one of: " + ", ".join(i.rsplit("/", 1)[0] for i in infos[:10]))
+    if "download" in kinds:
+        _refuse_imageless_download(path)
     raise UsageError(f"{path} is not a dataset folder laionprep knows", where="DIR",
                      fix="pass a `laionprep download` folder (manifest.json + tfrecord/), an img2dataset TFRecord "
                          "folder (NNNNN.tfrecord + NNNNN_stats.json), a resharded folder (counts.json) or a TFDS "
                          "folder (dataset_info.json)")
+
+
+def _refuse_imageless_download(path: str) -> None:
+    """A download folder that holds no image yet (``download --dry-run``, or a run stopped before img2dataset):
+    say so, rather than "not a dataset folder"."""
+    try:
+        m = lfs.read_json(lfs.join(path, MANIFEST))
+    except (OSError, ValueError):
+        return
+    if not isinstance(m, dict) or m.get("stage") != "download":
+        return
+    status = m.get("status")
+    if status == "dry-run":
+        raise UsageError(f"{path} is a `laionprep download --dry-run` folder: the metadata is prefiltered "
+                         "(manifest.json says what would be downloaded) but no image was downloaded yet",
+                         where="DIR", fix="run the same `laionprep download` command without --dry-run (it reuses "
+                                          "the prefilter's output), then validate the folder")
+    raise UsageError(f"{path} is a `laionprep download` folder that holds no image yet (status {status!r})",
+                     where="DIR", fix="run the same `laionprep download` command again to resume it")

@@ -389,33 +389,59 @@ def _rows_done(output_dir: str, expected: dict[int, int]) -> int:
     return sum(expected.get(s, 0) for s in list_done(output_dir))
 
 
-def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> DownloadResult:
-    """Count what img2dataset produced: successes and failures per reason, from the finished shards only."""
+_LOCAL_READERS = 4  # concurrent local shard parquet reads (pyarrow decodes outside the GIL)
+
+
+def _shard_statuses(pq_path: str) -> tuple[int, list[tuple[str | None, str | None, int]]] | Exception:
+    """(rows, [(status, error_message, count)]) of one shard parquet: only its two status columns are read and
+    counted by pyarrow (no per-row Python); an unreadable file is returned as its exception."""
     import pyarrow.parquet as pq
+
+    try:
+        with lfs.open_file(pq_path) as f:
+            t = pq.read_table(f, columns=["status", "error_message"])
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        return e
+    g = t.group_by(["status", "error_message"], use_threads=False).aggregate([([], "count_all")])
+    return t.num_rows, list(zip(*(g.column(c).to_pylist() for c in ("status", "error_message", "count_all"))))
+
+
+def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> DownloadResult:
+    """Count what img2dataset produced: successes and failures per reason, from the finished shards only.  The
+    shard parquets are read concurrently (``folders.shardscan``'s pool size on object stores), two columns each."""
+    import concurrent.futures
+
+    from laionprep.folders import shardscan
 
     done = list_done(output_dir)
     success = 0
     rows = 0
     failed: Counter = Counter()
     reasons: Counter = Counter()
-    for sid in sorted(done):
-        pq_path = done[sid].replace("_stats.json", ".parquet")
-        try:
-            with lfs.open_file(pq_path) as f:
-                t = pq.read_table(f, columns=["status", "error_message"]).to_pydict()
-        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(f"shard {sid:05d}: its parquet cannot be read ({str(e).splitlines()[0][:200]})",
+    sids = sorted(done)
+    paths = [done[sid].replace("_stats.json", ".parquet") for sid in sids]
+    threads = _LOCAL_READERS if shardscan.local_path(output_dir) is not None else shardscan.THREADS
+    if len(paths) > 1:
+        with concurrent.futures.ThreadPoolExecutor(min(threads, len(paths))) as pool:
+            counted = list(pool.map(_shard_statuses, paths))
+    else:
+        counted = [_shard_statuses(p) for p in paths]
+    normalised: dict = {}  # one normalise_error per distinct message, not per row
+    for sid, pq_path, c in zip(sids, paths, counted):
+        if isinstance(c, Exception):
+            raise DataError(f"shard {sid:05d}: its parquet cannot be read ({str(c).splitlines()[0][:200]})",
                             where=pq_path, fix="set the shard aside with `laionprep validate DIR --quarantine` "
                                                "and run the same download again to fetch it") from None
-        n = len(t["status"])
+        n, groups = c
         rows += n
-        statuses = Counter(t["status"])
-        success += statuses.pop("success", 0)
-        for st, c in statuses.items():
-            failed[st or "unknown"] += c
-        for st, msg in zip(t["status"], t["error_message"]):
-            if st != "success":
-                reasons[f"{st}: {normalise_error(msg)}"] += 1
+        for st, msg, k in groups:
+            if st == "success":
+                success += k
+                continue
+            failed[st or "unknown"] += k
+            if msg not in normalised:
+                normalised[msg] = normalise_error(msg)
+            reasons[f"{st}: {normalised[msg]}"] += k
         lost = expected.get(sid, n) - n
         if lost > 0:  # img2dataset dropped rows of this shard without a status row: account for them explicitly
             failed["lost_by_img2dataset"] += lost

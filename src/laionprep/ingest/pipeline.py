@@ -15,6 +15,8 @@ Every stage resumes: the fetch skips complete files, the prefilter is determinis
 parameters are unchanged), and img2dataset's incremental mode skips shards with a stats file (after the resume
 check has moved aside any finished shard that lost a file or whose file sizes changed, so it is fetched again).
 Running the same command again after a crash therefore ends with the same accounting as an uninterrupted run.
+``--dry-run`` stops after the prefilter (status ``dry-run``, an estimate of what would be downloaded); being
+run-only, the same command without it resumes the folder from there.
 """
 from __future__ import annotations
 
@@ -59,6 +61,16 @@ class IngestConfig(FilterOverrides):
                               default=False, group="filters")
     restart: bool = option("--restart", bool, "move the outputs of an earlier run in DIR (other parameters, or a "
                            "clean redo) to DIR/_previous/<UTC time>/ and start fresh", default=False, output=False)
+    dry_run: bool = option("--dry-run", bool, "fetch the metadata and prefilter only: print what would be downloaded "
+                           "(rows per reason and shard, estimated images and bytes) and write the manifest with "
+                           "status dry-run; the same command without --dry-run then downloads, reusing the "
+                           "prefilter's output", default=False, output=False)
+    memory_budget: int = option("--memory-budget", options.size, "memory the prefilter may use, all processes together "
+                                "(e.g. 2GiB, 512MiB; default 2GiB): sizes its record batches and duplicate "
+                                "partitions, never changes its output", default=pf.DEFAULT_MEMORY_BUDGET,
+                                output=False, metavar="SIZE")
+    prefilter_processes: int = option("--prefilter-processes", int, "prefilter processes (default: one per core; "
+                                      "inputs under 200,000 rows run in one)", default=0, output=False)
     download: dl.DownloadOptions = dl.DownloadOptions()
 
     def spec(self) -> DatasetSpec:
@@ -71,6 +83,12 @@ class IngestConfig(FilterOverrides):
     def check(self) -> None:
         """The usage errors found from the flags alone, raised before the folder is locked or anything fetched."""
         md.check_parts(self.parts)
+        if self.memory_budget < pf.MIN_MEMORY_BUDGET:
+            raise UsageError(f"--memory-budget {self.memory_budget} bytes is below the prefilter's minimum",
+                             where="--memory-budget", fix=f"give at least {pf.MIN_MEMORY_BUDGET >> 20}MiB (e.g. 2GiB)")
+        if self.prefilter_processes < 0:
+            raise UsageError(f"--prefilter-processes must be >= 0, got {self.prefilter_processes}",
+                             where="--prefilter-processes", fix="0 means one per core")
         spec, filters = self.spec(), self.filters()
         if self.columns is None:
             return
@@ -169,6 +187,10 @@ def run(cfg: IngestConfig, *, progress=None, log=print) -> dict:
 def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResult:
     def body():
         m = _run(cfg, progress=progress, log=log)
+        if m.get("status") == DRY_RUN:
+            return stage.StageResult(manifest=m, tables=(_dry_run_table(cfg, m),), note=(
+                f"dry run: nothing downloaded. The same command without --dry-run downloads into {cfg.output}, "
+                "reusing the metadata and the prefilter's output"))
         return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
 
     cfg.check()
@@ -190,7 +212,7 @@ def _replan(folder: str, old: dict, parameters: dict) -> str | None:
     before = old.get("parameters") or {}
     if any(before.get(k) != parameters.get(k) for k in _METADATA_PARAMETERS):
         return None
-    if old.get("status") not in ("fetching", "prefiltering", "empty"):
+    if old.get("status") not in ("fetching", "prefiltering", "empty", DRY_RUN):
         return None
     fsys, images = lfs.get_fs(Layout(folder).tfrecord)
     if fsys.exists(images) and fsys.ls(images):
@@ -198,6 +220,53 @@ def _replan(folder: str, old: dict, parameters: dict) -> str | None:
     changed = stage.changed_parameters(before, parameters)
     return ("the earlier run in this folder fetched no image: re-planning with the new parameters ("
             + "; ".join(changed) + ")")
+
+
+DRY_RUN = "dry-run"  # the manifest status of `download --dry-run`: metadata and prefilter done, nothing fetched
+# Bytes per stored pixel of img2dataset's JPEG (quality 95): LAION-400M at 256 px is about 10 TB for ~400M images
+# (img2dataset's documentation), 10e12 / 400e6 / 256^2 ~ 0.38
+_BYTES_PER_PIXEL = 0.4
+_RECORD_OVERHEAD = 1024  # caption, url, carried columns and TFRecord framing per record, roughly
+# stored pixels per image as a multiple of image_size^2 (keep_ratio: short side = size, a 4:3 photo on average)
+_PIXELS = {"keep_ratio": 4 / 3, "center_crop": 1.0, "border": 1.0, "keep_ratio_largest": 3 / 4}
+
+
+def dry_run_estimate(rep: pf.PrefilterReport, opts: dl.DownloadOptions) -> dict:
+    """What a download of the prefilter's output would produce: shards (img2dataset's numbering) and an upper
+    bound on images and bytes (every kept URL succeeding; LAION-scale downloads see 10-20% fail)."""
+    shards = dl.expected_shards([f["rows_out"] for f in rep.files], opts.number_sample_per_shard)
+    sizes: dict[int, int] = {}
+    for rows in shards.values():
+        sizes[rows] = sizes.get(rows, 0) + 1
+    px = _PIXELS.get(opts.resize_mode)
+    per_image = None if px is None else int(px * opts.image_size ** 2 * _BYTES_PER_PIXEL + _RECORD_OVERHEAD)
+    how = (f"kept rows x ({px:.2f} x {opts.image_size}^2 pixels ({opts.resize_mode}) x {_BYTES_PER_PIXEL} bytes per "
+           f"pixel (JPEG q95) + {_RECORD_OVERHEAD} bytes per record), assuming every URL downloads (expect "
+           "10-20% fewer at LAION scale)") if px else "not estimated: --resize-mode no keeps the original sizes"
+    return {"dry_run": True, "rows_in": rep.rows_out, "success": 0, "failed": {}, "shards_expected": len(shards),
+            "shards_done": 0, "rows_per_shard": {str(k): v for k, v in sorted(sizes.items(), reverse=True)},
+            "image_size": opts.image_size, "resize_mode": opts.resize_mode,
+            "estimate": {"images": rep.rows_out, "bytes": None if per_image is None else per_image * rep.rows_out,
+                         "bytes_per_image": per_image, "how": how}}
+
+
+def _dry_run_table(cfg: IngestConfig, m: dict) -> stage.Table:
+    st = m["stages"]
+    rows: list[tuple[str, int | str]] = [("metadata rows", st["metadata"]["rows"])]
+    if m["accounting"].get("not_read_max_samples"):
+        rows.append(("  not read (--max-samples)", m["accounting"]["not_read_max_samples"]))
+    rows.append(("kept by prefilter (to download)", st["prefilter"]["rows_out"]))
+    rows += [(f"  dropped: {k}", v) for k, v in st["prefilter"]["dropped"].items() if v]
+    d = st["download"]
+    rows.append(("shards", d["shards_expected"]))
+    rows += [(f"  shards of {k} rows", v) for k, v in d["rows_per_shard"].items()]
+    est = d["estimate"]
+    rows.append(("estimated images (at most)", est["images"]))
+    if est["bytes"] is not None:
+        rows.append((f"estimated bytes at --image-size {d['image_size']}", f"{est['bytes']:,} "
+                     f"({est['bytes'] / 2**30:,.1f} GiB)"))
+    rows.append(("  estimate", est["how"]))
+    return stage.Table(f"laionprep download --dry-run {cfg.dataset} -> {cfg.output}", rows, ("", "rows"))
 
 
 def _table(cfg: IngestConfig, m: dict) -> stage.Table:
@@ -244,7 +313,8 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     # 2. prefilter
     try:
         rep = pf.prefilter(spec, fetched.files, lay.prefiltered, filters, columns=columns,
-                           max_samples=cfg.max_samples, schemas=fetched.columns, progress=progress)
+                           max_samples=cfg.max_samples, schemas=fetched.columns, progress=progress,
+                           memory_budget=cfg.memory_budget, processes=cfg.prefilter_processes)
     except DataError as e:
         # a missing filter column is not a broken file: its copy stays (the fix is a flag, not a new file)
         raise _name_source(e, fetched, remove=not isinstance(e, pf.FilterColumnMissing)) from e
@@ -274,6 +344,12 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                                                            downloaded_ok=0, **not_kept))
         what, fix = pf.nothing_kept(rep, spec, filters)
         raise NothingKept(what, where=lay.manifest, fix=fix, tables=(_table(cfg, data),))
+    if cfg.dry_run:
+        stages["download"] = {**run_detail, **dry_run_estimate(rep, cfg.download)}
+        not_kept = {"not_read_max_samples": not_read, "dropped_by_prefilter": rep.rows_in - rep.rows_out,
+                    "failed_download": 0, "pending_in_incomplete_shards": rep.rows_out}
+        return write(DRY_RUN, stages, manifest.accounting(meta_rows, 0, not_kept, metadata_rows=meta_rows,
+                                                          downloaded_ok=0, **not_kept))
     write("downloading", stages)
 
     # 3. download

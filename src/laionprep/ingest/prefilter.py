@@ -29,6 +29,8 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
+import tempfile
 from collections import Counter
 from typing import Sequence
 
@@ -237,8 +239,10 @@ def nothing_kept(report: PrefilterReport, spec: DatasetSpec, filters: Filters) -
     return what, "; ".join(fixes)
 
 
-def _rows(rows: Sequence[int], k: int = 5) -> str:
-    return ", ".join(str(r) for r in rows[:k]) + (f" ... ({len(rows)} in all)" if len(rows) > k else "")
+def _rows(rows: Sequence[int], k: int = 5, total: int | None = None) -> str:
+    """The first ``k`` rows, and how many in all (``total``: when only the first rows were kept)."""
+    total = len(rows) if total is None else total
+    return ", ".join(str(r) for r in rows[:k]) + (f" ... ({total} in all)" if total > k else "")
 
 
 def kind_of(arrow_type: pa.DataType) -> str:
@@ -252,32 +256,278 @@ def kind_of(arrow_type: pa.DataType) -> str:
     return "json"
 
 
-def _duplicates(urls: pa.Array, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(duplicate mask, hashes of the URLs kept) for ``urls`` given the hashes of URLs kept from earlier files.
+# ------------------------------------------------------------------------------------------- the three phases
+DEFAULT_MEMORY_BUDGET = 2 << 30
+MIN_MEMORY_BUDGET = 64 << 20  # the flag's floor (the library takes less, for tests of many batches and partitions)
+SERIAL_BELOW_ROWS = 200_000  # fewer rows in all: one process (a worker pool's start costs more than it saves)
+_WORK_FACTOR = 6  # working bytes per row of a batch: decoded columns, normalised copies, masks, the output
 
-    URLs are compared by a 64-bit hash (polars' vectorised string hash, read straight from the Arrow buffers; about
-    30x cheaper than hashing Python strings).  A row is a duplicate if an earlier row of this file or an earlier file
-    has its hash.  Collisions over 2B URLs: ~0.1 expected (such a pair would count as a duplicate).
-    """
-    import polars as pl
 
-    h = pl.from_arrow(urls).hash(seed=0)
-    dup = ~h.is_first_distinct().to_numpy()
-    if len(seen):
-        dup |= h.is_in(pl.Series(seen).implode()).to_numpy()
-    return dup, h.to_numpy()[~dup]
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """Phase 1 of one metadata file (picklable: runs in a worker process)."""
+
+    index: int
+    path: str
+    limit: int  # rows to read (--max-samples)
+    batch_rows: int
+    spec: DatasetSpec
+    filters: Filters
+    columns: tuple[Column, ...]
+    output: str  # local phase-1 output
+    spill_dir: str | None  # None: no spill (one file read in one batch: its duplicates are all found in phase 1)
+    partitions: int
+    chunk_rows: int
+
+
+@dataclasses.dataclass
+class _FileResult:
+    index: int
+    rows_in: int
+    kept: int  # after phase 1 (duplicates within a batch removed)
+    dropped: Counter
+    nulls: dict
+    repaired: dict
+    long_rows: list  # the first rows (for the warning) and the count
+    long_count: int
+    longest: int
+    kinds: dict  # json columns whose source type is not a list: the kind written instead
+    head_warnings: list  # in the order of the old single-pass prefilter
+    null_cols: list
+    chunks: int
+
+
+def _batches(pf: pq.ParquetFile, cols: list[str], limit: int, batch_rows: int, path: str):
+    """Record batches of at most ``batch_rows`` rows, ``limit`` rows in all; one empty batch for an empty file."""
+    left = limit
+    try:
+        if limit <= batch_rows:  # the file fits the budget: one batch (its duplicates are all found in phase 1)
+            t = pf.read(columns=cols)
+            yield t.slice(0, limit) if t.num_rows > limit else t
+            return
+        for b in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True):
+            if left <= 0:
+                break
+            if b.num_rows > left:
+                b = b.slice(0, left)
+            left -= b.num_rows
+            yield pa.Table.from_batches([b])
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
+    if left == limit:
+        yield pf.schema_arrow.empty_table().select(cols)
+
+
+def _filter_file(job: _Job) -> _FileResult:
+    """Phase 1: normalise and filter one file batch by batch; write the kept rows (duplicates within a batch
+    removed) to ``job.output`` and spill their URL hashes."""
+    from laionprep.ingest import url_dedup
+
+    path, spec, filters, columns = job.path, job.spec, job.filters, list(job.columns)
+    try:
+        pf = pq.ParquetFile(lfs.open_file(path) if not lfs.is_local(path) else path)
+        names = pf.schema_arrow.names
+    except Exception as e:
+        raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
+    mapping = resolve_columns(spec, names, where=path, columns=columns)
+    wanted = list(dict.fromkeys([mapping["url"], mapping["caption"]]
+                                + [mapping[c.name] for c in columns if mapping.get(c.name)]))
+    base = os.path.basename(path)
+    res = _FileResult(index=job.index, rows_in=0, kept=0, dropped=Counter(), nulls={}, repaired={}, long_rows=[],
+                      long_count=0, longest=0, kinds={}, head_warnings=[], null_cols=[], chunks=0)
+    bad_rows: dict[str, list[int]] = {}  # column -> rows (in the file) whose UTF-8 was repaired
+    text_nulls = {"url": 0, "caption": 0}
+    active = active_filters(filters, spec)
+    spill = url_dedup.Spill(job.spill_dir, job.index, job.partitions, job.chunk_rows) if job.spill_dir else None
+    writer = None
+    try:
+        for table in _batches(pf, wanted, job.limit, job.batch_rows, path):
+            start, n = res.rows_in, table.num_rows
+            out, alive = _filter_batch(table, mapping, columns, spec, filters, active, path, start, res, bad_rows,
+                                       text_nulls)
+            res.rows_in += n
+            # duplicates within the batch (first occurrence kept); across batches and files: phase 2, from the
+            # spilled hashes.  Both compare the 128-bit hash (url_dedup)
+            idx = np.flatnonzero(alive)
+            if len(idx):
+                h1, h2 = url_dedup.url_hashes(out["url"].take(pa.array(idx)))
+                dup = ~url_dedup.first_distinct(h1, h2)
+                res.dropped["duplicate_url"] += int(dup.sum())
+                alive[idx[dup]] = False
+                if spill is not None:
+                    spill.add(h1[~dup], h2[~dup], res.kept)
+            kept_table = pa.table(out).filter(pa.array(alive))
+            res.kept += kept_table.num_rows
+            if writer is None:
+                writer = pq.ParquetWriter(job.output, kept_table.schema)
+            writer.write_table(kept_table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if spill is not None:
+        res.chunks = spill.close()
+    n = res.rows_in
+    # the warnings of this file, in the order the single-pass prefilter gave them
+    w = res.head_warnings
+    for c in columns:
+        if mapping.get(c.name) is None:
+            w.append(f"{base}: column {c.name!r} missing; filled with sentinel {c.sentinel!r}")
+
+    def note_utf8(name):
+        bad = bad_rows.get(name)
+        if bad:
+            res.repaired[name] = len(bad)
+            w.append(f"{base}: {len(bad)} value(s) of column {name!r} are not valid UTF-8 (rows "
+                     f"{_rows(bad)}): kept, with each invalid byte sequence replaced by U+FFFD")
+
+    for key, role in (("url", "URL"), ("caption", "caption")):
+        note_utf8(mapping[key])
+        if n and text_nulls[key] == n:
+            w.append(f"{base}: column {mapping[key]!r} ({role}) is null in all {n} rows")
+    for c in columns:
+        note_utf8(mapping.get(c.name) or c.name)
+    if n == 0:
+        w.append(f"{base}: the file has no rows")
+    if res.long_count:
+        w.append(f"{base}: {res.long_count} caption(s) longer than {LONG_CAPTION_CHARS} characters (rows "
+                 f"{_rows(res.long_rows, total=res.long_count)}; longest {res.longest:,}) are kept whole: `laionprep "
+                 "reshard --max-caption-chars` drops them, the trainer's tokenizer truncates them")
+    res.null_cols = [col for _, col in active if n and res.nulls.get(col) == n]
+    return res
+
+
+def _filter_batch(table: pa.Table, mapping: dict, columns: list[Column], spec: DatasetSpec, filters: Filters,
+                  active, where: str, start: int, res: _FileResult, bad_rows: dict, text_nulls: dict):
+    """Normalise one batch and apply the drop reasons (first that applies wins); returns (columns, alive mask)."""
+    n = table.num_rows
+
+    def text(key, role):
+        col_name = mapping[key]
+        arr, bad = as_text(table.column(col_name), col_name, where, expected=f"text (the {role})")
+        if bad:
+            bad_rows.setdefault(col_name, []).extend(start + b for b in bad)
+        text_nulls[key] += arr.null_count
+        return pc.fill_null(arr, "") if arr.null_count else arr  # no copy when there is nothing to fill
+
+    out_cols = {"url": text("url", "URL"), "caption": text("caption", "caption")}
+    for c in columns:
+        src = table.column(mapping[c.name]) if mapping.get(c.name) else None
+        if c.kind == "json" and src is not None and kind_of(src.type) != "json":
+            c = dataclasses.replace(c, kind=kind_of(src.type))
+            res.kinds[c.name] = c.kind
+        bad: list[int] = []
+        out_cols[c.name], nulls = _normalise_column(src, c, n, where, bad)
+        res.nulls[c.name] = res.nulls.get(c.name, 0) + nulls
+        if bad:
+            bad_rows.setdefault(mapping.get(c.name) or c.name, []).extend(start + b for b in bad)
+    # characters <= bytes: count characters only when some caption has more bytes than the limit (rare)
+    if n and pc.max(pc.binary_length(out_cols["caption"])).as_py() > LONG_CAPTION_CHARS:
+        cap_len = pc.utf8_length(out_cols["caption"])
+        long_rows = np.flatnonzero(np.asarray(pc.greater(cap_len, LONG_CAPTION_CHARS).to_numpy(
+            zero_copy_only=False), dtype=bool))
+        if len(long_rows):
+            res.long_count += len(long_rows)
+            if len(res.long_rows) < 5:  # only the first few are named
+                res.long_rows.extend((start + long_rows[:5]).tolist())
+            res.longest = max(res.longest, int(pc.max(cap_len).as_py()))
+    fails = []
+    u = out_cols["url"]
+    scheme = pc.ascii_lower(pc.utf8_slice_codeunits(u, 0, 8))  # 2x faster than case-blind starts_with on u
+    fails.append(("invalid_url", pc.invert(pc.or_(pc.starts_with(scheme, "http://"),
+                                                  pc.starts_with(scheme, "https://")))))
+    c = out_cols["caption"]
+    fails.append(("empty_caption", pc.or_(pc.equal(pc.binary_length(c), 0), pc.utf8_is_space(c))))
+    for kind, col in active:
+        v = out_cols[col]
+        if kind.field == "nsfw":
+            keep = pa.array(list(filters.nsfw), type=pa.string())
+            mask = pc.invert(pc.is_in(pc.utf8_upper(v), value_set=pc.utf8_upper(keep)))
+        elif kind.field == "min_similarity":
+            mask = pc.or_(pc.less(v, filters.min_similarity), pc.equal(v, -1.0))
+        else:  # a maximum: at or above it fails
+            mask = pc.or_(pc.greater_equal(v, getattr(filters, kind.field)), pc.equal(v, -1.0))
+        fails.append((kind.reason, mask))
+    alive = np.ones(n, dtype=bool)
+    for reason, mask in fails:
+        m = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool) & alive
+        res.dropped[reason] += int(m.sum())
+        alive &= ~m
+    return out_cols, alive
+
+
+def _finish_file(args) -> None:
+    """Phase 3: the file's final output: its phase-1 output without the duplicates phase 2 found (or moved as is)."""
+    from laionprep.ingest import url_dedup
+
+    src, dst, dup_dir, partitions, index, batch_rows = args
+    rows = url_dedup.dup_rows(dup_dir, partitions, index) if dup_dir else np.empty(0, np.int64)
+    tmp = lfs.tmp_name(dst)
+    if not len(rows):
+        if lfs.is_local(dst):
+            os.replace(src, tmp)
+        else:
+            with open(src, "rb") as f, lfs.open_file(tmp, "wb") as g:
+                shutil.copyfileobj(f, g, 1 << 22)
+        lfs.rename(tmp, dst)
+        return
+    pfile = pq.ParquetFile(src)
+    start = 0
+    with lfs.open_file(tmp, "wb") as f:
+        writer = None
+        for b in pfile.iter_batches(batch_size=batch_rows) if pfile.metadata.num_rows else ():
+            t = pa.Table.from_batches([b], schema=pfile.schema_arrow)
+            keep = np.ones(t.num_rows, dtype=bool)
+            a, z = np.searchsorted(rows, start), np.searchsorted(rows, start + t.num_rows)
+            keep[rows[a:z] - start] = False
+            start += t.num_rows
+            t = t.filter(pa.array(keep))
+            if writer is None:
+                writer = pq.ParquetWriter(f, t.schema)
+            writer.write_table(t)
+        if writer is not None:
+            writer.close()
+    os.remove(src)
+    lfs.rename(tmp, dst)
+
+
+def _batch_rows(path: str, limit: int, budget: int) -> int:
+    """Rows per batch so that a batch's working set stays within ``budget`` bytes (from the footer's sizes)."""
+    try:
+        md = pq.ParquetFile(path).metadata
+        size = sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
+        per_row = max(64, size // max(md.num_rows, 1))
+    except Exception:  # unreadable: phase 1 names the file
+        per_row = 1024
+    return int(max(1024, min(max(limit, 1), budget // (per_row * _WORK_FACTOR))))
+
+
+def _pool(processes: int):
+    import concurrent.futures
+    import multiprocessing
+
+    return concurrent.futures.ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
 
 
 def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: Filters, *,
               columns: Sequence[Column] | None = None, max_samples: int | None = None,
-              schemas: Sequence[Sequence[str]] | None = None, progress=None) -> PrefilterReport:
+              schemas: Sequence[Sequence[str]] | None = None, progress=None,
+              memory_budget: int = DEFAULT_MEMORY_BUDGET, processes: int = 1,
+              work_dir: str | None = None) -> PrefilterReport:
     """Filter ``inputs`` (local parquet paths) into ``out_dir``; returns the report (also written to out_dir).
 
     ``schemas``: each input's column names when the caller already read the footers (else they are read here);
     every file is checked for the filters' columns before anything is written (:func:`check_filter_columns`).
     Re-running with the same inputs and parameters finds the report and returns it without rewriting (the
     output is deterministic either way, which is what img2dataset's resume relies on).
+
+    ``memory_budget`` (bytes, all processes together) sizes the record batches and the duplicate partitions;
+    ``processes`` (0: one per core) runs phase 1 (per file), 2 (per partition) and 3 (per file) in parallel.
+    Neither changes the output.  ``work_dir``: local scratch (default: inside ``out_dir`` when it is local).
     """
+    from laionprep.ingest import url_dedup
+
     columns = list(spec.extra_columns if columns is None else columns)
     carried = {c.name for c in columns}
     for kind, col in active_filters(filters, spec):
@@ -297,133 +547,93 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
     lfs.makedirs(out_dir)
     for n in lfs.listdir(out_dir):  # outputs of an earlier run with other parameters or a killed run
         if n.endswith(".parquet") or lfs.TMP_MARK in n:
-            lfs.remove(lfs.join(out_dir, n))
+            p = lfs.join(out_dir, n)
+            if lfs.is_local(p) and os.path.isdir(p):
+                shutil.rmtree(p)
+            else:
+                lfs.remove(p)
 
-    seen = np.empty(0, dtype=np.uint64)
+    # which files and how many rows of each (--max-samples stops at a row count: known from the footers)
+    limits: list[int] = []
+    total = 0
+    for path in inputs:
+        if max_samples is not None and total >= max_samples:
+            break
+        try:
+            rows = pq.ParquetFile(lfs.open_file(path) if not lfs.is_local(path) else path).metadata.num_rows
+        except Exception as e:
+            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
+        rows = rows if max_samples is None else min(rows, max_samples - total)
+        limits.append(rows)
+        total += rows
+    procs = processes or os.cpu_count() or 1
+    procs = max(1, min(procs, len(limits))) if total >= SERIAL_BELOW_ROWS else 1
+    per_proc = max(memory_budget // procs, 1)
+    batch = [_batch_rows(p, lim, per_proc) for p, lim in zip(inputs, limits)]
+    # one file read in one batch: its duplicates are all found in phase 1, nothing to spill
+    spilling = len(limits) > 1 or any(lim > b for lim, b in zip(limits, batch))
+    partitions = url_dedup.partitions_for(total, per_proc) if spilling else 1
+    local_out = lfs.is_local(out_dir)
+    work = work_dir or (lfs.tmp_name(os.path.join(out_dir.removeprefix("file://"), "_work")) if local_out else None)
+    work = tempfile.mkdtemp(prefix="laionprep-prefilter-", dir=work_dir) if work is None or work_dir else work
+    os.makedirs(work, exist_ok=True)
+    spill_dir, dup_dir = os.path.join(work, "spill"), os.path.join(work, "dups")
+    os.makedirs(spill_dir)
+    os.makedirs(dup_dir)
+    jobs = [_Job(index=i, path=p, limit=lim, batch_rows=b, spec=spec, filters=filters, columns=tuple(columns),
+                 output=os.path.join(work, f"{i:05d}.parquet"), spill_dir=spill_dir if spilling else None,
+                 partitions=partitions, chunk_rows=max(1024, per_proc // (4 * url_dedup.RECORD.itemsize)))
+            for i, (p, lim, b) in enumerate(zip(inputs, limits, batch))]
+    task = progress.add_task("prefilter", total=len(inputs)) if progress else None
+    pool = _pool(procs) if procs > 1 else None
+    try:
+        results: list[_FileResult] = []
+        for r in (pool.map(_filter_file, jobs) if pool else map(_filter_file, jobs)):
+            results.append(r)
+            if progress:
+                progress.advance(task, 1)
+        dup_counts = np.zeros(len(jobs), dtype=np.int64)
+        if spilling:
+            chunks = [r.chunks for r in results]
+            args = [(spill_dir, chunks, p, dup_dir) for p in range(partitions)]
+            it = pool.map(_resolve, args) if pool else map(_resolve, args)
+            for counts in it:
+                dup_counts += counts
+            shutil.rmtree(spill_dir)
+        finish = [(j.output, lfs.join(out_dir, f"{j.index:05d}.parquet"), dup_dir if dup_counts[j.index] else None,
+                   partitions, j.index, j.batch_rows) for j in jobs]
+        list(pool.map(_finish_file, finish) if pool else map(_finish_file, finish))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        shutil.rmtree(work, ignore_errors=True)
+
     total_in = 0
     dropped: Counter = Counter()
     files_report = []
     warnings: list[str] = []
     kinds = {c.name: c.kind for c in columns}
-    task = progress.add_task("prefilter", total=len(inputs)) if progress else None
-    for i, path in enumerate(inputs):
-        if max_samples is not None and total_in >= max_samples:
-            break
-        try:
-            pf = pq.ParquetFile(lfs.open_file(path) if not lfs.is_local(path) else path)
-            names = pf.schema_arrow.names
-        except Exception as e:
-            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
-        mapping = resolve_columns(spec, names, where=path, columns=columns)
-        wanted = [mapping["url"], mapping["caption"]] + [mapping[c.name] for c in columns if mapping.get(c.name)]
-        try:
-            table = pf.read(columns=list(dict.fromkeys(wanted)))
-        except Exception as e:
-            raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
-        if max_samples is not None and total_in + table.num_rows > max_samples:
-            table = table.slice(0, max_samples - total_in)
-        n = table.num_rows
+    for r, job in zip(results, jobs):
+        n, base = r.rows_in, os.path.basename(job.path)
         total_in += n
-        where = path
-        for c in columns:
-            if mapping.get(c.name) is None:
-                msg = f"{os.path.basename(path)}: column {c.name!r} missing; filled with sentinel {c.sentinel!r}"
-                warnings.append(msg)
-
-        repaired: dict[str, int] = {}
-        base = os.path.basename(path)
-
-        def note_utf8(name, bad):
-            if bad:
-                repaired[name] = len(bad)
-                warnings.append(f"{base}: {len(bad)} value(s) of column {name!r} are not valid UTF-8 (rows "
-                                f"{_rows(bad)}): kept, with each invalid byte sequence replaced by U+FFFD")
-
-        def text(col_name, role):
-            arr, bad = as_text(table.column(col_name), col_name, where, expected=f"text (the {role})")
-            note_utf8(col_name, bad)
-            if n and arr.null_count == n:
-                warnings.append(f"{base}: column {col_name!r} ({role}) is null in all {n} rows")
-            return pc.fill_null(arr, "") if arr.null_count else arr  # no copy when there is nothing to fill
-
-        out_cols = {"url": text(mapping["url"], "URL"), "caption": text(mapping["caption"], "caption")}
-        nulls = {}
-        for c in columns:
-            src = table.column(mapping[c.name]) if mapping.get(c.name) else None
-            if c.kind == "json" and src is not None and kind_of(src.type) != "json":
-                c = dataclasses.replace(c, kind=kind_of(src.type))
-                kinds[c.name] = c.kind
-            bad: list[int] = []
-            out_cols[c.name], nulls[c.name] = _normalise_column(src, c, n, where, bad)
-            note_utf8(mapping.get(c.name) or c.name, bad)
-        if n == 0:
-            warnings.append(f"{base}: the file has no rows")
-        long_rows = np.empty(0, dtype=np.int64)
-        # characters <= bytes: count characters only when some caption has more bytes than the limit (rare)
-        if n and pc.max(pc.binary_length(out_cols["caption"])).as_py() > LONG_CAPTION_CHARS:
-            cap_len = pc.utf8_length(out_cols["caption"])
-            long_rows = np.flatnonzero(np.asarray(pc.greater(cap_len, LONG_CAPTION_CHARS).to_numpy(
-                zero_copy_only=False), dtype=bool))
-        if len(long_rows):
-            longest = int(pc.max(cap_len).as_py())
-            warnings.append(f"{base}: {len(long_rows)} caption(s) longer than {LONG_CAPTION_CHARS} characters (rows "
-                            f"{_rows(long_rows.tolist())}; longest {longest:,}) are kept whole: `laionprep reshard "
-                            "--max-caption-chars` drops them, the trainer's tokenizer truncates them")
-
-        # drop reasons, first that applies wins
-        fails = []
-        u = out_cols["url"]
-        scheme = pc.ascii_lower(pc.utf8_slice_codeunits(u, 0, 8))  # 2x faster than case-blind starts_with on u
-        fails.append(("invalid_url", pc.invert(pc.or_(pc.starts_with(scheme, "http://"),
-                                                      pc.starts_with(scheme, "https://")))))
-        c = out_cols["caption"]
-        fails.append(("empty_caption", pc.or_(pc.equal(pc.binary_length(c), 0), pc.utf8_is_space(c))))
+        r.dropped["duplicate_url"] += int(dup_counts[r.index])
+        kept = r.kept - int(dup_counts[r.index])
+        file_dropped = r.dropped
+        check_accounting(n, kept, file_dropped, stage=f"prefilter {job.path}")
+        kinds.update(r.kinds)
+        warnings.extend(r.head_warnings)
         active = active_filters(filters, spec)
-        for kind, col in active:
-            v = out_cols[col]
-            if kind.field == "nsfw":
-                keep = pa.array(list(filters.nsfw), type=pa.string())
-                mask = pc.invert(pc.is_in(pc.utf8_upper(v), value_set=pc.utf8_upper(keep)))
-            elif kind.field == "min_similarity":
-                mask = pc.or_(pc.less(v, filters.min_similarity), pc.equal(v, -1.0))
-            else:  # a maximum: at or above it fails
-                mask = pc.or_(pc.greater_equal(v, getattr(filters, kind.field)), pc.equal(v, -1.0))
-            fails.append((kind.reason, mask))
-        alive = np.ones(n, dtype=bool)
-        file_dropped: Counter = Counter()
-        for reason, mask in fails:
-            m = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool) & alive
-            file_dropped[reason] += int(m.sum())
-            alive &= ~m
-        # duplicates: within the file (first occurrence kept) and against URLs kept from earlier files
-        idx = np.flatnonzero(alive)
-        if len(idx):
-            dup, new_hashes = _duplicates(out_cols["url"].take(pa.array(idx)), seen)
-            file_dropped["duplicate_url"] += int(dup.sum())
-            alive[idx[dup]] = False
-            seen = np.concatenate([seen, new_hashes])
-        kept = int(alive.sum())
-        check_accounting(n, kept, file_dropped, stage=f"prefilter {path}")
-        null_cols = [col for _, col in active if n and nulls.get(col) == n]
-        all_by = next((r for r, k in file_dropped.items() if n and k == n), None)
+        all_by = next((reason for reason, k in file_dropped.items() if n and k == n), None)
         if all_by:
-            warnings.append(f"{base}: every row ({n}) was dropped as {all_by}{_why(all_by, active, null_cols)}")
-        out = pa.table(out_cols).filter(pa.array(alive))
-        out_name = f"{i:05d}.parquet"
-        tmp = lfs.tmp_name(lfs.join(out_dir, out_name))
-        with lfs.open_file(tmp, "wb") as f:
-            pq.write_table(out, f)
-        lfs.rename(tmp, lfs.join(out_dir, out_name))
+            warnings.append(f"{base}: every row ({n}) was dropped as {all_by}{_why(all_by, active, r.null_cols)}")
         dropped.update(file_dropped)
         files_report.append({
-            "input": posixpath.basename(path), "output": out_name, "rows_in": n, "rows_out": kept,
-            "dropped": {r: file_dropped.get(r, 0) for r in REASONS},
-            "nulls_replaced": {k: v for k, v in nulls.items() if v},
-            "invalid_utf8_repaired": repaired, "long_captions": int(len(long_rows)),
-            "all_dropped_by": all_by, "null_filter_columns": null_cols,
+            "input": posixpath.basename(job.path), "output": f"{job.index:05d}.parquet", "rows_in": n,
+            "rows_out": kept, "dropped": {reason: file_dropped.get(reason, 0) for reason in REASONS},
+            "nulls_replaced": {k: v for k, v in r.nulls.items() if v},
+            "invalid_utf8_repaired": r.repaired, "long_captions": r.long_count,
+            "all_dropped_by": all_by, "null_filter_columns": r.null_cols,
         })
-        if progress:
-            progress.advance(task, 1)
 
     rows_out = sum(f["rows_out"] for f in files_report)
     dropped_all = {r: dropped.get(r, 0) for r in REASONS}
@@ -436,3 +646,9 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
                              columns=kinds, warnings=warnings, params_hash=phash, filters=filters.to_dict())
     lfs.write_json(report_path, report.to_dict())
     return report
+
+
+def _resolve(args) -> np.ndarray:
+    from laionprep.ingest import url_dedup
+
+    return url_dedup.resolve_partition(*args)
