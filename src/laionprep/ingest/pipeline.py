@@ -33,6 +33,7 @@ import argparse
 
 from laionprep.datasets import Column, DatasetSpec, FilterOverrides, Filters, active_filters, for_columns, get_spec
 from laionprep.errors import DataError, NothingKept, UsageError
+from laionprep.folders import replace
 from laionprep.ingest import download as dl
 from laionprep.ingest import metadata as md
 from laionprep.ingest import prefilter as pf
@@ -374,6 +375,10 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                                                           if e["shard"] in res.incomplete_shards],
                                 "missing": [s for s in quarantined.get("missing", []) if s in res.incomplete_shards]}
     complete = not res.incomplete_shards
+    lists = replace.works(cfg.output, lay.tfrecord)
+    if lists and stages["download"]["refetched"]:  # a fresh copy of a shard holds the rows a list removed again
+        log(f"warning: {len(stages['download']['refetched'])} shard(s) were fetched again after `laionprep remove` "
+            f"applied {len(lists)} list(s) here: run the same `laionprep remove` command(s) again")
     data = write("complete" if complete else "incomplete", stages, accounting)
     if not accounting["balanced"]:  # written first: the manifest shows the numbers that do not add up
         raise DataError(f"accounting does not balance: {accounting}", where=lay.manifest,
