@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import io
 import os
 import posixpath
@@ -57,38 +56,11 @@ class RemoveConfig:
 
 
 # ------------------------------------------------------------------------------------------------ the list
-class _KeyList:
-    """A minimal stand-in for ``laionprep.keylist.KeyList`` (``contains``, ``len``, ``sha256``, ``source``) over
-    ``sharding.keylists``: swapped for ``keylist.load`` in :func:`load_list` once that module exists."""
-
-    def __init__(self, url: str):
-        from laionprep.sharding.keylists import read_key_list
-
-        self.source = url
-        self._values = read_key_list(url)
-        h = hashlib.sha256()
-        with lfs.open_file(url, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        self.sha256 = h.hexdigest()
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def contains(self, values):
-        import numpy as np
-
-        vals = values.to_pylist() if hasattr(values, "to_pylist") else list(values)
-        return np.fromiter(((v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else str(v).encode())
-                            in self._values if v is not None else False for v in vals), dtype=bool, count=len(vals))
-
-
 def load_list(url: str):
-    """The removal list at ``url`` (one place to swap the key-list implementation)."""
-    try:
-        from laionprep import keylist  # the scale issue's sorted-array lookup, when present
-    except ImportError:
-        return _KeyList(url)
+    """The removal list at ``url``: ``laionprep.keylist`` (a sorted, memory-mapped array; ``contains`` per batch of
+    a shard's column, ``sha256`` of the file for the audit)."""
+    from laionprep import keylist
+
     return keylist.load(url, kind="auto")
 
 
