@@ -63,6 +63,12 @@ def remove_cmd(folder: str, lst: str, *extra: str) -> list[str]:
     return cli("remove", folder, "--list", lst, *extra)
 
 
+@pytest.fixture(autouse=True)
+def own_keylist_cache(tmp_path, monkeypatch):
+    """Each test's key-list cache is its own (the session's is shared with tests that expect it empty)."""
+    monkeypatch.setenv("LAIONPREP_CACHE_DIR", str(tmp_path / "keylist-cache"))
+
+
 def data_files(folder: str) -> dict:
     """The folder's shard files and size record (what must come out identical), by relative path."""
     snap = snapshot(folder)
@@ -132,7 +138,7 @@ def reference(tiny, tmp_path_factory):
     folder = str(base / "dl")
     shutil.copytree(tiny[1], folder)
     lst, keys, _ = make_list(folder, base)
-    r, _ = run(remove_cmd(folder, lst))
+    r, _ = run(remove_cmd(folder, lst), env=env(LAIONPREP_CACHE_DIR=str(base / "keylist-cache")))
     assert r.returncode == 0, r.stderr
     return folder, lst, keys
 

@@ -222,7 +222,8 @@ def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResu
         m = _run(cfg, progress=progress, log=log)
         return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
 
-    cfg.check()
+    md.check_parts(cfg.parts)
+    get_spec(cfg.dataset)
     dl.check_output_folder(Layout(cfg.output).tfrecord)  # read-only; names the foreign file before the re-run rule
     cfg = cfg.with_shape(log)  # the filters and columns of the metadata's column set decide the parameters
     cfg.check()  # read-only; names the foreign file before the re-run rule
