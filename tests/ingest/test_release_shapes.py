@@ -121,3 +121,43 @@ def test_every_variant_is_listed(capsys):
         assert any(line.startswith(name + " ") for line in printed.splitlines()), name
     assert "hf://datasets/laion/relaion1b-nolang-research-safe" in printed  # the Hub's lower-case b
     assert get_spec("LAION-400M").name == "laion400m" and get_spec("datacomp-1b").name == "datacomp_1b"
+
+
+def _hub_server():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hub_server", os.path.join(os.path.dirname(__file__),
+                                                                             "hub_server.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_a_hub_repo_in_the_relaion_shape_is_detected_through_the_hub_client(demo_server, tmp_path):
+    """`laion2b-en` from a gated Hub repo (the real huggingface_hub client against the local stand-in) that now
+    serves Re-LAION's columns: the first file's footer is read over hf:// before anything is written."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "repo" / "data"
+    os.makedirs(root)
+    pq.write_table(pa.Table.from_pylist(relaion(demo_server.base_url)), str(root / "part-00000.parquet"))
+    hub = _hub_server().Hub(str(tmp_path / "repo"), token="secret-token")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
+        out = tmp_path / "out"
+        argv = [sys.executable, "-m", "laionprep.cli", "download", "--dataset", "laion2b-en", "--metadata-source",
+                "hf://datasets/laion/fake", "--output", str(out), "--processes", "1", "--threads", "4",
+                "--image-size", "32", "--no-progress", "--allow-private-addresses"]
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 1 and "HF_TOKEN" in r.stderr and "Traceback" not in r.stderr
+        assert not out.exists()  # refused before the folder was made
+        r = subprocess.run(argv, capture_output=True, text=True, env={**env, "HF_TOKEN": "secret-token"},
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+    finally:
+        hub.stop()
+    m = json.load(open(out / "manifest.json"))
+    assert m["dataset"] == "relaion2b-en-research-safe" and captions(str(out)) == {"c0", "c1"}
