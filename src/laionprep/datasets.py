@@ -438,6 +438,21 @@ def for_columns(spec: DatasetSpec, names: Sequence[str]) -> DatasetSpec:
     return spec
 
 
+def dataset_of(manifest: dict) -> str | None:
+    """The spec that reads the folder of ``manifest``: its ``dataset``, re-read by the columns the folder carries
+    (``stages.prefilter.columns`` of a download, ``stages.reshard.schema`` of a reshard) when that spec reads several
+    column sets: a ``laion2b-en`` download made before the specs split (punsafe, pwatermark) is read as
+    ``relaion2b-en-research-safe``, whose columns it has."""
+    name = next((d["dataset"] for d in (manifest, manifest.get("parameters") or {}, manifest.get("source") or {})
+                 if isinstance(d, dict) and isinstance(d.get("dataset"), str)), None)
+    if name is None or _norm(name) not in _BY_NAME:
+        return name
+    spec = SPECS[_BY_NAME[_norm(name)]]
+    st = manifest.get("stages") or {}
+    carried = (st.get("prefilter") or {}).get("columns") or (st.get("reshard") or {}).get("schema")
+    return for_columns(spec, list(carried)).name if spec.shapes and carried else spec.name
+
+
 def resolve_columns(spec: DatasetSpec, names: Sequence[str], *, where: str,
                     columns: Sequence[Column] | None = None) -> dict[str, str | None]:
     """Map canonical names (``url``, ``caption``, each extra column) to the actual column names in a file.

@@ -161,3 +161,18 @@ def test_a_hub_repo_in_the_relaion_shape_is_detected_through_the_hub_client(demo
         hub.stop()
     m = json.load(open(out / "manifest.json"))
     assert m["dataset"] == "relaion2b-en-research-safe" and captions(str(out)) == {"c0", "c1"}
+
+
+def test_folders_made_before_the_split_are_read_with_the_columns_they_carry():
+    """A `laion2b-en` download made when that spec meant punsafe/pwatermark keeps being read (reshard, build-tfds,
+    validate) with those columns; a new one with the original release's."""
+    from laionprep.datasets import dataset_of
+
+    old = {"dataset": "laion2b-en", "stages": {"prefilter": {"columns": {"similarity": "float", "punsafe": "float",
+                                                                         "pwatermark": "float"}}}}
+    new = {"dataset": "laion2b-en", "stages": {"prefilter": {"columns": {"NSFW": "str", "similarity": "float",
+                                                                         "LICENSE": "str"}}}}
+    resharded = {"dataset": "laion2b-en", "stages": {"reshard": {"schema": {"jpg": "bytes", "punsafe": "float"}}}}
+    assert dataset_of(old) == "relaion2b-en-research-safe" and dataset_of(new) == "laion2b-en"
+    assert dataset_of(resharded) == "relaion2b-en-research-safe"
+    assert dataset_of({"dataset": "datacomp_small"}) == "datacomp_small" and dataset_of({}) is None
