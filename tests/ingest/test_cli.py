@@ -115,5 +115,6 @@ def test_download_flags_are_the_config_fields():
     assert flagged - set(vars(args)) == set()
     params, settings = cfg.parameters()
     assert set(settings["download"]) == {"processes", "threads", "distributor", "spark_master", "retries", "timeout"}
-    assert set(settings) == {"output", "restart", "download"}
+    # shape: the spec of the metadata's column set (#17), whose effect the parameters record (filters_applied)
+    assert set(settings) == {"output", "restart", "download", "shape"}
     assert not set(settings["download"]) & set(params["download"])

@@ -100,7 +100,7 @@ def test_each_release_shape_keeps_exactly_the_rows_its_default_filters_keep(shap
     assert list(m["stages"]["prefilter"]["columns"]) == [c.name for c in spec.extra_columns]
     assert m["stages"]["download"]["success"] == len(kept) and m["accounting"]["balanced"]
     # the summary says which filters and columns applied, and which spec read a renamed release
-    rows = dict(pipeline.summary_rows(m))
+    rows = dict(pipeline.applied_rows(m))
     assert rows["filters"] == spec.default_filters.describe() and "filters" in printed  # (rich may wrap values)
     assert rows["columns carried"] == ", ".join(c.name for c in spec.extra_columns) and "columns carried" in printed
     if read_as != get_spec(dataset).name:

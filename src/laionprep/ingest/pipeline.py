@@ -220,7 +220,7 @@ def run(cfg: IngestConfig, *, progress=None, log=print) -> dict:
 def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResult:
     def body():
         m = _run(cfg, progress=progress, log=log)
-        return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
+        return stage.StageResult(manifest=m, tables=(_table(cfg, m), _applied_table(m)))
 
     md.check_parts(cfg.parts)
     get_spec(cfg.dataset)
@@ -279,6 +279,10 @@ def download_accounting(res: dl.DownloadResult, *, metadata_rows: int, not_read:
     not_kept = {k: breakdown[k] for k in ("not_read_max_samples", "dropped_by_prefilter", "failed_download",
                                           "pending_in_incomplete_shards", "removed_by_list") if k in breakdown}
     return figures, manifest.accounting(metadata_rows, res.success, not_kept, **breakdown)
+
+
+def _applied_table(m: dict) -> stage.Table:
+    return stage.Table("applied", applied_rows(m), ("", ""))
 
 
 def _table(cfg: IngestConfig, m: dict) -> stage.Table:
@@ -355,7 +359,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         data = write("empty", stages, manifest.accounting(meta_rows, 0, not_kept, metadata_rows=meta_rows,
                                                            downloaded_ok=0, **not_kept))
         what, fix = pf.nothing_kept(rep, spec, filters)
-        raise NothingKept(what, where=lay.manifest, fix=fix, tables=(_table(cfg, data),))
+        raise NothingKept(what, where=lay.manifest, fix=fix, tables=(_table(cfg, data), _applied_table(data)))
     write("downloading", stages)
 
     # 3. download
@@ -393,7 +397,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     if rep.rows_out and not res.success:
         data = write("empty", stages, accounting)
         what, fix = _nothing_downloaded(res)
-        raise NothingKept(what, where=lay.tfrecord, fix=fix, tables=(_table(cfg, data),))
+        raise NothingKept(what, where=lay.tfrecord, fix=fix, tables=(_table(cfg, data), _applied_table(data)))
     return data
 
 
@@ -458,11 +462,12 @@ def _layout_dict(lay: Layout) -> dict:
             "log": "logs/img2dataset.log"}
 
 
-def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:
-    """Rows for the summary table printed by the CLI and the demo: each failed status with its reasons."""
-    st = m["stages"]
+def applied_rows(m: dict) -> list[tuple[str, str]]:
+    """What applied to a download (its own small table: long values would squeeze the summary's labels): the spec
+    the metadata's columns were read with, the filters, the columns carried, face blurring."""
+    st = m.get("stages") or {}
     params = m.get("parameters") or {}
-    rows: list[tuple[str, int | str]] = []
+    rows: list[tuple[str, str]] = []
     if params.get("dataset") and m.get("dataset") != params["dataset"]:
         rows.append((f"{params['dataset']} read as", f"{m.get('dataset')} (by its columns)"))
     if params.get("filters_applied"):
@@ -472,7 +477,13 @@ def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:
         rows.append(("columns carried", ", ".join(st["prefilter"]["columns"]) or "none"))
     if params.get("blur_faces"):
         rows.append(("faces blurred", f"boxes of {params['blur_faces']['bbox_column']}"))
-    rows.append(("metadata rows", st["metadata"]["rows"]))
+    return rows
+
+
+def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:
+    """Rows for the summary table printed by the CLI and the demo: each failed status with its reasons."""
+    st = m["stages"]
+    rows: list[tuple[str, int | str]] = [("metadata rows", st["metadata"]["rows"])]
     if m["accounting"].get("not_read_max_samples"):
         rows.append(("  not read (--max-samples)", m["accounting"]["not_read_max_samples"]))
     rows.append(("kept by prefilter", st["prefilter"]["rows_out"]))
