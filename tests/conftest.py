@@ -17,6 +17,18 @@ DEMO_ROWS = 240
 DEMO_SHARD_SIZE = 60
 
 
+@pytest.fixture(scope="session", autouse=True)
+def keylist_cache(tmp_path_factory):
+    """Key-list caches (laionprep.keylist) go to a session folder, not the user's ~/.cache."""
+    old = os.environ.get("LAIONPREP_CACHE_DIR")
+    os.environ["LAIONPREP_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["LAIONPREP_CACHE_DIR"]
+    if old is None:
+        os.environ.pop("LAIONPREP_CACHE_DIR", None)
+    else:
+        os.environ["LAIONPREP_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def demo_server():
     with DemoServer() as srv:

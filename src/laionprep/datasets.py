@@ -210,6 +210,16 @@ class DatasetSpec:
     gated: bool = False
     homepage: str = ""
     citation: str = ""
+    # other spellings accepted by --dataset (case and '_'/'-' never matter): names the releases had before
+    aliases: tuple[str, ...] = ()
+    # the specs whose column sets this name reads, tried in order against the first metadata file's columns
+    # (``for_columns``): a public release whose column set changed (LAION -> Re-LAION) keeps its name
+    shapes: tuple[str, ...] = ()
+    # columns (case-insensitive) that identify this spec's column set when another spec lists it in ``shapes``
+    signature: tuple[str, ...] = ()
+    # the column of face boxes [x0, y0, x1, y1] in [0, 1] (--blur-faces), and whether blurring is on by default
+    bbox_column: str | None = None
+    blur_faces: bool = False
 
     @property
     def hub_repo(self) -> str | None:
@@ -257,7 +267,7 @@ _LAION400M_COLUMNS = (
     Column("similarity", "float", description="CLIP ViT-B/32 image-text cosine similarity"),
     Column("LICENSE", "str", description="license tag found on the page, '?' when unknown"),
 )
-_LAION2B_COLUMNS = (
+_RELAION_COLUMNS = (
     Column("similarity", "float", description="CLIP ViT-B/32 image-text cosine similarity"),
     Column("punsafe", "float", description="probability the image is unsafe (LAION safety classifier)"),
     Column("pwatermark", "float", description="probability the image carries a watermark"),
@@ -268,6 +278,8 @@ _DATACOMP_COLUMNS = (
     Column("clip_l14_similarity_score", "float", description="OpenAI CLIP ViT-L/14 similarity"),
     Column("sha256", "str", description="sha256 of the original image bytes (checked by validate)",
            check="img2dataset's sha256 check of the downloaded bytes (a mismatch fails as hash mismatch)"),
+    Column("face_bboxes", "json", description="face boxes [x0,y0,x1,y1] normalised to [0,1] (JSON text); "
+           "--blur-faces blurs them", check="--blur-faces (DataComp's face blurring)"),
 )
 
 
@@ -285,7 +297,31 @@ def _datacomp(scale: str, repo: str, rows: str) -> DatasetSpec:
         approx_rows=rows,
         homepage="https://www.datacomp.ai/",
         citation=_DATACOMP_CITATION,
+        bbox_column="face_bboxes",
+        blur_faces=True,  # as DataComp's own download_upstream.py (--skip_bbox_blurring turns it off there)
     )
+
+
+# Default filters.  LAION-400M was published with NSFW tags and filtered at ViT-B/32 similarity 0.3; LAION-2B-en at
+# 0.28.  Re-LAION (2024) has no NSFW tag column but the punsafe / pwatermark scores.  Re-LAION multi and nolang were
+# CLIP-filtered by LAION with thresholds of their own (multilingual captions): no similarity default is re-applied.
+_LAION400M_FILTERS = Filters(nsfw=("UNLIKELY", "UNSURE"), min_similarity=0.3)
+_RELAION400M_FILTERS = Filters(min_similarity=0.3, max_punsafe=0.5)
+_LAION2B_FILTERS = Filters(nsfw=("UNLIKELY", "UNSURE"), min_similarity=0.28)
+_RELAION_EN_FILTERS = Filters(min_similarity=0.28, max_punsafe=0.5, max_pwatermark=0.8)
+_RELAION_OTHER_FILTERS = Filters(max_punsafe=0.5, max_pwatermark=0.8)
+_RELAION_HOME = "https://laion.ai/blog/relaion-5b/"
+_SAFE = ("research-safe: known CSAM/NCII links removed and NSFW-flagged samples left out by LAION")
+_RESEARCH = "research: known CSAM/NCII links removed (2024)"
+
+
+def _relaion(name: str, repo: str, what: str, rows: str, filters: Filters, shapes: tuple[str, ...] = (),
+             aliases: tuple[str, ...] = ()) -> DatasetSpec:
+    return DatasetSpec(
+        name=name, description=f"Re-LAION {what}", metadata_url=f"hf://datasets/laion/{repo}",
+        file_pattern="**/*.parquet", url_candidates=_URL, caption_candidates=_CAPTION, extra_columns=_RELAION_COLUMNS,
+        default_filters=filters, similarity_column="similarity", approx_rows=rows, gated=True,
+        homepage=_RELAION_HOME, citation=_LAION_CITATION, signature=("punsafe",), shapes=shapes, aliases=aliases)
 
 
 SPECS: Mapping[str, DatasetSpec] = {
@@ -293,49 +329,59 @@ SPECS: Mapping[str, DatasetSpec] = {
     for s in [
         DatasetSpec(
             name="laion400m",
-            description="LAION-400M: CLIP-filtered English image-text pairs (2021)",
+            description="LAION-400M: CLIP-filtered English image-text pairs (2021; withdrawn Dec 2023, the Hub "
+                        "location now serves Re-LAION-400M: read with relaion400m's columns when it has them)",
             metadata_url="hf://datasets/laion/laion400m",
             file_pattern="**/*.parquet",
             url_candidates=_URL,
             caption_candidates=_CAPTION,
             extra_columns=_LAION400M_COLUMNS,
-            default_filters=Filters(nsfw=("UNLIKELY", "UNSURE"), min_similarity=0.3),
+            default_filters=_LAION400M_FILTERS,
             similarity_column="similarity",
             approx_rows="413M",
             gated=True,
             homepage="https://laion.ai/blog/laion-400-open-dataset/",
             citation=_LAION400M_CITATION,
+            aliases=("laion-400m",),
+            signature=("NSFW",),
+            shapes=("laion400m", "relaion400m"),
         ),
+        _relaion("relaion400m", "relaion400m", "400M: LAION-400M with known CSAM/NCII links removed (2024); "
+                 "the NSFW tag column of the original, when present, is read as laion400m", "~400M",
+                 _RELAION400M_FILTERS, shapes=("relaion400m", "laion400m")),
         DatasetSpec(
             name="laion2b-en",
-            description="LAION-2B-en: English subset of LAION-5B",
+            description="LAION-2B-en: English subset of LAION-5B (2022; withdrawn Dec 2023, the Hub location now "
+                        "opens Re-LAION-2B-en research-safe: read with its columns when it has them)",
             metadata_url="hf://datasets/laion/laion2B-en",
             file_pattern="**/*.parquet",
             url_candidates=_URL,
             caption_candidates=_CAPTION,
-            extra_columns=_LAION2B_COLUMNS,
-            default_filters=Filters(min_similarity=0.28, max_punsafe=0.5, max_pwatermark=0.8),
+            extra_columns=_LAION400M_COLUMNS,  # URL, TEXT, WIDTH, HEIGHT, similarity, NSFW, LICENSE
+            default_filters=_LAION2B_FILTERS,
             similarity_column="similarity",
             approx_rows="2.32B",
             gated=True,
             homepage="https://laion.ai/blog/laion-5b/",
             citation=_LAION_CITATION,
+            aliases=("laion-2b-en",),
+            signature=("NSFW",),
+            # punsafe first: a copy of laion2B-en-joined (punsafe, pwatermark) keeps the filters it always had
+            shapes=("relaion2b-en-research-safe", "laion2b-en"),
         ),
-        DatasetSpec(
-            name="relaion2b-en-research-safe",
-            description="Re-LAION-2B-en research-safe: LAION-2B-en with known CSAM/NCII links removed (2024)",
-            metadata_url="hf://datasets/laion/relaion2B-en-research-safe",
-            file_pattern="**/*.parquet",
-            url_candidates=_URL,
-            caption_candidates=_CAPTION,
-            extra_columns=_LAION2B_COLUMNS,
-            default_filters=Filters(min_similarity=0.28, max_punsafe=0.5, max_pwatermark=0.8),
-            similarity_column="similarity",
-            approx_rows="2.1B",
-            gated=True,
-            homepage="https://laion.ai/blog/relaion-5b/",
-            citation=_LAION_CITATION,
-        ),
+        _relaion("relaion2b-en-research", "relaion2B-en-research", f"2B-en {_RESEARCH}", "2.16B",
+                 _RELAION_EN_FILTERS),
+        _relaion("relaion2b-en-research-safe", "relaion2B-en-research-safe", f"2B-en {_SAFE}", "2.1B",
+                 _RELAION_EN_FILTERS),
+        _relaion("relaion2b-multi-research", "relaion2B-multi-research", f"2B-multi {_RESEARCH}", "2.13B",
+                 _RELAION_OTHER_FILTERS),
+        _relaion("relaion2b-multi-research-safe", "relaion2B-multi-research-safe", f"2B-multi {_SAFE}", "2.06B",
+                 _RELAION_OTHER_FILTERS),
+        _relaion("relaion1b-nolang-research", "relaion1B-nolang-research", f"1B-nolang {_RESEARCH}", "1.23B",
+                 _RELAION_OTHER_FILTERS),
+        # the Hub spells this one with a lower-case b
+        _relaion("relaion1b-nolang-research-safe", "relaion1b-nolang-research-safe", f"1B-nolang {_SAFE}", "1.19B",
+                 _RELAION_OTHER_FILTERS),
         _datacomp("small", "datacomp_small", "12.8M"),
         _datacomp("medium", "datacomp_medium", "128M"),
         _datacomp("large", "datacomp_large", "1.28B"),
@@ -352,7 +398,7 @@ SPECS: Mapping[str, DatasetSpec] = {
             url_candidates=_URL,
             caption_candidates=_CAPTION,
             extra_columns=_LAION400M_COLUMNS,
-            default_filters=Filters(nsfw=("UNLIKELY", "UNSURE"), min_similarity=0.3),
+            default_filters=_LAION400M_FILTERS,
             similarity_column="similarity",
             approx_rows="~3k",
         ),
@@ -360,15 +406,51 @@ SPECS: Mapping[str, DatasetSpec] = {
 }
 
 
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+_BY_NAME = {_norm(n): s.name for s in SPECS.values() for n in (s.name, *s.aliases)}
+
+
 def get_spec(name: str) -> DatasetSpec:
+    """The spec called ``name``: its name or an alias, in any case, ``_`` and ``-`` alike (``relaion2B-en-research``
+    as the Hub spells it, ``datacomp-1b``)."""
     try:
-        return SPECS[name]
+        return SPECS[name] if name in SPECS else SPECS[_BY_NAME[_norm(name)]]
     except KeyError:
         raise UsageError(
             f"unknown dataset {name!r}",
             where="--dataset",
             fix="use one of: " + ", ".join(SPECS) + " (see `laionprep datasets`)",
         ) from None
+
+
+def for_columns(spec: DatasetSpec, names: Sequence[str]) -> DatasetSpec:
+    """The spec whose column set the metadata has: the first of ``spec.shapes`` whose signature columns are all in
+    ``names`` (a file's columns, case-insensitive); ``spec`` itself when it has no shapes or none matches (its
+    filters then name the missing column, see the prefilter)."""
+    have = {n.lower() for n in names}
+    for name in spec.shapes:
+        cand = SPECS[name]
+        if all(c.lower() in have for c in cand.signature):
+            return cand
+    return spec
+
+
+def dataset_of(manifest: dict) -> str | None:
+    """The spec that reads the folder of ``manifest``: its ``dataset``, re-read by the columns the folder carries
+    (``stages.prefilter.columns`` of a download, ``stages.reshard.schema`` of a reshard) when that spec reads several
+    column sets: a ``laion2b-en`` download made before the specs split (punsafe, pwatermark) is read as
+    ``relaion2b-en-research-safe``, whose columns it has."""
+    name = next((d["dataset"] for d in (manifest, manifest.get("parameters") or {}, manifest.get("source") or {})
+                 if isinstance(d, dict) and isinstance(d.get("dataset"), str)), None)
+    if name is None or _norm(name) not in _BY_NAME:
+        return name
+    spec = SPECS[_BY_NAME[_norm(name)]]
+    st = manifest.get("stages") or {}
+    carried = (st.get("prefilter") or {}).get("columns") or (st.get("reshard") or {}).get("schema")
+    return for_columns(spec, list(carried)).name if spec.shapes and carried else spec.name
 
 
 def resolve_columns(spec: DatasetSpec, names: Sequence[str], *, where: str,

@@ -24,6 +24,7 @@ PATHS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "train": (("workdir", "--workdir", OUT_DIR),),
     "eval": (("workdir", "--workdir", IN),),
     "tokenizer": (("source", "--source", IN), ("output", "--output", OUT_FILE)),
+    "remove": (("folder", "DIR", IN), ("list_file", "--list", IN)),
 }
 
 

@@ -18,10 +18,19 @@ def test_datasets_one_line_each():
     assert r.returncode == 0
     lines = r.stdout.strip().splitlines()
     names = [l.split()[0] for l in lines]
-    assert names == ["laion400m", "laion2b-en", "relaion2b-en-research-safe", "datacomp_small", "datacomp_medium",
-                     "datacomp_large", "datacomp_xlarge", "datacomp_1b", "demo"]
-    assert "similarity>=0.3" in lines[0] and "NSFW" in lines[0]
-    assert "punsafe<0.5" in lines[1] and "pwatermark<0.8" in lines[1] and "similarity>=0.28" in lines[1]
+    assert names == ["laion400m", "relaion400m", "laion2b-en", "relaion2b-en-research", "relaion2b-en-research-safe",
+                     "relaion2b-multi-research", "relaion2b-multi-research-safe", "relaion1b-nolang-research",
+                     "relaion1b-nolang-research-safe", "datacomp_small", "datacomp_medium", "datacomp_large",
+                     "datacomp_xlarge", "datacomp_1b", "demo"]
+    by = dict(zip(names, lines))
+    assert "similarity>=0.3" in by["laion400m"] and "NSFW" in by["laion400m"]
+    assert "or read as: relaion400m" in by["laion400m"]
+    # the original LAION-2B-en columns (NSFW tags); its Re-LAION column set reads as relaion2b-en-research-safe
+    assert "NSFW in {UNLIKELY,UNSURE}" in by["laion2b-en"] and "similarity>=0.28" in by["laion2b-en"]
+    assert "or read as: relaion2b-en-research-safe" in by["laion2b-en"]
+    safe = by["relaion2b-en-research-safe"]
+    assert "punsafe<0.5" in safe and "pwatermark<0.8" in safe and "similarity>=0.28" in safe
+    assert "faces blurred (face_bboxes" in by["datacomp_small"]
 
 
 def test_unknown_dataset_lists_known_ones(tmp_path):
@@ -106,5 +115,7 @@ def test_download_flags_are_the_config_fields():
     assert flagged - set(vars(args)) == set()
     params, settings = cfg.parameters()
     assert set(settings["download"]) == {"processes", "threads", "distributor", "spark_master", "retries", "timeout"}
-    assert set(settings) == {"output", "restart", "dry_run", "memory_budget", "prefilter_processes", "download"}
+    # shape: the spec of the metadata's column set (#17), whose effect the parameters record (filters_applied)
+    assert set(settings) == {"output", "restart", "dry_run", "memory_budget", "prefilter_processes", "download",
+                             "shape"}
     assert not set(settings["download"]) & set(params["download"])

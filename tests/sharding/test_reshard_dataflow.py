@@ -36,7 +36,7 @@ def test_dataflow_job_ships_the_package_without_submitting(demo_download, tmp_pa
     [wheel] = setup.extra_packages
     assert os.path.basename(wheel).startswith("laionprep-") and wheel.endswith(".whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for mod in ("sharding/worker", "sharding/records", "tfrecord", "sharding/plan", "sharding/keylists",
+    for mod in ("sharding/worker", "sharding/records", "tfrecord", "sharding/plan", "keylist",
                 "sharding/pipeline"):
         assert f"laionprep/{mod}.py" in names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laionprep import cli
+from laionprep import cli, keylist
 from laionprep.errors import DataError
-from laionprep.sharding import keylists, plan
+from laionprep.sharding import plan
 from laionprep.tfrecord import Example, RecordWriter, feature_kinds, read_records
 
 
@@ -58,20 +58,30 @@ def test_key_lists_all_formats(tmp_path):
     (tmp_path / "k.txt").write_text("\n".join(keys) + "\n\n")
     pq.write_table(pa.table({"key": keys, "other": [1, 2, 3]}), tmp_path / "k.parquet")
     np.save(tmp_path / "k.npy", np.array(keys))
-    want = frozenset(k.encode() for k in keys)
+    probe = keys + ["0000002", "", "00000017", "0000001 "]
     for name in ("k.txt", "k.parquet", "k.npy"):
-        assert keylists.read_key_list(str(tmp_path / name)) == want, name
-    # DataComp's subset files: structured (uint64, uint64) uids -> 32-digit hex
+        kl = keylist.load(str(tmp_path / name))
+        assert len(kl) == 3 and kl.kind == "string", name
+        assert kl.contains(probe).tolist() == [True] * 3 + [False] * 4, name
+        assert kl.contains([k.encode() for k in probe]).tolist() == [True] * 3 + [False] * 4, name
+        assert kl.contains(pa.array(probe)).tolist() == [True] * 3 + [False] * 4, name
+    # DataComp's subset files: structured (uint64, uint64) uids = the 32-digit hex uid (first field = high bits)
     uids = np.array([(0x0123456789ABCDEF, 0x1), (0xFFFFFFFFFFFFFFFF, 0xABCDEF)], dtype="u8,u8")
     np.save(tmp_path / "uids.npy", uids)
-    assert keylists.read_key_list(str(tmp_path / "uids.npy")) == {
-        b"0123456789abcdef0000000000000001", b"ffffffffffffffff0000000000abcdef"}
+    kl = keylist.load(str(tmp_path / "uids.npy"))
+    assert kl.kind == "uid" and len(kl) == 2
+    assert kl.contains([b"0123456789abcdef0000000000000001", b"ffffffffffffffff0000000000abcdef",
+                        b"0123456789abcdef0000000000000002", b"not a uid"]).tolist() == [True, True, False, False]
     pq.write_table(pa.table({"a": [1], "b": [2]}), tmp_path / "bad.parquet")
-    with pytest.raises(DataError, match="no column 'key' or 'uid'"):
-        keylists.read_key_list(str(tmp_path / "bad.parquet"))
+    with pytest.raises(DataError, match="no column 'key' or 'uid'") as e:
+        keylist.load(str(tmp_path / "bad.parquet"))
+    assert "bad.parquet" in e.value.where and ".parquet (column key" in e.value.fix
     np.save(tmp_path / "f.npy", np.array([1.5]))
-    with pytest.raises(DataError, match="unsupported array dtype"):
-        keylists.read_key_list(str(tmp_path / "f.npy"))
+    with pytest.raises(DataError, match="unsupported array dtype") as e:
+        keylist.load(str(tmp_path / "f.npy"))
+    assert "f.npy" in e.value.where
+    with pytest.raises(DataError, match="key list not found"):
+        keylist.load(str(tmp_path / "missing.txt"))
 
 
 def _fake_sources(counts_per_source):

@@ -29,6 +29,7 @@ from typing import Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
+from laionprep.folders import replace
 from laionprep.folders.shardscan import STATS_FILE as STATS_RE, list_done
 from laionprep.ingest import fetch_progress, repair, safe_fetch
 from laionprep.options import option
@@ -149,6 +150,7 @@ class DownloadResult:
     peak_worker_rss_mib: float | None = None
     # finished shards the resume check moved aside (why.json entries): fetched again by this run
     repaired: list[dict] = dataclasses.field(default_factory=list)
+    removed: int = 0  # rows `laionprep remove` took out of finished shards (not img2dataset's losses)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -165,9 +167,14 @@ def expected_shards(rows_per_file: Sequence[int], per_shard: int) -> dict[int, i
 
 
 def img2dataset_config(input_dir: str, output_dir: str, extra_columns: Sequence[str], verify_sha256: bool,
-                       opts: DownloadOptions) -> dict:
-    """The exact keyword arguments given to ``img2dataset.download`` (also used by bench/ingest.py)."""
-    extras = [c for c in extra_columns if c not in RESERVED]
+                       opts: DownloadOptions, bbox_column: str | None = None) -> dict:
+    """The exact keyword arguments given to ``img2dataset.download`` (also used by bench/ingest.py).
+
+    ``bbox_column``: img2dataset's ``bbox_col``; its resizer blurs those boxes (after resizing; boxes are
+    relative, so the resize does not move them) and it appends the column to the saved ones itself, so it is left
+    out of ``save_additional_columns`` (listed twice, the reader would read it twice).  The column holds JSON text
+    (lists cannot be written to a TFRecord by img2dataset); ``safe_downloader`` decodes it for the blurrer."""
+    extras = [c for c in extra_columns if c not in RESERVED and c != bbox_column]
     return {
         "url_list": input_dir,
         "input_format": "parquet",
@@ -184,6 +191,7 @@ def img2dataset_config(input_dir: str, output_dir: str, extra_columns: Sequence[
         "thread_count": opts.threads,
         "number_sample_per_shard": opts.number_sample_per_shard,
         "save_additional_columns": extras or None,
+        "bbox_col": bbox_column,
         "timeout": opts.timeout,
         "retries": opts.retries,
         "distributor": opts.distributor,
@@ -212,16 +220,17 @@ def check_output_folder(output_dir: str) -> None:
 
 
 def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_columns: Sequence[str],
-        opts: DownloadOptions, *, verify_sha256: bool = False, log_path: str | None = None,
-        progress=None) -> DownloadResult:
+        opts: DownloadOptions, *, verify_sha256: bool = False, bbox_column: str | None = None,
+        log_path: str | None = None, progress=None) -> DownloadResult:
     """Run img2dataset (resuming whatever is already done) and return the accounting of its output."""
     opts.validate()
     check_output_folder(output_dir)
     expected = expected_shards(rows_per_file, opts.number_sample_per_shard)
-    cfg = {"download": img2dataset_config(input_dir, output_dir, extra_columns, verify_sha256, opts),
+    cfg = {"download": img2dataset_config(input_dir, output_dir, extra_columns, verify_sha256, opts, bbox_column),
            "spark_master": opts.spark_master, "fetch": dataclasses.asdict(opts.fetch_options())}
     start = time.time()
     root = posixpath.dirname(str(output_dir).rstrip("/"))  # DIR: the quarantine and the shard record live there
+    replace.finish_pending(root, output_dir)  # a shard a killed `laionprep remove` left half replaced
     checked = repair.check(output_dir, root)  # finished shards with a lost or damaged file are fetched again
     remove_stale_config(log_path)
     peak = None
@@ -392,9 +401,10 @@ def _rows_done(output_dir: str, expected: dict[int, int]) -> int:
 _LOCAL_READERS = 4  # concurrent local shard parquet reads (pyarrow decodes outside the GIL)
 
 
-def _shard_statuses(pq_path: str) -> tuple[int, list[tuple[str | None, str | None, int]]] | Exception:
-    """(rows, [(status, error_message, count)]) of one shard parquet: only its two status columns are read and
-    counted by pyarrow (no per-row Python); an unreadable file is returned as its exception."""
+def _shard_statuses(pq_path: str) -> tuple[int, list[tuple[str | None, str | None, int]], int] | Exception:
+    """(rows, [(status, error_message, count)], rows removed by `laionprep remove`) of one shard parquet: only its
+    two status columns are read and counted by pyarrow (no per-row Python); an unreadable file is returned as its
+    exception."""
     import pyarrow.parquet as pq
 
     try:
@@ -403,7 +413,8 @@ def _shard_statuses(pq_path: str) -> tuple[int, list[tuple[str | None, str | Non
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         return e
     g = t.group_by(["status", "error_message"], use_threads=False).aggregate([([], "count_all")])
-    return t.num_rows, list(zip(*(g.column(c).to_pylist() for c in ("status", "error_message", "count_all"))))
+    return (t.num_rows, list(zip(*(g.column(c).to_pylist() for c in ("status", "error_message", "count_all")))),
+            removed_rows(t.schema))
 
 
 def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> DownloadResult:
@@ -416,6 +427,7 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
     done = list_done(output_dir)
     success = 0
     rows = 0
+    removed_total = 0
     failed: Counter = Counter()
     reasons: Counter = Counter()
     sids = sorted(done)
@@ -432,7 +444,7 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
             raise DataError(f"shard {sid:05d}: its parquet cannot be read ({str(c).splitlines()[0][:200]})",
                             where=pq_path, fix="set the shard aside with `laionprep validate DIR --quarantine` "
                                                "and run the same download again to fetch it") from None
-        n, groups = c
+        n, groups, removed = c
         rows += n
         for st, msg, k in groups:
             if st == "success":
@@ -442,7 +454,8 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
             if msg not in normalised:
                 normalised[msg] = normalise_error(msg)
             reasons[f"{st}: {normalised[msg]}"] += k
-        lost = expected.get(sid, n) - n
+        removed_total += removed
+        lost = expected.get(sid, n + removed) - n - removed
         if lost > 0:  # img2dataset dropped rows of this shard without a status row: account for them explicitly
             failed["lost_by_img2dataset"] += lost
             reasons["lost_by_img2dataset: rows missing from the shard parquet"] += lost
@@ -451,7 +464,17 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
     return DownloadResult(
         shards_expected=len(expected), shards_done=len(done), rows=rows, success=success, failed=dict(failed),
         failure_reasons=dict(reasons.most_common()), incomplete_shards=incomplete, seconds=round(seconds, 2),
+        removed=removed_total,
     )
+
+
+# in a shard parquet's key-value metadata: how many rows `laionprep remove` took out of it (all lists together)
+REMOVED_KEY = b"laionprep.removed_by_list"
+
+
+def removed_rows(schema) -> int:
+    """The rows ``laionprep remove`` took out of the shard whose parquet has ``schema`` (0: none)."""
+    return int((schema.metadata or {}).get(REMOVED_KEY, b"0"))
 
 
 def normalise_error(msg: str | None) -> str:

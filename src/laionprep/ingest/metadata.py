@@ -131,6 +131,22 @@ def list_source(source: str, pattern: str) -> list[SourceFile]:
     return files
 
 
+def first_columns(source: str, pattern: str, parts: str | None = None) -> list[str]:
+    """The column names of the first selected file of ``source`` (its parquet footer: a few range reads)."""
+    import pyarrow.parquet as pq
+
+    files = list_source(source, pattern)
+    first = files[parse_parts(parts, len(files))[0]]
+    fsys, path = lfs.get_fs(first.url)
+    try:
+        with fsys.open(path, "rb") as f:
+            return pq.ParquetFile(f).schema_arrow.names
+    except Exception as e:
+        raise DataError(f"unreadable parquet file: {type(e).__name__}: {e}", where=first.url,
+                        fix="replace it with a complete, valid parquet file (or leave it out with --parts), "
+                            "then re-run the same command") from e
+
+
 def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None, max_samples: int | None = None,
           progress=None, on_selected: Callable[[], None] | None = None) -> FetchResult:
     """Fetch the selected parquet files of ``source`` into ``dest_dir``.
@@ -216,4 +232,4 @@ def remove_stale_tmp(folder: str) -> None:
             lfs.remove(lfs.join(folder, n))
 
 
-__all__: Sequence[str] = ["check_parts", "fetch", "list_source", "parse_parts", "FetchResult"]
+__all__: Sequence[str] = ["check_parts", "fetch", "first_columns", "list_source", "parse_parts", "FetchResult"]

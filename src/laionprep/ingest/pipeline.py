@@ -31,8 +31,11 @@ import pyarrow.parquet as pq
 
 from laionprep import fs as lfs
 from laionprep import manifest, options, stage
-from laionprep.datasets import Column, DatasetSpec, FilterOverrides, Filters, active_filters, get_spec
+import argparse
+
+from laionprep.datasets import Column, DatasetSpec, FilterOverrides, Filters, active_filters, for_columns, get_spec
 from laionprep.errors import DataError, NothingKept, UsageError
+from laionprep.folders import replace
 from laionprep.ingest import download as dl
 from laionprep.ingest import metadata as md
 from laionprep.ingest import prefilter as pf
@@ -59,6 +62,10 @@ class IngestConfig(FilterOverrides):
         parse=lambda v: options.csv(v) or None)
     no_filters: bool = option("--no-filters", bool, "drop the dataset's default filters (flags still apply)",
                               default=False, group="filters")
+    blur_faces: bool | None = option(  # None: the spec's default (on for DataComp, as its own download)
+        "--blur-faces", None, "blur the faces in the dataset's face-box column before resizing (img2dataset's "
+        "bbox_col; default: on for DataComp, which has face_bboxes; --no-blur-faces turns it off)",
+        action=argparse.BooleanOptionalAction)
     restart: bool = option("--restart", bool, "move the outputs of an earlier run in DIR (other parameters, or a "
                            "clean redo) to DIR/_previous/<UTC time>/ and start fresh", default=False, output=False)
     dry_run: bool = option("--dry-run", bool, "fetch the metadata and prefilter only: print what would be downloaded "
@@ -72,9 +79,20 @@ class IngestConfig(FilterOverrides):
     prefilter_processes: int = option("--prefilter-processes", int, "prefilter processes (default: one per core; "
                                       "inputs under 200,000 rows run in one)", default=0, output=False)
     download: dl.DownloadOptions = dl.DownloadOptions()
+    # the spec of the metadata's column set (datasets.for_columns; set by ``with_shape`` from the first file)
+    shape: str | None = dataclasses.field(default=None, metadata=manifest.RUN_ONLY)
 
     def spec(self) -> DatasetSpec:
-        return get_spec(self.dataset)
+        return get_spec(self.shape or self.dataset)
+
+    def blur_column(self) -> str | None:
+        """The face-box column img2dataset blurs (``bbox_col``), None when blurring is off."""
+        spec = self.spec()
+        on = spec.blur_faces if self.blur_faces is None else self.blur_faces
+        if on and not spec.bbox_column:
+            raise UsageError(f"--blur-faces: dataset {spec.name!r} has no face-box column", where="--blur-faces",
+                             fix="leave out --blur-faces (DataComp's specs have face_bboxes)")
+        return spec.bbox_column if on else None
 
     def filters(self) -> Filters:
         spec = self.spec()
@@ -90,9 +108,13 @@ class IngestConfig(FilterOverrides):
             raise UsageError(f"--prefilter-processes must be >= 0, got {self.prefilter_processes}",
                              where="--prefilter-processes", fix="0 means one per core")
         spec, filters = self.spec(), self.filters()
+        blur = self.blur_column()
         if self.columns is None:
             return
         carried = {n.lower() for n in (*self.columns, *(self.extra_columns or ()))}
+        if blur and blur.lower() not in carried:
+            raise UsageError(f"--columns leaves out {blur!r}, which face blurring reads", where="--columns",
+                             fix=f"add {blur!r} to --columns, or pass --no-blur-faces")
         for kind, col in active_filters(filters, spec):
             if col.lower() not in carried:  # the filter would have no column to read
                 raise UsageError(f"--columns leaves out {col!r}, which the {kind.field} filter reads",
@@ -103,7 +125,25 @@ class IngestConfig(FilterOverrides):
         """(parameters that decide the output, run-only settings) for the manifest."""
         params, settings = manifest.parameters_of(self)  # DownloadOptions' run-only fields go to settings
         params["filters_applied"] = self.filters().to_dict()
+        # blurring is recorded only when on, so a folder made before the flag existed (never blurred) resumes
+        del params["blur_faces"]
+        if self.blur_column():
+            params["blur_faces"] = {"bbox_column": self.blur_column()}
         return params, settings
+
+    def with_shape(self, log=print) -> "IngestConfig":
+        """This config with ``shape`` set from the first metadata file's columns (one listing and one parquet
+        footer), for a spec that reads several column sets (``laion400m``, ``laion2b-en``); unchanged otherwise."""
+        requested = get_spec(self.dataset)
+        if not requested.shapes or self.shape:
+            return self
+        names = md.first_columns(self.metadata_source or requested.metadata_url, requested.file_pattern, self.parts)
+        resolved = for_columns(requested, names)
+        out = dataclasses.replace(self, shape=resolved.name)
+        if resolved.name != requested.name:
+            log(f"laionprep download: the {requested.name} metadata has the columns of {resolved.name} "
+                f"({', '.join(names)}): read as {resolved.name}")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +206,17 @@ def _columns(cfg: IngestConfig, spec: DatasetSpec, first_file: str | None) -> tu
     return cols, warnings
 
 
+def _check_blur_column(cfg: IngestConfig, fetched: md.FetchResult) -> None:
+    """Face blurring on and a metadata file without the face-box column: an error, never unblurred images."""
+    col = cfg.blur_column()
+    for path, names in zip(fetched.sources, fetched.columns) if col else ():
+        if col.lower() not in {n.lower() for n in names}:
+            raise DataError(f"face blurring reads column {col!r}, which this metadata file does not have "
+                            f"(columns: {', '.join(names)})", where=path,
+                            fix="pass --no-blur-faces to download without blurring, or use metadata with "
+                                f"{col!r}")
+
+
 def check_paths(cfg: IngestConfig) -> None:
     """Refuse an output folder inside a local metadata source folder (outputs would be read back as inputs)."""
     src = cfg.metadata_source
@@ -191,10 +242,13 @@ def run_stage(cfg: IngestConfig, *, progress=None, log=print) -> stage.StageResu
             return stage.StageResult(manifest=m, tables=(_dry_run_table(cfg, m),), note=(
                 f"dry run: nothing downloaded. The same command without --dry-run downloads into {cfg.output}, "
                 "reusing the metadata and the prefilter's output"))
-        return stage.StageResult(manifest=m, tables=(_table(cfg, m),))
+        return stage.StageResult(manifest=m, tables=(_table(cfg, m), _applied_table(m)))
 
-    cfg.check()
+    md.check_parts(cfg.parts)
+    get_spec(cfg.dataset)
     dl.check_output_folder(Layout(cfg.output).tfrecord)  # read-only; names the foreign file before the re-run rule
+    cfg = cfg.with_shape(log)  # the filters and columns of the metadata's column set decide the parameters
+    cfg.check()  # read-only; names the foreign file before the re-run rule
     # the re-run rule (stage.check_rerun): same parameters resume, others are refused unless --restart
     return stage.run("download", cfg.output, body, parameters=cfg.parameters()[0], restart=cfg.restart,
                      replan=_replan)
@@ -269,6 +323,37 @@ def _dry_run_table(cfg: IngestConfig, m: dict) -> stage.Table:
     return stage.Table(f"laionprep download --dry-run {cfg.dataset} -> {cfg.output}", rows, ("", "rows"))
 
 
+def download_accounting(res: dl.DownloadResult, *, metadata_rows: int, not_read: int, dropped_by_prefilter: int,
+                        rows_out: int) -> tuple[dict, dict]:
+    """(the download's figures for ``stages.download``, the manifest's accounting) from img2dataset's shards as
+    they are now (``dl.account``); also used by ``laionprep remove`` after rewriting shards, so a removal and a
+    later resume of the download count the same way.  Rows removed by a list count as ``removed_by_list``."""
+    figures = {
+        "rows_in": rows_out - res.removed, "success": res.success, "failed": res.failed,
+        "failure_reasons": dict(list(res.failure_reasons.items())[:50]),
+        "distinct_failure_reasons": len(res.failure_reasons),
+        "shards_expected": res.shards_expected, "shards_done": res.shards_done,
+        "incomplete_shards": res.incomplete_shards,
+    }
+    breakdown = {
+        "metadata_rows": metadata_rows,
+        "not_read_max_samples": not_read,
+        "dropped_by_prefilter": dropped_by_prefilter,
+        "failed_download": sum(res.failed.values()),
+        "downloaded_ok": res.success,
+        "pending_in_incomplete_shards": rows_out - res.rows - res.removed,
+    }
+    if res.removed:  # only then: the accounting of a folder no list touched stays as it always was
+        figures["removed_by_list"] = breakdown["removed_by_list"] = res.removed
+    not_kept = {k: breakdown[k] for k in ("not_read_max_samples", "dropped_by_prefilter", "failed_download",
+                                          "pending_in_incomplete_shards", "removed_by_list") if k in breakdown}
+    return figures, manifest.accounting(metadata_rows, res.success, not_kept, **breakdown)
+
+
+def _applied_table(m: dict) -> stage.Table:
+    return stage.Table("applied", applied_rows(m), ("", ""))
+
+
 def _table(cfg: IngestConfig, m: dict) -> stage.Table:
     return stage.Table(f"laionprep download {cfg.dataset} -> {cfg.output}", summary_rows(m), ("", "rows"))
 
@@ -306,6 +391,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                        progress=progress, on_selected=lambda: write("fetching", {"download": run_detail}))
     meta_rows = sum(fetched.rows)
     columns, column_warnings = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
+    _check_blur_column(cfg, fetched)
     metadata_section = {"source": source, "files": [posixpath.basename(p) for p in fetched.files],
                         "fetched": fetched.fetched, "already_present": fetched.skipped, "rows": meta_rows}
     write("prefiltering", {"metadata": metadata_section, "download": run_detail})
@@ -343,7 +429,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         data = write("empty", stages, manifest.accounting(meta_rows, 0, not_kept, metadata_rows=meta_rows,
                                                            downloaded_ok=0, **not_kept))
         what, fix = pf.nothing_kept(rep, spec, filters)
-        raise NothingKept(what, where=lay.manifest, fix=fix, tables=(_table(cfg, data),))
+        raise NothingKept(what, where=lay.manifest, fix=fix, tables=(_table(cfg, data), _applied_table(data)))
     if cfg.dry_run:
         stages["download"] = {**run_detail, **dry_run_estimate(rep, cfg.download)}
         not_kept = {"not_read_max_samples": not_read, "dropped_by_prefilter": rep.rows_in - rep.rows_out,
@@ -355,13 +441,12 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     # 3. download
     verify = any(c.name == "sha256" for c in columns)
     res = dl.run(lay.prefiltered, lay.tfrecord, [f["rows_out"] for f in rep.files], [c.name for c in columns],
-                 cfg.download, verify_sha256=verify, log_path=lay.log, progress=progress)
+                 cfg.download, verify_sha256=verify, bbox_column=cfg.blur_column(), log_path=lay.log,
+                 progress=progress)
+    figures, accounting = download_accounting(res, metadata_rows=meta_rows, not_read=not_read,
+                                              dropped_by_prefilter=sum(rep.dropped.values()), rows_out=rep.rows_out)
     stages["download"] = {
-        **run_detail, "rows_in": rep.rows_out, "success": res.success, "failed": res.failed,
-        "failure_reasons": dict(list(res.failure_reasons.items())[:50]),
-        "distinct_failure_reasons": len(res.failure_reasons),
-        "shards_expected": res.shards_expected, "shards_done": res.shards_done,
-        "incomplete_shards": res.incomplete_shards, "image_size": cfg.download.image_size,
+        **run_detail, **figures, "image_size": cfg.download.image_size,
         "resize_mode": cfg.download.resize_mode, "resize_only_if_bigger": cfg.download.resize_only_if_bigger,
         "seconds": res.seconds, "peak_worker_rss_mib": res.peak_worker_rss_mib,
         "refetched": _refetched(res, quarantined),
@@ -371,17 +456,10 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                                                           if e["shard"] in res.incomplete_shards],
                                 "missing": [s for s in quarantined.get("missing", []) if s in res.incomplete_shards]}
     complete = not res.incomplete_shards
-    breakdown = {
-        "metadata_rows": meta_rows,
-        "not_read_max_samples": not_read,
-        "dropped_by_prefilter": sum(rep.dropped.values()),
-        "failed_download": sum(res.failed.values()),
-        "downloaded_ok": res.success,
-        "pending_in_incomplete_shards": rep.rows_out - res.rows,
-    }
-    not_kept = {k: breakdown[k] for k in ("not_read_max_samples", "dropped_by_prefilter", "failed_download",
-                                          "pending_in_incomplete_shards")}
-    accounting = manifest.accounting(meta_rows, res.success, not_kept, **breakdown)
+    lists = replace.works(cfg.output, lay.tfrecord)
+    if lists and stages["download"]["refetched"]:  # a fresh copy of a shard holds the rows a list removed again
+        log(f"warning: {len(stages['download']['refetched'])} shard(s) were fetched again after `laionprep remove` "
+            f"applied {len(lists)} list(s) here: run the same `laionprep remove` command(s) again")
     data = write("complete" if complete else "incomplete", stages, accounting)
     if not accounting["balanced"]:  # written first: the manifest shows the numbers that do not add up
         raise DataError(f"accounting does not balance: {accounting}", where=lay.manifest,
@@ -395,7 +473,7 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     if rep.rows_out and not res.success:
         data = write("empty", stages, accounting)
         what, fix = _nothing_downloaded(res)
-        raise NothingKept(what, where=lay.tfrecord, fix=fix, tables=(_table(cfg, data),))
+        raise NothingKept(what, where=lay.tfrecord, fix=fix, tables=(_table(cfg, data), _applied_table(data)))
     return data
 
 
@@ -458,6 +536,24 @@ def _name_source(e: DataError, fetched: md.FetchResult, remove: bool = True) -> 
 def _layout_dict(lay: Layout) -> dict:
     return {"metadata": "metadata/", "prefiltered": "prefiltered/", "tfrecord": "tfrecord/",
             "log": "logs/img2dataset.log"}
+
+
+def applied_rows(m: dict) -> list[tuple[str, str]]:
+    """What applied to a download (its own small table: long values would squeeze the summary's labels): the spec
+    the metadata's columns were read with, the filters, the columns carried, face blurring."""
+    st = m.get("stages") or {}
+    params = m.get("parameters") or {}
+    rows: list[tuple[str, str]] = []
+    if params.get("dataset") and m.get("dataset") != params["dataset"]:
+        rows.append((f"{params['dataset']} read as", f"{m.get('dataset')} (by its columns)"))
+    if params.get("filters_applied"):
+        rows.append(("filters", Filters(**{k: tuple(v) if isinstance(v, list) else v for k, v in
+                                           params["filters_applied"].items()}).describe()))
+    if st.get("prefilter", {}).get("columns") is not None:
+        rows.append(("columns carried", ", ".join(st["prefilter"]["columns"]) or "none"))
+    if params.get("blur_faces"):
+        rows.append(("faces blurred", f"boxes of {params['blur_faces']['bbox_column']}"))
+    return rows
 
 
 def summary_rows(m: dict, max_reasons: int = 12) -> list[tuple[str, int | str]]:

@@ -110,29 +110,51 @@ def check(data_folder: str, root: str) -> Check:
     return Check(repaired=repaired, stats=stats)
 
 
-def record(data_folder: str, root: str, known: dict[int, bytes]) -> None:
-    """Write ``DIR/_shards.parquet``: the file sizes of every finished shard, keyed by its stats file's sha256 (one
-    listing; only stats files not in ``known``, i.e. finished by this run, are read)."""
+def update_record(data_folder: str, root: str, shard_ids) -> None:
+    """Record the current sizes and stats sha256 of ``shard_ids`` in ``DIR/_shards.parquet`` (the other rows
+    unchanged): used by ``laionprep remove`` after it rewrote those shards."""
+    shard_ids = set(shard_ids)
+    if not shard_ids:
+        return
+    sizes = _listing(data_folder)
+    by_id = group_files(sizes)
+    stats = read_many([lfs.join(data_folder, by_id[s]["_stats.json"]) for s in shard_ids if s in by_id])
+    rows = read_record(lfs.join(root, RECORD))
+    for sid in shard_ids:
+        raw = stats.get(lfs.join(data_folder, by_id.get(sid, {}).get("_stats.json", "")))
+        if isinstance(raw, bytes) and all(s in by_id[sid] for s in SUFFIXES):
+            rows[sid] = (_digest(raw), sizes[by_id[sid][".tfrecord"]], sizes[by_id[sid][".parquet"]])
+    _write_record(root, rows)
+
+
+def _write_record(root: str, rows: dict[int, tuple[str, int, int]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    cols = {"shard": [], "stats_sha256": [], "tfrecord_bytes": [], "parquet_bytes": []}
+    for sid in sorted(rows):
+        for name, v in zip(cols, (sid, *rows[sid])):
+            cols[name].append(v)
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols, schema=pa.schema([("shard", pa.int64()), ("stats_sha256", pa.string()),
+                                                    ("tfrecord_bytes", pa.int64()),
+                                                    ("parquet_bytes", pa.int64())])), buf)
+    lfs.atomic_write_bytes(lfs.join(root, RECORD), buf.getvalue())
+
+
+def record(data_folder: str, root: str, known: dict[int, bytes]) -> None:
+    """Write ``DIR/_shards.parquet``: the file sizes of every finished shard, keyed by its stats file's sha256 (one
+    listing; only stats files not in ``known``, i.e. finished by this run, are read)."""
     sizes = _listing(data_folder)
     by_id = {sid: f for sid, f in group_files(sizes).items() if all(s in f for s in SUFFIXES)}
     new = [lfs.join(data_folder, f["_stats.json"]) for sid, f in by_id.items() if sid not in known]
     contents = read_many(new)
-    rows = {"shard": [], "stats_sha256": [], "tfrecord_bytes": [], "parquet_bytes": []}
+    rows: dict[int, tuple[str, int, int]] = {}
     for sid in sorted(by_id):
         raw = known.get(sid)
         if raw is None:
             raw = contents[lfs.join(data_folder, by_id[sid]["_stats.json"])]
             if isinstance(raw, Exception):
                 continue
-        rows["shard"].append(sid)
-        rows["stats_sha256"].append(_digest(raw))
-        rows["tfrecord_bytes"].append(sizes[by_id[sid][".tfrecord"]])
-        rows["parquet_bytes"].append(sizes[by_id[sid][".parquet"]])
-    buf = io.BytesIO()
-    pq.write_table(pa.table(rows, schema=pa.schema([("shard", pa.int64()), ("stats_sha256", pa.string()),
-                                                    ("tfrecord_bytes", pa.int64()),
-                                                    ("parquet_bytes", pa.int64())])), buf)
-    lfs.atomic_write_bytes(lfs.join(root, RECORD), buf.getvalue())
+        rows[sid] = (_digest(raw), sizes[by_id[sid][".tfrecord"]], sizes[by_id[sid][".parquet"]])
+    _write_record(root, rows)

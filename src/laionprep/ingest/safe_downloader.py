@@ -9,16 +9,34 @@ download child imports this module (it imports img2dataset, cv2 and their depend
 from __future__ import annotations
 
 import functools
+import json
 
 from img2dataset.downloader import Downloader
 
 from laionprep.ingest import safe_fetch
 
 
+class JsonBoxes:
+    """img2dataset's resizer, given the face boxes as the JSON text the prefilter stores list columns as (its
+    blurrer indexes ``[[x0, y0, x1, y1], ...]``; a null became the empty string: no box)."""
+
+    def __init__(self, resizer):
+        self.resizer = resizer
+
+    def __call__(self, img_stream, blurring_bbox_list=None):
+        if isinstance(blurring_bbox_list, bytes):
+            blurring_bbox_list = blurring_bbox_list.decode()
+        if isinstance(blurring_bbox_list, str):
+            blurring_bbox_list = json.loads(blurring_bbox_list) if blurring_bbox_list.strip() else []
+        return self.resizer(img_stream, blurring_bbox_list)
+
+
 class SafeDownloader(Downloader):
     def __init__(self, *args, fetch_options: safe_fetch.FetchOptions, **kwargs):
         super().__init__(*args, **kwargs)
         self.fetch_options = fetch_options
+        if self.blurring_bbox_col is not None:
+            self.resizer = JsonBoxes(self.resizer)
 
     def __call__(self, row):
         safe_fetch.install(self.fetch_options)

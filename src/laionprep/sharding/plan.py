@@ -19,6 +19,7 @@ import random
 
 from laionprep import fs as lfs
 from laionprep import folders as lshards
+from laionprep.datasets import dataset_of
 from laionprep.errors import DataError
 
 
@@ -126,7 +127,7 @@ def inspect_source(index: int, given: str) -> SourceInfo:
         warnings.append(f"source {index}: no records at all")
     dl = (m.get("parameters") or {}).get("download") or {}
     images = {k: dl[k] for k in ("image_size", "resize_mode", "resize_only_if_bigger") if k in dl}
-    return SourceInfo(index=index, given=given, folder=sc.folder, dataset=m.get("dataset"), manifest_status=status,
+    return SourceInfo(index=index, given=given, folder=sc.folder, dataset=dataset_of(m), manifest_status=status,
                       column_kinds=kinds, shards=sc.shards, sizes=sizes, peeked=peeked, warnings=warnings,
                       images=images, first_key=first_key)
 

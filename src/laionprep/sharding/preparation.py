@@ -12,7 +12,7 @@ from laionprep import __version__
 from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import options
-from laionprep.datasets import Filters, get_spec
+from laionprep.datasets import Filters, for_columns, get_spec
 from laionprep.errors import DataError, UsageError
 from laionprep.sharding import beam_options
 from laionprep.sharding import keys as lkeys
@@ -123,6 +123,9 @@ def prepare(cfg: ReshardConfig) -> Prepared:
                              fix="pass --dataset to say which spec's column types and filters apply")
         dataset = datasets[0] if datasets else None
     spec = get_spec(dataset) if dataset else None
+    if spec is not None and spec.shapes:  # e.g. laion2b-en: the column set the records carry decides the spec
+        spec = for_columns(spec, sorted({k for s in sources for k in (*s.peeked, *s.column_kinds)}))
+        dataset = spec.name
     if spec is None and cfg.default_filters:
         raise UsageError("--default-filters needs a dataset: no source has a manifest naming one", where="--dataset",
                          fix="pass --dataset NAME (see `laionprep datasets`)")

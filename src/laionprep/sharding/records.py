@@ -27,6 +27,7 @@ from collections import Counter
 from typing import Iterable, Mapping
 
 from laionprep.datasets import SENTINELS
+from laionprep.keylist import KeyList
 from laionprep.sharding.keys import KeyRule
 from laionprep.tfrecord import KIND_FIELD, Example
 
@@ -171,7 +172,7 @@ class RecordProcessor:
     """Normalises, filters and routes records of one job (built once per worker; not thread-safe)."""
 
     def __init__(self, schema: Mapping[str, str], drop_columns: Iterable[str], filters: RecordFilters,
-                 keep: frozenset | None, drop: frozenset | None, validation_fraction: float,
+                 keep: KeyList | None, drop: KeyList | None, validation_fraction: float,
                  renames: Iterable[tuple[str, str]] = (), resize=None):
         self.schema = dict(schema)
         self.resize = resize  # sharding.images.ShortSideResizer (--image-size) or None
@@ -249,16 +250,18 @@ class RecordProcessor:
         return changed, d
 
     # -- filters ------------------------------------------------------------------------------------------
-    def reason(self, d: dict) -> str | None:
-        """The first drop reason that applies to a normalised record (``{key: Feature}``), or None to keep it."""
+    def reason(self, d: dict, listed: tuple[bool, bool] | None = None) -> str | None:
+        """The first drop reason that applies to a normalised record (``{key: Feature}``), or None to keep it.
+        ``listed``: (in the keep list, in the drop list), looked up for a whole batch (:meth:`process_batch`)."""
         f = self.f
         if not d[self.image_key].bytes_list.value[0]:
             return "empty_image"
         if self.keep is not None or self.drop is not None:
-            v = d[f.keys_column].bytes_list.value[0]
-            if self.keep is not None and v not in self.keep:
+            if listed is None:
+                listed = self._listed([d])[0]
+            if self.keep is not None and not listed[0]:
                 return "key_not_kept"
-            if self.drop is not None and v in self.drop:
+            if self.drop is not None and listed[1]:
                 return "key_dropped"
         if self.nsfw is not None and d["NSFW"].bytes_list.value[0].decode("utf-8", "replace").upper() not in self.nsfw:
             return "nsfw"
@@ -299,13 +302,37 @@ class RecordProcessor:
                 return w, h
         return feats["width"].int64_list.value[0], feats["height"].int64_list.value[0]
 
-    # -- one record ---------------------------------------------------------------------------------------
+    # -- records ------------------------------------------------------------------------------------------
+    def _listed(self, ds: list) -> list[tuple[bool, bool]]:
+        """(in keep, in drop) for each normalised record: one vectorised lookup per list for the batch."""
+        keys = [d[self.f.keys_column].bytes_list.value[0] for d in ds]
+        keep = self.keep.contains(keys) if self.keep is not None else [True] * len(keys)
+        drop = self.drop.contains(keys) if self.drop is not None else [False] * len(keys)
+        return list(zip(keep, drop))
+
     def process(self, data: bytes, key_rule: KeyRule | None = None) -> tuple[bool, bytes]:
         """``(is_validation, output bytes)`` for a kept record, or ``(None, reason)`` for a dropped one; the key
         is rewritten by ``key_rule`` (:mod:`laionprep.sharding.keys`; raises ``KeyFormatError``)."""
-        ex = Example.FromString(data)
-        changed, d = self.normalise(ex)
-        reason = self.reason(d)
+        return self.process_batch([data], key_rule)[0]
+
+    def process_batch(self, datas: list[bytes], key_rule: KeyRule | None = None) -> list[tuple[bool, bytes]]:
+        """:meth:`process` for each record of ``datas`` (key lists are looked up once for the batch).  When a
+        record raises (DecodeError, KeyFormatError), ``self.failed_at`` is its index in ``datas``."""
+        self.failed_at = 0
+        parsed = []
+        for i, data in enumerate(datas):
+            self.failed_at = i
+            ex = Example.FromString(data)
+            parsed.append((ex, *self.normalise(ex)))
+        listed = self._listed([d for _, _, d in parsed]) if self.keep is not None or self.drop is not None else None
+        out = []
+        for i, (data, (ex, changed, d)) in enumerate(zip(datas, parsed)):
+            self.failed_at = i
+            out.append(self._finish(data, ex, changed, d, key_rule, listed[i] if listed else None))
+        return out
+
+    def _finish(self, data: bytes, ex, changed: bool, d: dict, key_rule: KeyRule | None, listed):
+        reason = self.reason(d, listed)
         if reason is not None:
             self.dropped[reason] += 1
             return None, reason

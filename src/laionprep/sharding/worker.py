@@ -37,7 +37,7 @@ from laionprep import arrayrecord
 from laionprep import fs as lfs
 from laionprep.errors import DataError, LaionprepError
 from laionprep.manifest import check_accounting
-from laionprep.sharding import keylists
+from laionprep import keylist
 from laionprep.sharding.plan import Task
 from laionprep.folders import names
 from laionprep.sharding.images import ImageError, ShortSideResizer
@@ -47,6 +47,12 @@ from laionprep.tfrecord import read_records
 
 FAIL_ONCE_ENV = "LAIONPREP_RESHARD_FAIL_ONCE"
 WORK_DIR = "_reshard"
+BATCH = 512  # records normalised and looked up in the key lists together
+
+
+def _key_list(url: str | None) -> keylist.KeyList | None:
+    """The sorted, memory-mapped list (laionprep.keylist), shared by all workers through the page cache."""
+    return keylist.load(url) if url else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,9 +173,8 @@ def write_task(job: Job, task: Task) -> dict:
     if done is not None:
         return done
     t0 = time.time()
-    proc = RecordProcessor(dict(job.schema), job.drop_columns, job.filters, keylists.key_list(job.filters.keep_keys),
-                           keylists.key_list(job.filters.drop_keys), job.validation_fraction,
-                           renames=job.feature_names,
+    proc = RecordProcessor(dict(job.schema), job.drop_columns, job.filters, _key_list(job.filters.keep_keys),
+                           _key_list(job.filters.drop_keys), job.validation_fraction, renames=job.feature_names,
                            resize=ShortSideResizer(job.image_size) if job.image_size else None)
     finals = {s: job.shard_url(s, task.index) for s in job.splits}
     tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
@@ -184,40 +189,51 @@ def write_task(job: Job, task: Task) -> dict:
         for piece in task.pieces:
             rule = job.key_rules[piece.source]
             n_piece = 0
+            batch: list[bytes] = []
+
+            def run_batch():
+                try:
+                    results = proc.process_batch(batch, rule)
+                except DecodeError as e:
+                    i = piece.start + n_piece - len(batch) + proc.failed_at
+                    raise DataError(f"record {i} is not a tf.train.Example ({e})", where=f"{piece.path} record {i}",
+                                    fix=INPUT_FIX) from e
+                except ImageError as e:
+                    i = piece.start + n_piece - len(batch) + proc.failed_at
+                    raise DataError(f"record {i}: {e} (--image-size re-encodes every image)",
+                                    where=f"{piece.path} record {i}", fix=INPUT_FIX) from e
+                except KeyFormatError as e:
+                    i = piece.start + n_piece - len(batch) + proc.failed_at
+                    raise DataError(f"{e}: the numeric output keys (source * 10**W + key) would not be unique",
+                                    where=f"{piece.path} record {i}",
+                                    fix="reshard this source on its own (its keys are then kept as they are)") from e
+                batch.clear()
+                for is_val, out in results:
+                    if is_val is None:
+                        continue
+                    split = job.validation_split if is_val else job.split
+                    if buffers is None:
+                        writers[split].write(out)
+                    else:
+                        for item in buffers[split].add(out):
+                            writers[split].write(item)
+
             for data in _read_input(piece):
-                n_piece += 1
-                rows_in += 1
-                if fail_at is not None and rows_in >= fail_at:
+                if fail_at is not None and rows_in + 1 >= fail_at:
+                    run_batch()
                     marker = os.environ[FAIL_ONCE_ENV].partition("@")[2]
                     for w in writers.values():
                         w.flush()
                     with open(marker, "w") as f:
-                        f.write(f"task {task.index} failed once after {rows_in} records\n")
-                    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in} "
+                        f.write(f"task {task.index} failed once after {rows_in + 1} records\n")
+                    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}) in task {task.index} after {rows_in + 1} "
                                        "records")
-                try:
-                    is_val, out = proc.process(data, rule)
-                except DecodeError as e:
-                    i = piece.start + n_piece - 1
-                    raise DataError(f"record {i} is not a tf.train.Example ({e})", where=f"{piece.path} record {i}",
-                                    fix=INPUT_FIX) from e
-                except ImageError as e:
-                    i = piece.start + n_piece - 1
-                    raise DataError(f"record {i}: {e} (--image-size re-encodes every image)",
-                                    where=f"{piece.path} record {i}", fix=INPUT_FIX) from e
-                except KeyFormatError as e:
-                    i = piece.start + n_piece - 1
-                    raise DataError(f"{e}: the numeric output keys (source * 10**W + key) would not be unique",
-                                    where=f"{piece.path} record {i}",
-                                    fix="reshard this source on its own (its keys are then kept as they are)") from e
-                if is_val is None:
-                    continue
-                split = job.validation_split if is_val else job.split
-                if buffers is None:
-                    writers[split].write(out)
-                else:
-                    for item in buffers[split].add(out):
-                        writers[split].write(item)
+                n_piece += 1
+                rows_in += 1
+                batch.append(data)
+                if len(batch) >= BATCH:
+                    run_batch()
+            run_batch()
             pieces.append({"source": piece.source, "shard": piece.shard, "start": piece.start, "stop": piece.stop,
                            "expected": piece.expected, "read": n_piece})
         if buffers is not None:
@@ -263,9 +279,9 @@ try:  # the DoFn needs Beam; the functions above do not
         def __init__(self, job: Job):
             self.job = job
 
-        def setup(self):  # load the key lists once per worker process
-            keylists.key_list(self.job.filters.keep_keys)
-            keylists.key_list(self.job.filters.drop_keys)
+        def setup(self):  # open the key lists once per worker process
+            _key_list(self.job.filters.keep_keys)
+            _key_list(self.job.filters.drop_keys)
 
         def process(self, task: Task):
             # A problem with the data (a damaged input file...) is written for the launcher to report, instead of

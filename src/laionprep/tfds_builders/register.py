@@ -40,6 +40,7 @@ from laionprep import folders
 from laionprep import manifest as lmanifest
 from laionprep import stage
 from laionprep.datasets import DatasetSpec, get_spec
+from laionprep.folders import replace
 from laionprep.errors import DataError, UsageError
 from laionprep.tfds_builders import features as feats
 from laionprep.tfds_builders import sources
@@ -527,12 +528,20 @@ def check_registration(dataset_dir: str) -> CheckResult:
         for sh in shards:
             current[(sh.number, _base(sh.url))] = (sh.count, sh.size)
     registered = set()
+    # shards `laionprep remove` rewrote since: the registration is outdated (its counts, and with copied files its
+    # content, still include the removed rows), not broken
+    removed = replace.removed_shards(rec["source"]) if rec.get("source_kind") == "download" else {}
     for split, rows in rec["splits"].items():
         for number, base, count, size in rows:
             registered.add((number, base))
             cur = current.get((number, base))
             if cur is None:
                 msgs_stale.append(f"{split} shard {number}: {base} is gone or no longer complete in the source")
+            elif cur != (count, size) and number in removed and cur[0] <= count:
+                msgs_new.append(f"{split} shard {number}: {count - cur[0]} record(s) removed by `laionprep remove` "
+                                f"({', '.join(removed[number])}) since registration"
+                                + ("; the registration's copy still holds them" if rec.get("layout") == "copy"
+                                   else ""))
             elif cur != (count, size):
                 msgs_stale.append(f"{split} shard {number}: {base} changed since registration "
                                   f"(records {count} -> {cur[0]}, bytes {size} -> {cur[1]})")

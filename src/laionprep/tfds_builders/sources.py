@@ -91,10 +91,9 @@ def _manifest(folder: str) -> dict:
 
 
 def _dataset_of(manifest: dict) -> str | None:
-    for d in (manifest, manifest.get("parameters") or {}, manifest.get("source") or {}):
-        if isinstance(d, dict) and isinstance(d.get("dataset"), str):
-            return d["dataset"]
-    return None
+    from laionprep.datasets import dataset_of
+
+    return dataset_of(manifest)
 
 
 def scan_download(path: str) -> Source:

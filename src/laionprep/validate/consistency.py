@@ -64,7 +64,7 @@ def download(root: str, data: str, manifest: dict, shards: list) -> list[Problem
 
 def _shard_mismatch(s, sid: int, oom: int, want: list[str]) -> str:
     try:
-        t = _table(s.parquet, ["key", "url"])
+        t, removed = _table(s.parquet, ["key", "url"], with_removed=True)
     except Exception:  # a missing or unreadable parquet is the shard checks' problem, not this one
         return ""
     got: dict[int, Any] = {}
@@ -76,9 +76,11 @@ def _shard_mismatch(s, sid: int, oom: int, want: list[str]) -> str:
         if n // oom != sid:
             return f"key {key} belongs to shard {n // oom}"
         got[n % oom] = url
-    if len(t["key"]) != len(want) or sorted(got) != list(range(len(want))):
-        return f"{len(t['key'])} rows where the prefilter output gives {len(want)}"
-    wrong = [i for i, u in enumerate(want) if got[i] != u]
+    # rows `laionprep remove` took out (their count in the parquet's metadata) are the only ones that may be missing
+    if len(t["key"]) + removed != len(want) or len(got) != len(t["key"]) or not all(0 <= i < len(want) for i in got):
+        return f"{len(t['key'])} rows" + (f" (+{removed} removed by a list)" if removed else "") + \
+            f" where the prefilter output gives {len(want)}"
+    wrong = [i for i, u in got.items() if want[i] != u]
     return f"{len(wrong)} of its {len(want)} URLs differ (e.g. row {wrong[0]})" if wrong else ""
 
 
@@ -110,11 +112,18 @@ def reshard(manifest: dict, counts: dict) -> list[Problem]:
             for p in problems]
 
 
-def _table(path: str, columns: list[str]) -> dict:
+REMOVED_KEY = b"laionprep.removed_by_list"  # ingest.download.REMOVED_KEY (validate does not import ingest)
+
+
+def _table(path: str, columns: list[str], with_removed: bool = False):
+    """The columns of a shard parquet (and, ``with_removed``, the rows ``laionprep remove`` took out of it)."""
     import pyarrow.parquet as pq
 
     with lfs.open_file(path) as f:
-        return pq.read_table(f, columns=columns).to_pydict()
+        t = pq.read_table(f, columns=columns)
+    if not with_removed:
+        return t.to_pydict()
+    return t.to_pydict(), int((t.schema.metadata or {}).get(REMOVED_KEY, b"0"))
 
 
 def _url_column(path: str):

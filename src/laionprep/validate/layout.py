@@ -18,7 +18,7 @@ from typing import Any
 from laionprep import feature_names
 from laionprep import fs as lfs
 from laionprep import folders
-from laionprep.datasets import DatasetSpec, SPECS
+from laionprep.datasets import SPECS, DatasetSpec, dataset_of
 from laionprep.errors import UsageError
 from laionprep.folders.shardscan import describe
 from laionprep.validate import consistency
@@ -136,7 +136,7 @@ def _download(folder: folders.DownloadFolder, cfg) -> Layout:
     has_manifest = lfs.exists(folder.manifest_path)
     manifest = folder.manifest() if has_manifest else {}
     notes = [] if has_manifest else ["no manifest.json: totals are not compared with one"]
-    spec = _spec_for(cfg.dataset, "--dataset") or _spec_for(manifest.get("dataset"), lfs.join(root, "manifest.json"))
+    spec = _spec_for(cfg.dataset, "--dataset") or _spec_for(dataset_of(manifest), lfs.join(root, "manifest.json"))
     carried = (manifest.get("stages", {}).get("prefilter", {}) or {}).get("columns") or None
     if cfg.dataset:
         carried = None
@@ -194,7 +194,7 @@ def _resharded(root: str, cfg) -> Layout:
     manifest = lfs.read_json(lfs.join(root, "manifest.json")) if lfs.exists(lfs.join(root, "manifest.json")) else {}
     if not manifest:
         notes.append("no manifest.json next to counts.json")
-    ds_name = cfg.dataset or manifest.get("dataset") or _find_value(manifest.get("parameters", {}), "dataset")
+    ds_name = cfg.dataset or dataset_of(manifest) or _find_value(manifest.get("parameters", {}), "dataset")
     spec = _spec_for(ds_name, "--dataset") if (cfg.dataset or ds_name in SPECS) else None
     # the records' schema: stages.reshard.schema (manifest.py), top-level in manifests written before it
     schema = ((manifest.get("stages") or {}).get("reshard") or {}).get("schema") or manifest.get("schema")

@@ -1,0 +1,222 @@
+"""Issue #17: ``laionprep remove DIR --list FILE`` on a finished download (a tiny real download from 127.0.0.1).
+
+Only the shards holding a listed row are rewritten; nothing of a removed row stays in the tfrecord or the shard
+parquet; stats, the size record, the manifest's accounting (``removed_by_list``) and an audit file follow; validate
+passes; the same download command afterwards resumes without fetching anything again; a second run changes
+nothing; a run killed with SIGKILL at any step (a deterministic kill point, ``removal.KILL_ENV``) and run again
+ends with the same folder; ``build-tfds --check`` reports an earlier registration as outdated until it is
+registered again.  docs/RELIABILITY.md lists these cases.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+
+import pyarrow.parquet as pq
+import pytest
+
+from laionprep import removal
+
+from .crash_helpers import cli, env, run
+from .lost_files_helpers import download_cmd, manifest, records, snapshot, validate_cmd, write_source
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, demo_server):
+    """(metadata source, a finished tiny download: 23 rows in shards of 10, 10 and 3) built once; copy it."""
+    base = tmp_path_factory.mktemp("remove")
+    src = write_source(str(base / "src"), demo_server)
+    out = str(base / "dl")
+    r, _ = run(download_cmd(src, out))
+    assert r.returncode == 0, r.stderr
+    return src, out
+
+
+@pytest.fixture
+def folder(tiny, tmp_path):
+    dst = str(tmp_path / "dl")
+    shutil.copytree(tiny[1], dst)
+    return dst
+
+
+def shard_rows(folder: str, sid: int) -> list[dict]:
+    return pq.read_table(os.path.join(folder, "tfrecord", f"{sid:05d}.parquet")).to_pylist()
+
+
+def make_list(folder: str, tmp_path) -> tuple[str, set[str], set[str]]:
+    """A URL list naming two images of shard 0, one failed row of shard 1 (or a third image) and an unknown URL;
+    returns (list path, keys listed, URLs listed)."""
+    s0 = [r for r in shard_rows(folder, 0) if r["status"] == "success"][:2]
+    s1 = shard_rows(folder, 1)
+    pick = [r for r in s1 if r["status"] != "success"][:1] or [r for r in s1 if r["status"] == "success"][:1]
+    chosen = s0 + pick
+    path = str(tmp_path / "takedown.txt")
+    with open(path, "w") as f:
+        f.write("\n".join([r["url"] for r in chosen] + ["http://example.invalid/not-in-the-folder.jpg"]) + "\n")
+    return path, {r["key"] for r in chosen}, {r["url"] for r in chosen}
+
+
+def remove_cmd(folder: str, lst: str, *extra: str) -> list[str]:
+    return cli("remove", folder, "--list", lst, *extra)
+
+
+@pytest.fixture(autouse=True)
+def own_keylist_cache(tmp_path, monkeypatch):
+    """Each test's key-list cache is its own (the session's is shared with tests that expect it empty)."""
+    monkeypatch.setenv("LAIONPREP_CACHE_DIR", str(tmp_path / "keylist-cache"))
+
+
+def data_files(folder: str) -> dict:
+    """The folder's shard files and size record (what must come out identical), by relative path."""
+    snap = snapshot(folder)
+    return {k: v for k, v in snap.items() if k.startswith("tfrecord/") or k == "_shards.parquet"}
+
+
+@pytest.mark.slow
+def test_remove_rewrites_only_the_listed_shards_and_keeps_nothing_of_a_removed_row(tiny, folder, tmp_path):
+    src, _ = tiny
+    lst, keys, urls = make_list(folder, tmp_path)
+    before, before_snap, m0 = records(folder), snapshot(folder), manifest(folder)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0, r.stderr
+    after, m = records(folder), manifest(folder)
+    # records: the listed ones gone, every other one byte-identical (caption and image hash)
+    assert set(after) == set(before) - keys
+    assert all(after[k] == before[k] for k in after)
+    # nothing of a removed row in any shard file: not in the tfrecords' bytes, not in the parquets' rows
+    for n in os.listdir(os.path.join(folder, "tfrecord")):
+        p = os.path.join(folder, "tfrecord", n)
+        raw = open(p, "rb").read()
+        assert not any(u.encode() in raw for u in urls), n
+        if n.endswith(".parquet"):
+            rows = pq.read_table(p).to_pylist()
+            assert not {r["key"] for r in rows} & keys and not {r["url"] for r in rows} & urls
+    # only shards 0 and 1 were rewritten; shard 2 and the metadata copies are untouched
+    snap = snapshot(folder)
+    for n in ("00002.tfrecord", "00002.parquet", "00002_stats.json"):
+        assert snap[f"tfrecord/{n}"] == before_snap[f"tfrecord/{n}"]
+    assert snap["tfrecord/00000.tfrecord"] != before_snap["tfrecord/00000.tfrecord"]
+    # stats, manifest and accounting
+    stats0 = json.load(open(os.path.join(folder, "tfrecord", "00000_stats.json")))
+    assert stats0["successes"] == sum(1 for k in after if k.startswith("00000")) and stats0["removed_by_list"] == 2
+    acc = m["accounting"]
+    assert acc["balanced"] and acc["removed_by_list"] == 3 and acc["kept"] == len(after)
+    assert acc["rows_in"] == m0["accounting"]["rows_in"]
+    assert m["stages"]["download"]["success"] == len(after) and m["stages"]["download"]["removed_by_list"] == 3
+    # the audit: the list's name, its sha256, the keys removed, when
+    audit = json.load(open(os.path.join(folder, m["stages"]["remove"]["lists"][0]["audit"])))
+    assert audit["list"] == lst and audit["list_sha256"] == hashlib.sha256(open(lst, "rb").read()).hexdigest()
+    assert set(audit["keys"]) == keys and audit["rows_removed"] == 3 and audit["when"].endswith("Z")
+    assert audit["shards"] == [0, 1]
+    # validate passes on the result
+    r, _ = run(validate_cmd(folder))
+    assert r.returncode == 0, r.stdout + r.stderr
+    # a second run with the same list changes nothing
+    snap = snapshot(folder)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0 and "nothing left to remove" in r.stdout
+    assert snapshot(folder) == snap
+    # the same download command resumes: no shard looks damaged (sizes recorded), nothing fetched again
+    r, _ = run(download_cmd(src, folder))
+    assert r.returncode == 0, r.stderr
+    m2 = manifest(folder)
+    assert records(folder) == after and m2["accounting"] == m["accounting"]
+    assert not m2["stages"]["download"]["refetched"] and not os.path.exists(os.path.join(folder, "_quarantine"))
+
+
+KILL_POINTS = ["0:pending", "0:planned", "0:renamed.tfrecord", "0:renamed.parquet", "1:renamed.tfrecord",
+               "1:renamed_stats.json", "-1:recounted"]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, tmp_path_factory):
+    """The folder after one uninterrupted removal (and its list)."""
+    base = tmp_path_factory.mktemp("remove-ref")
+    folder = str(base / "dl")
+    shutil.copytree(tiny[1], folder)
+    lst, keys, _ = make_list(folder, base)
+    r, _ = run(remove_cmd(folder, lst), env=env(LAIONPREP_CACHE_DIR=str(base / "keylist-cache")))
+    assert r.returncode == 0, r.stderr
+    return folder, lst, keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_remove_killed_at_any_step_then_run_again_gives_the_same_folder(point, reference, folder, tmp_path):
+    ref, ref_list, keys = reference
+    lst = str(tmp_path / "takedown.txt")
+    shutil.copy(ref_list, lst)
+    r, _ = run(remove_cmd(folder, lst), env=env(**{removal.KILL_ENV: point}))
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0, r.stderr
+    assert data_files(folder) == data_files(ref)
+    assert records(folder) == records(ref)
+    m, mr = manifest(folder), manifest(ref)
+    assert m["accounting"] == mr["accounting"] and m["stages"]["download"] == mr["stages"]["download"]
+    audit = json.load(open(os.path.join(folder, m["stages"]["remove"]["lists"][0]["audit"])))
+    assert set(audit["keys"]) == keys and audit["shards"] == [0, 1]
+    assert not os.listdir(os.path.join(folder, "_removals", audit["list_sha256"][:16], "pending"))
+    r, _ = run(validate_cmd(folder))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_download_resumed_over_a_half_replaced_shard_completes_the_removal_first(tiny, reference, folder, tmp_path):
+    """Killed between the tfrecord's and the stats file's rename, the shard holds the new tfrecord next to the old
+    stats: the resume check would take it for damaged and fetch the removed images again.  The download first
+    completes the replacement (roll forward), and remove afterwards finishes the bookkeeping."""
+    src, _ = tiny
+    ref, ref_list, _ = reference
+    lst = str(tmp_path / "takedown.txt")
+    shutil.copy(ref_list, lst)
+    r, _ = run(remove_cmd(folder, lst), env=env(**{removal.KILL_ENV: "0:renamed.tfrecord"}))
+    assert r.returncode == -signal.SIGKILL
+    r, _ = run(download_cmd(src, folder))
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(os.path.join(folder, "_quarantine"))
+    assert not manifest(folder)["stages"]["download"]["refetched"]
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0, r.stderr
+    assert records(folder) == records(ref) and data_files(folder) == data_files(ref)
+    assert manifest(folder)["accounting"] == manifest(ref)["accounting"]
+
+
+@pytest.mark.slow
+def test_build_tfds_check_reports_a_registration_outdated_after_remove(folder, tmp_path):
+    root = str(tmp_path / "tfds")
+    reg = cli("build-tfds", "--source", folder, "--name", "tiny", "--data-dir", root, "--no-progress")
+    check = cli("build-tfds", "--check", "--name", "tiny", "--data-dir", root, "--no-progress")
+    r, _ = run(reg)
+    assert r.returncode == 0, r.stderr
+    r, _ = run(check)
+    assert r.returncode == 0 and "ok" in r.stdout
+    lst, _, _ = make_list(folder, tmp_path)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0, r.stderr
+    r, _ = run(check)
+    assert r.returncode == 1 and "outdated" in r.stdout, r.stdout
+    assert "removed by `laionprep remove`" in r.stdout and "takedown.txt" in r.stdout
+    r, _ = run(reg)  # registered again, it is current
+    assert r.returncode == 0, r.stderr
+    r, _ = run(check)
+    assert r.returncode == 0, r.stdout
+
+
+def test_remove_refuses_what_it_cannot_do_with_the_fix(tiny, folder, tmp_path):
+    lst = str(tmp_path / "l.txt")
+    open(lst, "w").write("x\n")
+    r, _ = run(remove_cmd(folder, lst, "--by", "md5"))
+    assert r.returncode == 2 and "--by md5: the shard parquets have no column 'md5'" in r.stderr
+    assert "match on one of: url, key" in r.stderr and "fix:" in r.stderr and "Traceback" not in r.stderr
+    m = manifest(folder)
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump({**m, "status": "incomplete"}, f)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 2 and "not complete" in r.stderr and "finish it first" in r.stderr
+    assert "Traceback" not in r.stderr
+    r, _ = run(remove_cmd(str(tmp_path / "nowhere"), lst))
+    assert r.returncode == 2 and "DIR" in r.stderr and "Traceback" not in r.stderr
