@@ -492,14 +492,11 @@ def _finish_file(args) -> None:
     lfs.rename(tmp, dst)
 
 
-def _batch_rows(path: str, limit: int, budget: int) -> int:
-    """Rows per batch so that a batch's working set stays within ``budget`` bytes (from the footer's sizes)."""
-    try:
-        md = pq.ParquetFile(path).metadata
-        size = sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
-        per_row = max(64, size // max(md.num_rows, 1))
-    except Exception:  # unreadable: phase 1 names the file
-        per_row = 1024
+def _batch_rows(md, limit: int, budget: int) -> int:
+    """Rows per batch so that a batch's working set stays within ``budget`` bytes (from the footer's sizes, read
+    once per file by the caller: on an object store each footer read is a request)."""
+    size = sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
+    per_row = max(64, size // max(md.num_rows, 1))
     return int(max(1024, min(max(limit, 1), budget // (per_row * _WORK_FACTOR))))
 
 
@@ -555,21 +552,28 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
 
     # which files and how many rows of each (--max-samples stops at a row count: known from the footers)
     limits: list[int] = []
+    footers = []
     total = 0
     for path in inputs:
         if max_samples is not None and total >= max_samples:
             break
         try:
-            rows = pq.ParquetFile(lfs.open_file(path) if not lfs.is_local(path) else path).metadata.num_rows
+            if lfs.is_local(path):  # pyarrow would read gs:// with its own client, which knows no emulator/auth
+                footer = pq.ParquetFile(path).metadata
+            else:
+                with lfs.open_file(path) as f:
+                    footer = pq.ParquetFile(f).metadata
         except Exception as e:
             raise DataError(f"unreadable parquet: {type(e).__name__}: {e}", where=path, fix=_UNREADABLE_FIX) from e
+        footers.append(footer)
+        rows = footer.num_rows
         rows = rows if max_samples is None else min(rows, max_samples - total)
         limits.append(rows)
         total += rows
     procs = processes or os.cpu_count() or 1
     procs = max(1, min(procs, len(limits))) if total >= SERIAL_BELOW_ROWS else 1
     per_proc = max(memory_budget // procs, 1)
-    batch = [_batch_rows(p, lim, per_proc) for p, lim in zip(inputs, limits)]
+    batch = [_batch_rows(md, lim, per_proc) for md, lim in zip(footers, limits)]
     # one file read in one batch: its duplicates are all found in phase 1, nothing to spill
     spilling = len(limits) > 1 or any(lim > b for lim, b in zip(limits, batch))
     partitions = url_dedup.partitions_for(total, per_proc) if spilling else 1
