@@ -15,7 +15,8 @@ from laionprep.errors import DataError
 
 
 @pytest.fixture(autouse=True)
-def fresh_process_cache():
+def fresh_process_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv(keylist.CACHE_ENV, str(tmp_path / "keylist-cache"))  # lists built by other tests stay out
     keylist._LOADED.clear()
     yield
     keylist._LOADED.clear()

@@ -71,7 +71,7 @@ def test_tiny_budget_many_batches_and_partitions_equals_large_budget(tmp_path, m
     monkeypatch.setattr(url_dedup, "Spill", CountingSpill)
     small = prefilter(SPEC, paths, str(tmp_path / "small"), SPEC.default_filters, memory_budget=40_000)
     assert seen["partitions"] > 4 and seen["chunks"] > len(paths)  # many partitions, several chunks per file
-    assert pfm._batch_rows(paths[0], 3000, 40_000) < 3000  # and several batches per file
+    assert pfm._batch_rows(pq.ParquetFile(paths[0]).metadata, 3000, 40_000) < 3000  # and several batches per file
     assert small.to_dict() == big.to_dict()
     for a, b in zip(_out(tmp_path / "big"), _out(tmp_path / "small")):
         assert a.equals(b)
@@ -134,7 +134,7 @@ def test_size_flag_values(value, expected):
 def test_one_file_read_in_many_batches(tmp_path):
     """Duplicates across the batches of one file (no other file to compare with) are found too."""
     paths = _files(tmp_path, n_files=1, rows=5000, seed=2)
-    assert pfm._batch_rows(paths[0], 5000, 100_000) < 2000
+    assert pfm._batch_rows(pq.ParquetFile(paths[0]).metadata, 5000, 100_000) < 2000
     small = prefilter(SPEC, paths, str(tmp_path / "small"), SPEC.default_filters, memory_budget=100_000)
     big = prefilter(SPEC, paths, str(tmp_path / "big"), SPEC.default_filters)
     assert small.to_dict() == big.to_dict()
