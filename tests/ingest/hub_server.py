@@ -9,6 +9,8 @@ import re
 import threading
 import urllib.parse
 
+from laionprep.testing.server import LocalHTTPServer
+
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 class Hub:
@@ -77,7 +79,7 @@ class Hub:
                         return self._send(206, chunk, "application/octet-stream", hdr + [rng_hdr], body)
                     return self._send(200, data, "application/octet-stream", hdr, body)
                 self._json({"error": "nf"}, 404)
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv = LocalHTTPServer(("127.0.0.1", 0), H)
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
 

@@ -12,6 +12,7 @@ import pytest
 
 from laionprep.errors import SourceError, UsageError
 from laionprep.ingest import metadata as md
+from laionprep.testing.server import LocalHTTPServer
 
 
 def make_source(folder, n_files=4, rows=10):
@@ -28,7 +29,7 @@ def http_folder(tmp_path):
     make_source(root / "meta")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *a: None
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv = LocalHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}/meta/"

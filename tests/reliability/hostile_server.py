@@ -44,6 +44,8 @@ import time
 import urllib.parse
 import zlib
 
+from laionprep.testing.server import LocalHTTPServer
+
 HUGE = 200 * 1024 * 1024
 BOMB_SIDE = 30000
 
@@ -317,8 +319,7 @@ class HostileServer:
         self.huge_sent: dict[str, list[int]] = collections.defaultdict(list)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = LocalHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.hostile = self  # type: ignore[attr-defined]
         if tls:
             import ssl

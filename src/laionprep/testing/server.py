@@ -23,6 +23,15 @@ def _encoded(seed: int, index: int) -> tuple[bytes, str]:
     return synth.encode(synth.sample(seed, index))
 
 
+class LocalHTTPServer(http.server.ThreadingHTTPServer):
+    """A threaded 127.0.0.1 server for tests and the demo.  The stock listen backlog of 5 overflows when 16
+    downloader threads connect at once on a loaded machine: the kernel drops the SYN, the client resends it after
+    1 s and a 2 s per-URL deadline then reads as a connect timeout."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -52,8 +61,7 @@ class DemoServer:
     """Context manager: ``with DemoServer() as srv: srv.base_url``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self._httpd = http.server.ThreadingHTTPServer((host, port), _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = LocalHTTPServer((host, port), _Handler)
         self._httpd.counts = collections.Counter()  # type: ignore[attr-defined]
         self._thread: Optional[threading.Thread] = None
 
