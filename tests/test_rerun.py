@@ -189,7 +189,7 @@ def test_check_rerun_unit(tmp_path):
     with pytest.raises(UsageError, match="output of `laionprep download`"):
         stage.check_rerun("reshard", folder, {"a": 1})
     assert stage.changed_parameters({"a": {"b": 1, "c": [1]}, "d": "x"}, {"a": {"b": 2, "c": [1]}, "e": None}) == [
-        "a.b: 1 -> 2", 'd: "x" -> (absent)', "e: (absent) -> null"]
+        "a.b: 1 -> 2", 'd: "x" -> (not set: the default)', "e: (not set: the default) -> null"]
     moved = stage.check_rerun("reshard", folder, {"a": 1}, restart=True, log=lambda s: None)
     assert sorted(os.listdir(folder)) == sorted([stage.LOCK_NAME, stage.PREVIOUS])
     assert os.listdir(moved) == ["manifest.json"]

@@ -123,7 +123,8 @@ def _readable_manifest(folder: str) -> dict:
 
 
 def changed_parameters(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``dotted.path: old -> new`` for each parameter that differs (``(absent)`` for a missing one)."""
+    """``dotted.path: old -> new`` for each parameter that differs; ``(not set: the default)`` for one left out
+    (some parameters are omitted at their default so that folders made before they existed keep their fingerprint)."""
     old, new = lmanifest.plain(old), lmanifest.plain(new)
     out = []
     for k in sorted(set(old) | set(new), key=str):
@@ -139,7 +140,7 @@ _ABSENT = object()
 
 
 def _show(v: Any) -> str:
-    return "(absent)" if v is _ABSENT else lmanifest.canonical_json(v)
+    return "(not set: the default)" if v is _ABSENT else lmanifest.canonical_json(v)
 
 
 def _entries(folder: str) -> list[str]:

@@ -191,6 +191,16 @@ def test_rerun_is_a_noop_and_repairs_a_damaged_output(clean):
     assert shard_bytes(out) == ref
 
 
+def test_a_copied_output_is_repaired_where_it_now_is(clean, tmp_path):
+    """OUT copied elsewhere (another disk or bucket) is still the same plan: a lost shard there is written again."""
+    cfg, out, m, ref = clean
+    copy = str(tmp_path / "moved")
+    shutil.copytree(out, copy)
+    os.remove(os.path.join(copy, sorted(ref)[0]))
+    m2 = reshard(ReshardConfig(**{**cfg.__dict__, "output": copy}), **QUIET)
+    assert shard_bytes(copy) == ref and detail(m2)["plan"]["hash"] == detail(m)["plan"]["hash"]
+
+
 def test_other_parameters_into_a_complete_output_need_restart(clean, tmp_path):
     """(was: ``--overwrite``, which deleted the old output; ``--restart`` moves it to OUT/_previous/<time>/)"""
     cfg, out, _, ref = clean

@@ -54,8 +54,9 @@ def prepare_output(job: lworker.Job) -> None:
             same_plan = False
         if not same_plan:  # same plan: the output was damaged since; repair it.  Other parameters never get here
             # (stage.check_rerun refused them); the same parameters over changed inputs (a resumed download) do
-            raise UsageError("the output folder already holds a complete reshard of other inputs (the sources' "
-                             "shards changed since; same parameters)", where=job.output,
+            raise UsageError("the output folder already holds a complete reshard with the same parameters but of "
+                             "other input shards (the sources changed since) or by another laionprep version",
+                             where=job.output,
                              fix="pass --restart to move it to OUT/_previous/<UTC time>/ and reshard again, or "
                                  "choose another --output")
         fsys.rm(lfs.get_fs(counts_url)[1])

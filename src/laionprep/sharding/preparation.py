@@ -209,6 +209,7 @@ def _file_identity(url: str | None):
 def _plan_hash(job: lworker.Job, tasks: list[lplan.Task], sources: list[lplan.SourceInfo]) -> str:
     d = dataclasses.asdict(job)
     d.pop("plan_hash")
+    d.pop("output")  # where OUT is does not change its shards: a copied or moved output is still this plan's
     if d["file_format"] == "tfrecord":  # the default: plans made before the field existed keep their hash
         d.pop("file_format")
     if d["image_size"] is None:  # absent before --image-size existed: older outputs keep their plan hash
