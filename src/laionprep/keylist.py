@@ -454,7 +454,7 @@ def _load(url: str, kind: str, column: str | None, memory_budget: int) -> KeyLis
         path, memo = _local_copy(url, cache)
     except FileNotFoundError:
         raise DataError("key list not found", where=url,
-                        fix="check the path given to --keep-keys/--drop-keys") from None
+                        fix="check the list's path") from None
     except OSError as e:
         raise DataError(f"cannot read the key list: {e}", where=url, fix="check the path and its permissions") from e
     sha = memo["sha256"]

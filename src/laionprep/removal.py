@@ -133,6 +133,8 @@ def _rewrite(w: Work, sid: int, table, mask, by: str) -> dict:
 def run_stage(cfg: RemoveConfig) -> stage.StageResult:
     from laionprep.folders import kinds
 
+    if not lfs.exists(cfg.list_file):
+        raise UsageError("removal list not found", where=f"--list {cfg.list_file}", fix="check the path")
     folder = kinds.detect(cfg.folder)
     if not isinstance(folder, kinds.DownloadFolder):
         raise UsageError(f"{cfg.folder} is a {folder.kind} folder; `laionprep remove` rewrites download folders",

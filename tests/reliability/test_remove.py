@@ -220,3 +220,6 @@ def test_remove_refuses_what_it_cannot_do_with_the_fix(tiny, folder, tmp_path):
     assert "Traceback" not in r.stderr
     r, _ = run(remove_cmd(str(tmp_path / "nowhere"), lst))
     assert r.returncode == 2 and "DIR" in r.stderr and "Traceback" not in r.stderr
+    r, _ = run(remove_cmd(folder, str(tmp_path / "typo.txt")))
+    assert r.returncode == 2 and "removal list not found" in r.stderr and "--list" in r.stderr
+    assert "--keep-keys" not in r.stderr and "Traceback" not in r.stderr
