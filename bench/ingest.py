@@ -6,11 +6,15 @@
    Runs alternate; the median of --repeats runs each is compared.  Target: ratio <= 1.05.
 2. The prefilter's rows/s on a LAION-shaped parquet against a plain pyarrow read + write of the same file.
    Target: time ratio <= 1.25.
+3. The fetcher alone: CPU per URL of laionprep's safe fetcher (what img2dataset's workers call for each row)
+   against img2dataset's own urllib download of the same loopback URLs (served by another process), 16 threads,
+   this process's CPU time per round, alternating rounds (median).  The per-URL difference is what the fetcher
+   adds to every row of a download.
 
    At scale: `--rows 20000` (fixed costs amortised; the accounting reads every shard parquet's status columns).
 
 Usage: python bench/ingest.py [--rows 2000] [--repeats 3] [--prefilter-rows 2000000] [--skip-prefilter]
-       [--skip-download]
+       [--skip-download] [--skip-fetcher] [--fetcher-urls 4000]
 """
 from __future__ import annotations
 
@@ -119,6 +123,51 @@ def bench_prefilter(n: int, work: str) -> dict:
             "time_ratio": round(p / r, 3)}
 
 
+SERVE = """
+import sys, time
+from laionprep.testing.server import DemoServer
+srv = DemoServer().start()
+srv.prewarm(7, 500)
+print(srv.base_url, flush=True)
+sys.stdin.read()
+"""
+
+
+def bench_fetcher(n: int, rounds: int = 3) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import img2dataset.downloader as i2d
+
+    from laionprep.ingest import safe_fetch as sf
+
+    directives = ["noai", "noimageai", "noindex", "noimageindex"]
+    opts = sf.FetchOptions(allow_private_addresses=True)
+    fetchers = {
+        "laionprep": lambda row: sf.download_image_with_retry(row, 10, 0, "laionprep", directives, opts=opts),
+        "img2dataset": lambda row: i2d.download_image_with_retry(row, 10, 0, "laionprep", directives),
+    }
+    # the server in its own process, so this process's CPU time is the fetching alone
+    server = subprocess.Popen([sys.executable, "-c", SERVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        base = server.stdout.readline().strip()
+        urls = [f"{base}/img/7/{i % 500}.{synth.sample(7, i % 500).fmt}" for i in range(n)]
+        cpu: dict = {k: [] for k in fetchers}
+        for _ in range(rounds):
+            for name, fetch in fetchers.items():
+                t = time.process_time()
+                with ThreadPoolExecutor(16) as ex:
+                    res = list(ex.map(fetch, enumerate(urls)))
+                cpu[name].append((time.process_time() - t) / n * 1e6)
+                assert all(r[1] is not None for r in res), f"{name}: some loopback URLs failed"
+    finally:
+        server.stdin.close()
+        server.wait()
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    return {"urls": n, "rounds": rounds, "laionprep_us_per_url": round(med["laionprep"]),
+            "img2dataset_us_per_url": round(med["img2dataset"]),
+            "added_us_per_url": round(med["laionprep"] - med["img2dataset"])}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2000)
@@ -127,10 +176,17 @@ def main():
     ap.add_argument("--prefilter-rows", type=int, default=2_000_000)
     ap.add_argument("--skip-prefilter", action="store_true")
     ap.add_argument("--skip-download", action="store_true")
+    ap.add_argument("--skip-fetcher", action="store_true")
+    ap.add_argument("--fetcher-urls", type=int, default=4000)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="laionprep-bench-ingest-")
     try:
-        pf = dl = None
+        pf = dl = fe = None
+        if not args.skip_fetcher:
+            fe = bench_fetcher(args.fetcher_urls)
+            print(f"fetcher:   {fe['urls']:,} loopback URLs x {fe['rounds']} rounds  CPU per URL: laionprep "
+                  f"{fe['laionprep_us_per_url']} us, img2dataset {fe['img2dataset_us_per_url']} us "
+                  f"(+{fe['added_us_per_url']} us)", flush=True)
         if not args.skip_prefilter:
             pf = bench_prefilter(args.prefilter_rows, work)
             print(f"prefilter: {pf['rows']:,} rows  laionprep {pf['prefilter_rows_per_s']:,} rows/s  "
@@ -140,7 +196,7 @@ def main():
             dl = bench_download(args.rows, args.repeats, args.processes, work)
             print(f"download:  {dl['rows']:,} metadata rows  laionprep download {dl['laionprep_s']} s  "
                   f"img2dataset {dl['img2dataset_s']} s  ratio {dl['ratio']} (target <= 1.05)")
-        print(json.dumps({"prefilter": pf, "download": dl}))
+        print(json.dumps({"prefilter": pf, "download": dl, "fetcher": fe}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
