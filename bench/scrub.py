@@ -23,7 +23,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if mode == "scrub":
     n = pq.ParquetFile(path).metadata.num_rows
     rows = np.unique(np.linspace(0, n - 1, 200).astype(np.int64))
-    scrub.tombstone_rows(path, "url", scrub.positions_mask(rows), "bench", sentinel=False)
+    scrub.tombstone_rows(path, "URL", scrub.positions_mask(rows), "bench", sentinel=False)
 else:
     pq.read_table(path)
 print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
