@@ -198,7 +198,10 @@ def _scrub_inputs(cfg: RemoveConfig, folder, keys, ident: str, removed_keys: lis
         with lfs.open_file(path) as f:
             names = pq.ParquetFile(f).schema_arrow.names
         url_col = resolve_columns(spec, names, where=path, columns=())["url"]
-        by_col = url_col if cfg.by == "url" else next((c for c in names if c.lower() == cfg.by), None)
+        # a listed value of a metadata column (not img2dataset's key, which the metadata does not have)
+        by_col = url_col if cfg.by == "url" else next((c for c in names if c.lower() == cfg.by != "key"), None)
+        if not len(url_set) and by_col is None:
+            continue
 
         def select(batch, start, url_col=url_col, by_col=by_col):
             u = batch.column(batch.schema.get_field_index(url_col))

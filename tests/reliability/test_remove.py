@@ -324,7 +324,8 @@ def shard_state(folder: str) -> dict:
             sid = int(n[:5])
             t = pq.read_table(os.path.join(folder, "tfrecord", f"{sid:05d}.parquet"))
             stats = json.load(open(os.path.join(folder, "tfrecord", n)))
-            out[sid] = (sorted(t.to_pylist(), key=lambda r: r["key"]), (t.schema.metadata or {}).get(b"laionprep.removed_by_list"),
+            out[sid] = (sorted(t.to_pylist(), key=lambda r: r["key"]),
+                        (t.schema.metadata or {}).get(b"laionprep.removed_by_list"),
                         {k: v for k, v in stats.items() if k not in ("duration", "start_time", "end_time")})
     return out
 

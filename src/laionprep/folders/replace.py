@@ -43,7 +43,7 @@ def removed_rows(schema) -> int:
     return int((schema.metadata or {}).get(REMOVED_KEY, b"0"))
 
 
-def kill_point(sid: int, step: str) -> None:
+def kill_point(sid: int | str, step: str) -> None:
     if os.environ.get(KILL_ENV) == f"{sid}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -133,8 +133,6 @@ def list_name(w: Work) -> str:
         return posixpath.basename(lfs.read_json(w.audit)["list"])
     except (OSError, ValueError, KeyError):
         return w.ident
-
-
 
 
 # ------------------------------------------------------------------------------------------------ one shard

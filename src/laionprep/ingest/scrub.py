@@ -11,7 +11,7 @@ the next remove.  The file's footer records what was done (:data:`SCRUB_KEY`: ro
 first time, the size and version of the copy as fetched): the metadata fetch takes a scrubbed copy for a complete
 one and the prefilter hashes it as the copy it was, so neither the plan nor the download's fingerprint changes; a
 prefilter that would have to run again over scrubbed copies is refused (its tombstones would not be filtered as
-the rows they replace were).  It imports nothing above ``ingest``'s leaves.
+the rows they replace were).  It imports only shared modules (``fs``, ``folders``).
 """
 from __future__ import annotations
 
