@@ -430,3 +430,31 @@ def test_a_download_that_would_fetch_or_prefilter_the_inputs_again_after_remove_
         shutil.move(keep, os.path.join(folder, lost))
     r, _ = run(download_cmd(src, folder))  # restored: it resumes
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+def test_a_list_applied_by_an_older_laionprep_is_completed_by_the_same_remove(tiny, folder, tmp_path):
+    """An older laionprep rewrote the shards but left the input copies as they were (simulated: the copies put
+    back).  A download that fetches a shard again says so; the same `remove` then tombstones the input copies
+    (the prefiltered rows found by the plans' keys, the metadata rows by their URLs there)."""
+    src, original = tiny
+    lst, keys, urls = make_list(folder, tmp_path)
+    texts = texts_of(urls, folder)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0, r.stderr
+    for rel in ("metadata/part-00000.parquet", "prefiltered/00000.parquet"):
+        shutil.copy2(os.path.join(original, rel), os.path.join(folder, rel))
+    damage(folder, 2, "tfrecord")  # a shard without listed rows: fetched again, it is as it was
+    r, _ = run(download_cmd(src, folder))
+    assert r.returncode == 0, r.stderr
+    assert "applied here by an older laionprep" in r.stderr + r.stdout, r.stderr
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0 and "nothing left to remove" not in r.stdout, r.stdout + r.stderr
+    assert holders(folder, texts) == []
+    audit = json.load(open(os.path.join(folder, manifest(folder)["stages"]["remove"]["lists"][0]["audit"])))
+    assert audit["input_rows_tombstoned"] == {"metadata": len(urls), "prefiltered": len(keys)}
+    assert set(audit["keys"]) == keys and manifest(folder)["accounting"]["balanced"]
+    damage(folder, 2, "tfrecord")  # fetched again over the scrubbed copies: no warning now
+    r, _ = run(download_cmd(src, folder))
+    assert r.returncode == 0 and "older laionprep" not in r.stderr + r.stdout, r.stderr
+    assert [e["shard"] for e in manifest(folder)["stages"]["download"]["refetched"]] == [2]
