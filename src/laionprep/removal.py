@@ -1,48 +1,63 @@
 """``laionprep remove DIR --list FILE [--by url|key|uid|sha256|md5]``: apply a removal (takedown, opt-out) list to a
-download that is already on disk.
+download that is already on disk, so that afterwards no file in DIR holds a removed row's URL, caption or image and
+every later download of DIR keeps the removal.
 
-Only the shards holding a listed row are rewritten, each one atomically as seen by every reader:
+1. **The input copies** (``ingest.scrub``): the prefiltered rows of the listed shard rows (located by their keys:
+   img2dataset's plan, ``number_sample_per_shard`` rows per shard in prefiltered order) and the metadata rows with
+   their URLs (or, when the metadata has the ``--by`` column, e.g. ``url``, a listed value: a listed row the
+   prefilter dropped goes too) become tombstones in place (``folders.tombstone``), file by file, each rewritten in
+   record batches to a temporary name and renamed over the file.  Rows keep their positions, so the plan, the
+   prefilter's output and the download's fingerprint do not change; the footer records the rows tombstoned and the
+   copy's version as fetched, so neither the metadata fetch nor the prefilter runs again.  The metadata goes
+   first: its URLs are read from the prefiltered rows, which a run killed in between still has.
+2. **The shards** holding a listed row, each atomically as seen by every reader (``folders.replace.rewrite``):
+   the new ``NNNNN.tfrecord`` (the other records, byte for byte; only when a listed row is an image),
+   ``NNNNN.parquet`` (the other rows; the count removed in its key-value metadata, which ``download.account``
+   reads) and ``NNNNN_stats.json`` (counts lowered, ``removed_by_list`` raised) are written to
+   ``DIR/_removals/<list>/pending/``; the shard's plan, ``DIR/_removals/<list>/shards/NNNNN.json`` (the keys
+   removed), is written: the commit point; the pending files are renamed over the shard's files, the stats file
+   last (the shard's completion marker, and the only file img2dataset's resume looks at).
+3. ``DIR/_shards.parquet`` (the download's resume check of file sizes) gets the new sizes, the manifest is
+   recounted from the shards exactly as the download counts (``pipeline.download_accounting``:
+   ``removed_by_list``) and ``DIR/_removals/<list>/audit.json`` is written last: the list's path and sha256, the
+   keys removed (img2dataset's keys, never a URL or caption: they identify nothing outside DIR), the rows
+   tombstoned in the input copies, when.
 
-1. the new ``NNNNN.tfrecord`` (the other records, byte for byte), ``NNNNN.parquet`` (the other rows; the count
-   removed in its key-value metadata, which ``download.account`` reads) and ``NNNNN_stats.json`` (successes and
-   counts lowered) are written to ``DIR/_removals/<list>/pending/``;
-2. the shard's plan, ``DIR/_removals/<list>/shards/NNNNN.json`` (the keys removed), is written: the commit point;
-3. the pending files are renamed over the shard's files, the stats file last (it is the shard's completion
-   marker, and the only file img2dataset's resume looks at).
+A run killed between a shard's plan and its renames left a half-replaced shard: every ``remove`` and every
+``download`` first calls ``replace.finish_pending``, which completes the renames (roll forward; all pending files
+were complete before the plan existed); pending files without a plan are deleted.  A run killed anywhere else
+repeats what is left: files already tombstoned and shards already rewritten match nothing any more.  Re-running
+after a kill ends with the same folder as an uninterrupted run; a second run with the same list changes nothing.
 
-A run killed between 2 and 3 left a half-replaced shard (e.g. the new tfrecord next to the old parquet): every
-``remove`` and every ``download`` first calls :func:`finish_pending`, which finds the plan whose pending files are
-still there and completes the renames (roll forward; all pending files were complete before the plan existed).
-Pending files without a plan are deleted (the shard was not touched).  Afterwards ``DIR/_shards.parquet`` (the
-download's resume check of file sizes) gets the new sizes, the manifest is recounted from the shards exactly as
-the download counts (``pipeline.download_accounting``: ``removed_by_list``) and ``DIR/_removals/<list>/audit.json``
-(the list's name, its sha256, the keys removed, when) is written.  Nothing of a removed row stays in the tfrecord
-or the shard parquet; the keys are in the audit file.  Re-running after a kill ends with the same folder as an
-uninterrupted run; a second run with the same list changes nothing.
+**A shard fetched again later** (``validate --quarantine``, a lost file, the resume check) reads the tombstones
+from DIR/prefiltered/: laionprep's fetcher refuses them before any request (reason ``removed by laionprep
+remove``), and the download then takes them out of the shard exactly as step 2 did (``replace.settle``, the plan
+rewritten in two steps so that a kill rolls back rather than forward), so the shard, its stats and the accounting
+equal the removed one's.  A download that would have to fetch a metadata copy or prefilter again (a lost or changed
+input copy) is refused: either would bring back the listed rows or a plan the shards were not made from.
 
 A registration made before (``build-tfds``) is reported ``outdated`` by ``build-tfds --check``
-(:func:`removed_shards`) until it is registered again.
+(``replace.removed_shards``) until it is registered again.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import io
-import os
 import posixpath
-import signal
 from dataclasses import MISSING
+
+import numpy as np
+import pyarrow.parquet as pq
 
 from laionprep import fs as lfs
 from laionprep import manifest as lmanifest
 from laionprep import stage
 from laionprep.errors import DataError, UsageError
-from laionprep.folders.replace import ORDER, Work, finish_pending, plans
+from laionprep.folders import tombstone
+from laionprep.folders.replace import KILL_ENV, Work, finish_pending, kill_point, now, plans, rewrite
 from laionprep.options import option
 
 BY = ("url", "key", "uid", "sha256", "md5")
-# tests only: "SHARD:STEP" makes the process SIGKILL itself at that point (steps in _kill_point's callers)
-KILL_ENV = "LAIONPREP_TEST_REMOVE_KILL_AT"
+__all__ = ["KILL_ENV", "RemoveConfig", "load_list", "run_stage"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,71 +77,6 @@ def load_list(url: str):
     from laionprep import keylist
 
     return keylist.load(url, kind="auto")
-
-
-# ------------------------------------------------------------------------------------------------ layout
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _kill_point(sid: int, step: str) -> None:
-    if os.environ.get(KILL_ENV) == f"{sid}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ------------------------------------------------------------------------------------------------ one shard
-def _rewrite(w: Work, sid: int, table, mask, by: str) -> dict:
-    """Write the new files of shard ``sid`` (``table``: its parquet; ``mask``: the rows to remove) to pending/,
-    then its plan.  Returns the plan."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from laionprep.ingest.download import REMOVED_KEY, removed_rows
-    from laionprep.tfrecord import Example, RecordWriter, read_records
-
-    keys = [k for k, m in zip(table.column("key").to_pylist(), mask) if m]
-    statuses = [s for s, m in zip(table.column("status").to_pylist(), mask) if m]
-    gone = set(keys)
-    lfs.makedirs(lfs.join(w.folder, "pending"))
-    kept_records = dropped_records = 0
-    with RecordWriter(w.pending(sid, ".tfrecord")) as out:
-        for data in read_records(w.final(sid, ".tfrecord")):
-            feat = Example.FromString(data).features.feature.get("key")
-            key = feat.bytes_list.value[0].decode() if feat is not None and feat.bytes_list.value else None
-            if key in gone:
-                dropped_records += 1
-                continue
-            out.write(data)
-            kept_records += 1
-    n_success = sum(s == "success" for s in statuses)
-    stats = lfs.read_json(w.final(sid, "_stats.json"))
-    if dropped_records != n_success or kept_records + dropped_records != int(stats.get("successes", 0)):
-        raise DataError(f"shard {sid:05d}: its tfrecord ({kept_records + dropped_records} records, {dropped_records} "
-                        f"of the {n_success} listed images) does not match its parquet and _stats.json "
-                        f"({stats.get('successes')} successes)", where=w.final(sid, ".tfrecord"),
-                        fix="run `laionprep validate DIR --quarantine`, resume the download, then remove again")
-    kept = table.filter(pa.array(~mask))
-    meta = dict(table.schema.metadata or {})
-    meta[REMOVED_KEY] = str(removed_rows(table.schema) + len(keys)).encode()
-    kept = kept.replace_schema_metadata(meta)
-    buf = io.BytesIO()
-    pq.write_table(kept, buf)
-    lfs.atomic_write_bytes(w.pending(sid, ".parquet"), buf.getvalue())
-    stats["successes"] = kept_records
-    stats["count"] = int(stats.get("count", len(table))) - len(keys)
-    for st in statuses:  # img2dataset counts its failures under the status names
-        if st != "success" and isinstance(stats.get(st), int):
-            stats[st] -= 1
-    stats["removed_by_list"] = int(stats.get("removed_by_list", 0)) + len(keys)
-    lfs.write_json(w.pending(sid, "_stats.json"), stats)
-    _kill_point(sid, "pending")
-    plan = {"shard": sid, "by": by, "keys": keys, "rows": len(keys), "images": n_success, "when": _now()}
-    lfs.write_json(w.plan(sid), plan)  # the commit point: from here on a re-run completes the renames
-    _kill_point(sid, "planned")
-    for s in ORDER:
-        lfs.rename(w.pending(sid, s), w.final(sid, s))
-        _kill_point(sid, "renamed" + s)
-    return plan
 
 
 # ------------------------------------------------------------------------------------------------ the verb
@@ -154,13 +104,11 @@ def run_stage(cfg: RemoveConfig) -> stage.StageResult:
 
 
 def _run(cfg: RemoveConfig, folder, keys) -> stage.StageResult:
-    import pyarrow.parquet as pq
-
     from laionprep.folders.shardscan import list_done
 
     w = Work(folder.root, folder.data, keys.sha256[:16])
     completed = finish_pending(folder.root, folder.data)
-    rewritten: list[dict] = []
+    matched: dict[int, list[str]] = {}  # shard -> keys of its listed rows (not the rows: bounded by the matches)
     for sid in sorted(list_done(folder.data)):
         path = w.final(sid, ".parquet")
         with lfs.open_file(path) as f:
@@ -168,21 +116,33 @@ def _run(cfg: RemoveConfig, folder, keys) -> stage.StageResult:
             if cfg.by not in pf.schema_arrow.names:
                 raise UsageError(f"--by {cfg.by}: the shard parquets have no column {cfg.by!r}", where=path,
                                  fix="match on one of: " + ", ".join(c for c in pf.schema_arrow.names if c in BY))
-            mask = keys.contains(pf.read(columns=[cfg.by]).column(cfg.by))
-            if mask.any():  # only then is the whole shard read
-                rewritten.append(_rewrite(w, sid, pf.read(), mask, cfg.by))
+            t = pf.read(columns=[cfg.by, "key"])
+            mask = keys.contains(t.column(cfg.by))
+            if mask.any():
+                matched[sid] = [k for k, m in zip(t.column("key").to_pylist(), mask) if m]
+    # the input copies first: their URLs are read from the prefiltered rows, which the shards' keys locate
+    removed_keys = [k for p in plans(w).values() for k in p["keys"]] + [k for ks in matched.values() for k in ks]
+    scrubbed_now = _scrub_inputs(cfg, folder, keys, w.ident, removed_keys)
+    rewritten: list[dict] = []
+    for sid, listed in matched.items():
+        with lfs.open_file(w.final(sid, ".parquet")) as f:
+            table = pq.read_table(f)
+        gone = set(listed)
+        mask = np.array([k in gone for k in table.column("key").to_pylist()], dtype=bool)
+        rewritten.append(rewrite(w, sid, table, mask, cfg.by))
     done = plans(w)
-    if not rewritten and not completed and lfs.exists(w.audit):
+    if not rewritten and not completed and not scrubbed_now and lfs.exists(w.audit):
         audit = lfs.read_json(w.audit)
         return stage.StageResult(manifest=folder.manifest(), tables=(_table(cfg, audit, 0, w),),
                                  note=f"laionprep remove: nothing left to remove; this list was applied "
                                       f"{audit['when']} (audit: {w.audit})")
     _update_record(folder, sorted(set(done) | set(completed)))
-    _kill_point(-1, "recounted")
+    kill_point(-1, "recounted")
     m = _recount(folder)
     audit = {"list": cfg.list_file, "list_sha256": keys.sha256, "list_entries": len(keys), "by": cfg.by,
-             "when": _now(), "rows_removed": sum(p["rows"] for p in done.values()),
+             "when": now(), "rows_removed": sum(p["rows"] for p in done.values()),
              "images_removed": sum(p["images"] for p in done.values()),
+             "input_rows_tombstoned": _tombstoned(folder, w.ident),
              "shards": sorted(done), "keys": [k for sid in sorted(done) for k in done[sid]["keys"]]}
     entry = {k: audit[k] for k in ("list", "list_sha256", "by", "when", "rows_removed", "images_removed")}
     entry["audit"] = posixpath.relpath(w.audit, folder.root) if lfs.is_local(w.audit) else w.audit
@@ -195,6 +155,78 @@ def _run(cfg: RemoveConfig, folder, keys) -> stage.StageResult:
     return stage.StageResult(manifest=m, tables=(_table(cfg, audit, len(rewritten), w),),
                              note="a TFDS registration of this folder is outdated until registered again "
                                   "(`laionprep build-tfds --check` says so); a reshard of it must be run again")
+
+
+def _inputs(folder) -> tuple[dict, list[str], list[str]]:
+    """(the prefilter report, the prefiltered files, the metadata copies they were made from), in plan order."""
+    from laionprep.ingest import prefilter
+
+    report = lfs.read_json(lfs.join(folder.root, "prefiltered", prefilter.REPORT_NAME))
+    return (report, [lfs.join(folder.root, "prefiltered", f["output"]) for f in report["files"]],
+            [lfs.join(folder.root, "metadata", f["input"]) for f in report["files"]])
+
+
+def _scrub_inputs(cfg: RemoveConfig, folder, keys, ident: str, removed_keys: list[str]) -> int:
+    """Tombstone the removed rows in DIR/metadata/ and DIR/prefiltered/ (``ingest.scrub``); returns the rows
+    tombstoned now.  The prefiltered rows are located by the keys (img2dataset's plan), their URLs read there
+    first; the metadata rows are those with one of these URLs, or (a list of a column the metadata has, e.g.
+    ``--by url``) a listed value, so a listed row the prefilter dropped goes too.  The metadata is scrubbed before
+    the prefiltered files: a run killed in between still finds the URLs on the next try."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from laionprep.datasets import get_spec, resolve_columns
+    from laionprep.ingest import download as dl
+    from laionprep.ingest import scrub
+
+    m = folder.manifest()
+    report, prefiltered, metadata = _inputs(folder)
+    per_shard = int(m["parameters"]["download"]["number_sample_per_shard"])
+    starts = dl.shard_starts([f["rows_out"] for f in report["files"]], per_shard)
+    rows: dict[int, list[int]] = {}
+    for k in removed_keys:
+        sid, row = dl.key_position(k, per_shard)
+        fi, first = starts[sid]
+        rows.setdefault(fi, []).append(first + row)
+    rows_of = {fi: np.unique(np.array(r, dtype=np.int64)) for fi, r in rows.items()}
+    urls = [u for fi, r in sorted(rows_of.items()) for u in scrub.values_at(prefiltered[fi], "url", r)
+            if u is not None and not u.startswith(tombstone.PREFIX)]
+    url_set = pa.array(sorted(set(urls)), type=pa.string())
+    spec = get_spec(m.get("dataset") or m["parameters"]["dataset"])
+    n = 0
+    for path in metadata:
+        if not lfs.exists(path):
+            continue
+        with lfs.open_file(path) as f:
+            names = pq.ParquetFile(f).schema_arrow.names
+        url_col = resolve_columns(spec, names, where=path, columns=())["url"]
+        # a listed value of a metadata column (not img2dataset's key, which the metadata does not have)
+        by_col = url_col if cfg.by == "url" else next((c for c in names if c.lower() == cfg.by != "key"), None)
+        if not len(url_set) and by_col is None:
+            continue
+
+        def select(batch, start, url_col=url_col, by_col=by_col):
+            u = batch.column(batch.schema.get_field_index(url_col))
+            hit = np.asarray(pc.fill_null(pc.is_in(u, value_set=url_set), False), dtype=bool)
+            if by_col is not None:
+                hit |= keys.contains(batch.column(batch.schema.get_field_index(by_col)))
+            return hit
+
+        n += scrub.tombstone_rows(path, url_col, select, ident, sentinel=False,
+                                  columns=[by_col] if by_col else None, step="metadata")
+    for fi, r in sorted(rows_of.items()):
+        n += scrub.tombstone_rows(prefiltered[fi], "url", scrub.positions_mask(r), ident, sentinel=True,
+                                  step="prefiltered")
+    return n
+
+
+def _tombstoned(folder, ident: str) -> dict[str, int]:
+    """Rows of the input copies tombstoned for list ``ident`` (their footers), by folder."""
+    from laionprep.ingest import scrub
+
+    _, prefiltered, metadata = _inputs(folder)
+    return {name: sum(scrub.rows_scrubbed(p, ident) for p in paths if lfs.exists(p))
+            for name, paths in (("metadata", metadata), ("prefiltered", prefiltered))}
 
 
 def _update_record(folder, shard_ids: list[int]) -> None:
@@ -232,6 +264,3 @@ def _table(cfg: RemoveConfig, audit: dict, rewritten_now: int, w: Work) -> stage
             ("  of them images", audit["images_removed"]), ("shards rewritten", len(audit["shards"])),
             ("  by this run", rewritten_now), ("audit", w.audit)]
     return stage.Table(f"laionprep remove {cfg.folder}", rows, ("", ""))
-
-
-__all__ = ["RemoveConfig", "load_list", "run_stage"]

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from laionprep.folders import tombstone
 from laionprep.ingest import safe_fetch as sf
 from laionprep.ingest.download import normalise_error
 
@@ -55,10 +56,14 @@ def test_refused_before_connecting(hostile):
         "file:///etc/passwd": "refused: scheme file not allowed",
         "ftp://ftp.example.com/x.jpg": "refused: scheme ftp not allowed",
         "//example.com/x.jpg": "refused: scheme none not allowed",
+        # a row `laionprep remove` took out (folders.tombstone): its own reason, even with every address allowed
+        tombstone.url("0123456789abcdef"): tombstone.REASON,
     }
     for url, reason in cases.items():
         data, err = fetch(url, opts)
         assert data is None and sf.reason_of(err) == reason, (url, err)
+    data, err = fetch(tombstone.url("0123456789abcdef"), sf.FetchOptions(allow_private_addresses=True))
+    assert data is None and err == f"{tombstone.REASON} (0123456789abcdef)"
     assert sum(hostile.hits.values()) == before  # not one request reached the server
 
 

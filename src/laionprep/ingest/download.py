@@ -29,7 +29,8 @@ from typing import Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, UsageError
-from laionprep.folders import replace
+from laionprep.folders import replace, tombstone
+from laionprep.folders.replace import REMOVED_KEY, removed_rows  # noqa: F401  (REMOVED_KEY: this module's name too)
 from laionprep.folders.shardscan import STATS_FILE as STATS_RE, list_done
 from laionprep.ingest import fetch_progress, repair, safe_fetch
 from laionprep.options import option
@@ -151,6 +152,8 @@ class DownloadResult:
     # finished shards the resume check moved aside (why.json entries): fetched again by this run
     repaired: list[dict] = dataclasses.field(default_factory=list)
     removed: int = 0  # rows `laionprep remove` took out of finished shards (not img2dataset's losses)
+    # finished shards holding tombstone rows (fetched again after a remove), not yet taken out (replace.settle)
+    tombstoned: list[int] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -164,6 +167,23 @@ def expected_shards(rows_per_file: Sequence[int], per_shard: int) -> dict[int, i
             out[sid] = min(per_shard, rows - k * per_shard)
             sid += 1
     return out
+
+
+def shard_starts(rows_per_file: Sequence[int], per_shard: int) -> dict[int, tuple[int, int]]:
+    """Shard id -> (index of its prefiltered file, its first row there): ``expected_shards``' numbering."""
+    out, sid = {}, 0
+    for i, rows in enumerate(rows_per_file):
+        for k in range(math.ceil(rows / per_shard)):
+            out[sid] = (i, k * per_shard)
+            sid += 1
+    return out
+
+
+def key_position(key: str, per_shard: int) -> tuple[int, int]:
+    """(shard id, row in the shard) of img2dataset's key (``compute_key``: shard * 10**ceil(log10(per_shard)) +
+    row, zero-padded)."""
+    scale = 10 ** math.ceil(math.log10(per_shard)) if per_shard > 1 else 1
+    return divmod(int(key), scale)
 
 
 def img2dataset_config(input_dir: str, output_dir: str, extra_columns: Sequence[str], verify_sha256: bool,
@@ -237,6 +257,11 @@ def run(input_dir: str, output_dir: str, rows_per_file: Sequence[int], extra_col
     if expected and len(list_done(output_dir)) < len(expected):
         peak = _run_child(cfg, output_dir, expected, log_path, progress)
     res = account(output_dir, expected, seconds=time.time() - start)
+    if res.tombstoned:  # shards fetched again after a `laionprep remove`: its rows out, as remove took them out
+        settled = replace.settle(root, output_dir, res.tombstoned)
+        res = account(output_dir, expected, seconds=time.time() - start)
+        for sid in settled:  # their stats changed: recorded afresh
+            checked.stats.pop(sid, None)
     repair.record(output_dir, root, checked.stats)
     res.peak_worker_rss_mib = peak
     res.repaired = checked.repaired
@@ -439,6 +464,7 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
     else:
         counted = [_shard_statuses(p) for p in paths]
     normalised: dict = {}  # one normalise_error per distinct message, not per row
+    tombstoned = []
     for sid, pq_path, c in zip(sids, paths, counted):
         if isinstance(c, Exception):
             raise DataError(f"shard {sid:05d}: its parquet cannot be read ({str(c).splitlines()[0][:200]})",
@@ -454,6 +480,8 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
             if msg not in normalised:
                 normalised[msg] = normalise_error(msg)
             reasons[f"{st}: {normalised[msg]}"] += k
+            if normalised[msg] == tombstone.REASON and (not tombstoned or tombstoned[-1] != sid):
+                tombstoned.append(sid)
         removed_total += removed
         lost = expected.get(sid, n + removed) - n - removed
         if lost > 0:  # img2dataset dropped rows of this shard without a status row: account for them explicitly
@@ -464,17 +492,8 @@ def account(output_dir: str, expected: dict[int, int], seconds: float = 0.0) -> 
     return DownloadResult(
         shards_expected=len(expected), shards_done=len(done), rows=rows, success=success, failed=dict(failed),
         failure_reasons=dict(reasons.most_common()), incomplete_shards=incomplete, seconds=round(seconds, 2),
-        removed=removed_total,
+        removed=removed_total, tombstoned=tombstoned,
     )
-
-
-# in a shard parquet's key-value metadata: how many rows `laionprep remove` took out of it (all lists together)
-REMOVED_KEY = b"laionprep.removed_by_list"
-
-
-def removed_rows(schema) -> int:
-    """The rows ``laionprep remove`` took out of the shard whose parquet has ``schema`` (0: none)."""
-    return int((schema.metadata or {}).get(REMOVED_KEY, b"0"))
 
 
 def normalise_error(msg: str | None) -> str:

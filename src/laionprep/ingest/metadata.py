@@ -3,7 +3,8 @@
 Any fsspec URL is a source: a local folder or file, ``gs://``, ``http(s)://``, or the Hugging Face Hub as
 ``hf://datasets/ORG/REPO`` (huggingface_hub's filesystem, which reads ``HF_TOKEN`` for gated repositories).  A
 file already present with the source's size is not fetched again; a file is fetched under a temporary name and
-renamed when complete, so a killed fetch never leaves a truncated parquet under its final name.
+renamed when complete, so a killed fetch never leaves a truncated parquet under its final name.  A copy that
+``laionprep remove`` scrubbed (``ingest.scrub``: its footer names the source's size) counts as present.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Callable, Sequence
 
 from laionprep import fs as lfs
 from laionprep.errors import DataError, SourceError, UsageError
+from laionprep.ingest import scrub
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -34,6 +36,8 @@ class FetchResult:
     sources: list[str] = dataclasses.field(default_factory=list)
     rows: list[int] = dataclasses.field(default_factory=list)  # rows per file (parquet footers)
     columns: list[list[str]] = dataclasses.field(default_factory=list)  # column names per file (same footers)
+    # per file: the version of the copy as fetched when `laionprep remove` scrubbed it since (ingest.scrub), else None
+    versions: list[tuple | None] = dataclasses.field(default_factory=list)
 
 
 _PARTS_FIX = "give a count (3) or indices and ranges (0,2,5-7 or 4-)"
@@ -148,12 +152,13 @@ def first_columns(source: str, pattern: str, parts: str | None = None) -> list[s
 
 
 def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None, max_samples: int | None = None,
-          progress=None, on_selected: Callable[[], None] | None = None) -> FetchResult:
+          progress=None, on_selected: Callable[[], None] | None = None, frozen: str | None = None) -> FetchResult:
     """Fetch the selected parquet files of ``source`` into ``dest_dir``.
 
     With ``max_samples``, files are taken in order only until their row counts (read from the parquet footers)
     reach it.  ``progress`` is a :class:`laionprep.progress.Progress`-like object or None.  ``on_selected`` is
-    called once the source is listed and ``parts`` is resolved, before anything is written.
+    called once the source is listed and ``parts`` is resolved, before anything is written.  ``frozen`` (why the
+    copies may not be fetched again: ``laionprep remove`` scrubbed them) makes a missing or changed copy an error.
     """
     import pyarrow.parquet as pq
 
@@ -167,9 +172,16 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
     task = progress.add_task("metadata", total=sum(f.size or 0 for f in chosen) or None) if progress else None
     for sf in chosen:
         dest = lfs.join(dest_dir, sf.name)
-        done = lfs.exists(dest) and (sf.size is None or lfs.size(dest) == sf.size)
+        # a copy `laionprep remove` scrubbed is the source's, with its listed rows tombstoned: never fetched again
+        done = lfs.exists(dest) and (sf.size is None or lfs.size(dest) == sf.size
+                                     or scrub.source_size(dest) == sf.size)
         if done:
             result.skipped += 1
+        elif frozen:
+            raise DataError(f"the metadata copy {dest} is missing or no longer matches its source, and {frozen}: "
+                            "fetching it again would bring back the rows the list(s) removed", where=dest,
+                            fix="restore the copy from a backup, or start over with --restart and apply the "
+                                "removal list(s) again with `laionprep remove`")
         else:
             result.bytes_fetched += _copy(sf, dest, progress, task)
             result.fetched += 1
@@ -179,6 +191,7 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
             with lfs.open_file(dest) as f:
                 footer = pq.ParquetFile(f)
                 rows, names = footer.metadata.num_rows, footer.schema_arrow.names
+                version = scrub.original_version(footer.schema_arrow)
         except Exception as e:  # truncated, garbage, empty: not kept, so a fixed source file is fetched again
             lfs.remove(dest)
             raise DataError(f"unreadable parquet file: {type(e).__name__}: {e}", where=sf.url,
@@ -188,6 +201,7 @@ def fetch(source: str, pattern: str, dest_dir: str, *, parts: str | None = None,
         result.sources.append(sf.url)
         result.rows.append(rows)
         result.columns.append(names)
+        result.versions.append(version)
         if max_samples is not None:
             rows_seen += rows
             if rows_seen >= max_samples:

@@ -387,8 +387,12 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     # 1. metadata.  First, once the flags are known good (the source listed, --parts resolved) and before any
     # output: the parameter record a re-run is checked against (stage.check_rerun), so a run killed at any point
     # leaves a folder the same command resumes and another command is refused
+    # after `laionprep remove`, the input copies hold tombstones: never fetched or prefiltered again (ingest.scrub)
+    lists = replace.works(cfg.output, lay.tfrecord)
+    frozen = f"`laionprep remove` applied {len(lists)} list(s) to this folder" if lists else None
     fetched = md.fetch(source, spec.file_pattern, lay.metadata, parts=cfg.parts, max_samples=cfg.max_samples,
-                       progress=progress, on_selected=lambda: write("fetching", {"download": run_detail}))
+                       progress=progress, on_selected=lambda: write("fetching", {"download": run_detail}),
+                       frozen=frozen)
     meta_rows = sum(fetched.rows)
     columns, column_warnings = _columns(cfg, spec, fetched.files[0] if fetched.files else None)
     _check_blur_column(cfg, fetched)
@@ -400,7 +404,8 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
     try:
         rep = pf.prefilter(spec, fetched.files, lay.prefiltered, filters, columns=columns,
                            max_samples=cfg.max_samples, schemas=fetched.columns, progress=progress,
-                           memory_budget=cfg.memory_budget, processes=cfg.prefilter_processes)
+                           memory_budget=cfg.memory_budget, processes=cfg.prefilter_processes,
+                           versions=fetched.versions, frozen=frozen)
     except DataError as e:
         # a missing filter column is not a broken file: its copy stays (the fix is a flag, not a new file)
         raise _name_source(e, fetched, remove=not isinstance(e, pf.FilterColumnMissing)) from e
@@ -456,10 +461,11 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
                                                           if e["shard"] in res.incomplete_shards],
                                 "missing": [s for s in quarantined.get("missing", []) if s in res.incomplete_shards]}
     complete = not res.incomplete_shards
-    lists = replace.works(cfg.output, lay.tfrecord)
-    if lists and stages["download"]["refetched"]:  # a fresh copy of a shard holds the rows a list removed again
-        log(f"warning: {len(stages['download']['refetched'])} shard(s) were fetched again after `laionprep remove` "
-            f"applied {len(lists)} list(s) here: run the same `laionprep remove` command(s) again")
+    stale = _unscrubbed(lists, lay, rep) if stages["download"]["refetched"] else []
+    if stale:  # a list applied before laionprep scrubbed the input copies: the fresh copy holds its rows again
+        log(f"warning: {len(stages['download']['refetched'])} shard(s) were fetched again, and {len(stale)} "
+            "removal list(s) applied here by an older laionprep left their rows in DIR/prefiltered/: run the same "
+            "`laionprep remove` command(s) again (audit: " + ", ".join(w.audit for w in stale) + ")")
     data = write("complete" if complete else "incomplete", stages, accounting)
     if not accounting["balanced"]:  # written first: the manifest shows the numbers that do not add up
         raise DataError(f"accounting does not balance: {accounting}", where=lay.manifest,
@@ -475,6 +481,18 @@ def _run(cfg: IngestConfig, *, progress, log) -> dict:
         what, fix = _nothing_downloaded(res)
         raise NothingKept(what, where=lay.tfrecord, fix=fix, tables=(_table(cfg, data), _applied_table(data)))
     return data
+
+
+def _unscrubbed(lists: list, lay: Layout, rep: pf.PrefilterReport) -> list:
+    """The removal lists that took rows out of shards but tombstoned none in the prefiltered files (applied by a
+    laionprep from before ``ingest.scrub``; a few footer reads)."""
+    from laionprep.ingest import scrub
+
+    done: set[str] = set()
+    for f in rep.files:
+        with lfs.open_file(lfs.join(lay.prefiltered, f["output"])) as fh:
+            done |= set(((scrub.record(pq.ParquetFile(fh).schema_arrow) or {}).get("lists") or {}))
+    return [w for w in lists if replace.plans(w) and w.ident not in done]
 
 
 _ADDRESS_REFUSED = re.compile(r"refused: [a-z-]+ address$")

@@ -65,11 +65,16 @@ class PrefilterReport:
 
 
 def params_hash(spec: DatasetSpec, filters: Filters, columns: Sequence[Column], inputs: Sequence[str],
-                max_samples: int | None) -> str:
+                max_samples: int | None, versions: Sequence[tuple | None] | None = None) -> str:
+    """The prefilter's parameters and inputs; an input ``laionprep remove`` scrubbed counts as the copy it was
+    (``versions``: ``metadata.FetchResult.versions``), so the prefilter's output stays the download's plan."""
+    versions = list(versions or [])
+    versions += [None] * (len(inputs) - len(versions))
     h = hashlib.sha256()
     h.update(json.dumps({
         "spec": spec.name, "filters": filters.to_dict(), "columns": [dataclasses.asdict(c) for c in columns],
-        "inputs": [(posixpath.basename(p), *lfs.version_key(p)) for p in inputs], "max_samples": max_samples,
+        "inputs": [(posixpath.basename(p), *(v or lfs.version_key(p))) for p, v in zip(inputs, versions)],
+        "max_samples": max_samples,
     }, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -511,7 +516,8 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
               columns: Sequence[Column] | None = None, max_samples: int | None = None,
               schemas: Sequence[Sequence[str]] | None = None, progress=None,
               memory_budget: int = DEFAULT_MEMORY_BUDGET, processes: int = 1,
-              work_dir: str | None = None) -> PrefilterReport:
+              work_dir: str | None = None, versions: Sequence[tuple | None] | None = None,
+              frozen: str | None = None) -> PrefilterReport:
     """Filter ``inputs`` (local parquet paths) into ``out_dir``; returns the report (also written to out_dir).
 
     ``schemas``: each input's column names when the caller already read the footers (else they are read here);
@@ -522,6 +528,8 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
     ``memory_budget`` (bytes, all processes together) sizes the record batches and the duplicate partitions;
     ``processes`` (0: one per core) runs phase 1 (per file), 2 (per partition) and 3 (per file) in parallel.
     Neither changes the output.  ``work_dir``: local scratch (default: inside ``out_dir`` when it is local).
+    ``versions``: ``metadata.FetchResult.versions`` (a scrubbed copy is hashed as the copy it was); ``frozen``: why
+    the output may not be made again (``laionprep remove`` tombstoned rows in it), which makes a re-run an error.
     """
     from laionprep.ingest import url_dedup
 
@@ -535,12 +543,20 @@ def prefilter(spec: DatasetSpec, inputs: Sequence[str], out_dir: str, filters: F
     if schemas is None:
         schemas = [_footer_names(p) for p in inputs]
     check_filter_columns(spec, filters, list(zip(inputs, schemas)))
-    phash = params_hash(spec, filters, columns, inputs, max_samples)
+    phash = params_hash(spec, filters, columns, inputs, max_samples, versions)
     report_path = lfs.join(out_dir, REPORT_NAME)
     if lfs.exists(report_path):
         old = lfs.read_json(report_path)
         if old.get("params_hash") == phash and all(lfs.exists(lfs.join(out_dir, f["output"])) for f in old["files"]):
             return PrefilterReport(**old)
+    scrubbed = [p for p, v in zip(inputs, versions or ()) if v]
+    if scrubbed or frozen:  # tombstones are not filtered as the rows they replace were, the source has the rows
+        why = frozen or f"`laionprep remove` scrubbed {len(scrubbed)} of its input copies (e.g. {scrubbed[0]})"
+        raise DataError(f"the prefilter would have to run again ({out_dir} is missing a file or its report, or an "
+                        f"input changed), but {why}: a new prefilter output would not be the one the finished "
+                        "shards were planned from and removed from", where=out_dir,
+                        fix="restore the prefiltered folder from a backup, or start over with --restart and apply "
+                            "the removal list(s) again with `laionprep remove`")
     lfs.makedirs(out_dir)
     for n in lfs.listdir(out_dir):  # outputs of an earlier run with other parameters or a killed run
         if n.endswith(".parquet") or lfs.TMP_MARK in n:

@@ -7,7 +7,8 @@ child (:mod:`laionprep.ingest.img2dataset_runner`) makes img2dataset build a
 :func:`download_image_with_retry` of this module there in each worker process, with the limits of
 :class:`FetchOptions`.  Per URL it:
 
-* accepts only ``http`` and ``https`` URLs, at every redirect hop;
+* accepts only ``http`` and ``https`` URLs, at every redirect hop (a tombstone, ``folders.tombstone``, is refused
+  with its own reason: a row ``laionprep remove`` took out is never fetched again);
 * resolves the host once, refuses it unless every address is public (loopback, private, link-local such as the
   cloud metadata endpoint 169.254.169.254, CGNAT, multicast, reserved... are refused unless
   ``allow_private_addresses``), then connects to the checked address itself, so DNS cannot answer differently
@@ -45,6 +46,7 @@ import urllib.parse
 import warnings
 from typing import Optional
 
+from laionprep.folders import tombstone
 from laionprep.ingest import fetch_progress
 
 # The limits' defaults (also the CLI's): a 48-megapixel camera image passes; decoding the largest image allowed
@@ -93,7 +95,7 @@ _REASON_PATTERNS = (
 _FIXED_REASONS = ("bad url", "dns error", "connection failed", "tls error", "protocol error", "timeout",
                   "redirect loop", "too many redirects", "redirect without location", "incomplete body",
                   "empty body", "not an image", "truncated image",
-                  "Use of image disallowed by X-Robots-Tag directive")
+                  "Use of image disallowed by X-Robots-Tag directive", tombstone.REASON)
 _REASON_RE = re.compile(r"^(" + "|".join(list(_REASON_PATTERNS) + [re.escape(r) for r in _FIXED_REASONS])
                         + r")(?: \(.*\))?$", re.S)
 
@@ -123,7 +125,11 @@ def address_problem(address: str, opts: FetchOptions) -> Optional[str]:
 
 
 def check_url(url: str) -> urllib.parse.SplitResult:
-    """Parse ``url``; refuse every scheme but http(s) and URLs without a usable host or port."""
+    """Parse ``url``; refuse every scheme but http(s) and URLs without a usable host or port.  A tombstone (a row
+    ``laionprep remove`` took out, ``folders.tombstone``) is refused first, with its own reason."""
+    ident = tombstone.ident_of(url)
+    if ident is not None:
+        raise FetchError(tombstone.REASON, ident[:64])
     try:
         parts = urllib.parse.urlsplit(url.strip())
     except ValueError as e:

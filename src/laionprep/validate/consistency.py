@@ -112,7 +112,7 @@ def reshard(manifest: dict, counts: dict) -> list[Problem]:
             for p in problems]
 
 
-REMOVED_KEY = b"laionprep.removed_by_list"  # ingest.download.REMOVED_KEY (validate does not import ingest)
+REMOVED_KEY = b"laionprep.removed_by_list"  # folders.replace.REMOVED_KEY (validate does not import it)
 
 
 def _table(path: str, columns: list[str], with_removed: bool = False):
