@@ -90,3 +90,14 @@ def test_many_partitions_give_the_same_duplicates_report(copy_download, monkeypa
 def test_a_budget_below_one_byte_is_a_usage_error(demo_download, cli, capsys):
     assert cli(demo_download, "--memory-budget", "0") == 2
     assert "--memory-budget" in capsys.readouterr().err
+
+
+def test_figures_are_summed_in_shard_order_whatever_the_order_results_arrive(demo_download):
+    """The figures are folded in as results arrive (each result then drops its histograms), in unit order: one
+    worker and several give the same figures, float sums and the order of ties included."""
+    one = validate(ValidateConfig(demo_download, workers=1, decode_fraction=0))
+    three = validate(ValidateConfig(demo_download, workers=3, decode_fraction=0))
+    assert one.figures == three.figures
+    assert one.figures["ints"]["width"]["n"] == one.totals["records"] > 0
+    assert one.figures["floats"]["similarity"]["n"] == one.totals["records"]
+    assert [s["parquet_success"] for s in one.shards] == [s["parquet_success"] for s in three.shards]

@@ -21,11 +21,11 @@ from laionprep import fs as lfs
 from laionprep import options, stage
 from laionprep.options import option
 from laionprep.errors import UsageError
+from laionprep.validate import figures as lfigures
 from laionprep.validate import key_check
 from laionprep.validate import layout as llayout
 from laionprep.validate.problems import CHECK_ORDER, KINDS, LEFT_TO_DOWNLOAD, NOT_PER_SHARD, Problem
-from laionprep.validate.shard_check import (INT_HIST_CAP, FLOAT_EDGES, KIND_NAMES, FloatStats, ShardResult,
-                                            check_shard, result_summary)
+from laionprep.validate.shard_check import KIND_NAMES, ShardResult, check_shard, result_summary
 
 SHA256_MODES = ("auto", "stored", "off")
 DEFAULT_MEMORY_BUDGET = 1 << 30
@@ -164,8 +164,10 @@ def _key_spill(config: ValidateConfig, lay, folder: str) -> key_check.KeySpill:
                               processes=config.worker_count)
 
 
-def _run_units(lay: llayout.Layout, workers: int, progress, keys: key_check.KeySpill) -> list[ShardResult]:
-    """Check every shard; each result's keys go to ``keys`` as it arrives (so they are not all held here)."""
+def _run_units(lay: llayout.Layout, workers: int, progress, keys: key_check.KeySpill,
+               figures: lfigures.Figures) -> list[ShardResult]:
+    """Check every shard; each result's keys go to ``keys`` and its histograms to ``figures`` as it arrives, so
+    neither is held here per shard."""
     units = lay.units
     results: list[ShardResult | None] = [None] * len(units)
     task = progress.add_task("validate", total=len(units)) if progress is not None else None
@@ -174,6 +176,7 @@ def _run_units(lay: llayout.Layout, workers: int, progress, keys: key_check.KeyS
         for u in units:
             results[u.index] = r = check_shard(u, lay.checks)
             keys.add(r)
+            figures.add(r)
             if task is not None:
                 progress.advance(task)
         return results  # type: ignore[return-value]
@@ -185,6 +188,7 @@ def _run_units(lay: llayout.Layout, workers: int, progress, keys: key_check.KeyS
             r = fut.result()
             results[r.unit] = r
             keys.add(r)
+            figures.add(r)
             if task is not None:
                 progress.advance(task)
     except BaseException:  # Ctrl-C or a bug: stop now, do not work through the queued shards
@@ -233,9 +237,10 @@ class _Findings:
 
 
 def _assess(config: ValidateConfig, lay, results: list[ShardResult], keys: key_check.KeySpill,
-            unit_map: np.ndarray | None = None) -> _Findings:
+            unit_map: np.ndarray | None = None, figures: dict | None = None) -> _Findings:
     """Merge the per-shard results and run the dataset-wide checks (no data is read here).  ``keys`` holds the
-    results' keys; ``unit_map`` renumbers its units to ``results``' (-1: a unit left out)."""
+    results' keys; ``unit_map`` renumbers its units to ``results``' (-1: a unit left out); ``figures``: the
+    results' figures, summed as they arrived (else summed here from what the results still hold)."""
     problems = list(lay.problems)
     counts: collections.Counter = collections.Counter(p.kind for p in lay.problems)
     for p in lay.problems:
@@ -252,7 +257,7 @@ def _assess(config: ValidateConfig, lay, results: list[ShardResult], keys: key_c
     _check_duplicates(config, results, problems, counts, bad_units, keys, unit_map)
     notes = list(lay.notes)
     _check_sha256(config, results, problems, counts, bad_units, notes)
-    figures = _figures(lay, results)
+    figures = figures if figures is not None else lfigures.summed(results)
     if lay.kind == "download":
         _check_manifest(lay, results, figures, problems, counts)
     if lay.kind == "tfds":
@@ -275,8 +280,9 @@ def _assess(config: ValidateConfig, lay, results: list[ShardResult], keys: key_c
 
 def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progress, work: str) -> Report:
     keys = _key_spill(config, lay, os.path.join(work, "all"))
-    results = _run_units(lay, config.worker_count, progress, keys)
-    found = _assess(config, lay, results, keys)
+    figures = lfigures.Figures()
+    results = _run_units(lay, config.worker_count, progress, keys, figures)
+    found = _assess(config, lay, results, keys, figures=figures.result(results))
     problems, counts, notes, figures = found.problems, found.counts, found.notes, found.figures
     seconds = time.time() - start
     records = sum(r.frames for r in results)
@@ -330,7 +336,7 @@ def _quarantine(config: ValidateConfig, lay, results: list[ShardResult], found: 
             unit_map[by_shard[u.shard_id].unit] = u.index
     if len(kept) < len(after_lay.units):  # a shard that appeared meanwhile cannot be (the folder lock is held)
         keys, unit_map = _key_spill(config, after_lay, os.path.join(keys.folder, "again")), None
-        kept = _run_units(after_lay, config.worker_count, None, keys)
+        kept = _run_units(after_lay, config.worker_count, None, keys, lfigures.Figures())
     after = _assess(config, after_lay, kept, keys, unit_map)
     left = LEFT_TO_DOWNLOAD if is_download else set()
     rep.remaining = {k: v for k, v in after.counts.items() if v and k not in left}
@@ -547,58 +553,6 @@ def _check_tfds_read(lay, results, problems, counts) -> None:
             problems.append(Problem("tfds_unreadable", f"split {split}: tfds cannot read its first example: "
                                                        f"{type(e).__name__}: {msg}", file="dataset_info.json"))
             counts["tfds_unreadable"] += 1
-
-
-# ------------------------------------------------------------------------------------------------- figures
-def _int_summary(bc: np.ndarray, cap: int) -> dict:
-    n = int(bc.sum())
-    if not n:
-        return {"n": 0}
-    values = np.arange(len(bc))
-    cum = np.cumsum(bc)
-    pct = lambda q: int(values[np.searchsorted(cum, q * n)])  # noqa: E731
-    nz = np.nonzero(bc)[0]
-    return {"n": n, "mean": float((bc * values).sum() / n), "min": int(nz[0]), "max": int(nz[-1]),
-            "p50": pct(0.5), "p99": pct(0.99), "capped_at": cap,
-            "counts": {int(v): int(bc[v]) for v in nz}}
-
-
-def _figures(lay, results) -> dict:
-    fig: dict[str, Any] = {}
-    floats: dict[str, FloatStats] = {}
-    ints: dict[str, np.ndarray] = {}
-    cats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    status: collections.Counter = collections.Counter()
-    errors: collections.Counter = collections.Counter()
-    rows = 0
-    have_parquet = False
-    for r in results:
-        for k, s in r.floats.items():
-            floats.setdefault(k, FloatStats()).merge(s)
-        for k, bc in r.ints.items():
-            ints[k] = bc if k not in ints else ints[k] + bc
-        for k, c in r.categories.items():
-            cats[k].update(c)
-        if r.parquet:
-            have_parquet = True
-            status.update(r.parquet["status"])
-            errors.update(r.parquet["errors"])
-            rows += r.parquet["rows"]
-    if have_parquet:
-        fig["download"] = {"rows": rows, "success": status.get("success", 0),
-                           "success_rate": status.get("success", 0) / rows if rows else None,
-                           "status": dict(status), "top_errors": errors.most_common(20),
-                           "distinct_errors": len(errors)}
-    fig["categories"] = {k: dict(c.most_common()) for k, c in cats.items()}
-    fig["floats"] = {}
-    for k, s in sorted(floats.items()):
-        fig["floats"][k] = {"n": s.n, "mean": s.sum / s.n if s.n else None, "min": s.min if s.n else None,
-                            "max": s.max if s.n else None, "sentinel_-1": s.sentinel, "nan": s.nan,
-                            "below_-1": s.under, "above_1": s.over, "edges": [round(float(e), 4) for e in FLOAT_EDGES],
-                            "counts": s.hist.tolist() if s.hist is not None else []}
-    fig["ints"] = {k: _int_summary(v, INT_HIST_CAP[k]) for k, v in ints.items()}
-    fig["records_per_shard"] = [{"file": r.label, "records": r.frames} for r in results]
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------- CLI output
