@@ -299,29 +299,33 @@ def _uid_hex(hi: np.ndarray, lo: np.ndarray) -> list[bytes]:
     return [b"%016x%016x" % (int(h), int(w)) for h, w in zip(hi, lo)]
 
 
-def _records(n: int, listed: np.ndarray | None) -> list[bytes]:
-    """``n`` DataComp-shaped records (a 6 KB image, caption, key, uid, sizes, similarity); half the uids drawn
-    from ``listed`` (the keep list's records), half random."""
-    from laionprep.tfrecord import Example
-
+def _uids(n: int, listed: np.ndarray | None) -> list[bytes]:
+    """``n`` uids (32 hex digits): half drawn from ``listed`` (the keep list's records), half random."""
     rng = np.random.default_rng(7)
-    img = b"\xff\xd8\xff" + rng.bytes(6000)
     if listed is not None:
         pick = listed[np.sort(rng.choice(len(listed), n // 2, replace=False))]
         hi = np.concatenate([pick["f0"], rng.integers(0, 2**63, n - n // 2, dtype=np.uint64)])
         lo = np.concatenate([pick["f1"], rng.integers(0, 2**63, n - n // 2, dtype=np.uint64)])
+        order = rng.permutation(n)
+        hi, lo = hi[order], lo[order]
     else:
         hi = rng.integers(0, 2**63, n, dtype=np.uint64)
         lo = rng.integers(0, 2**63, n, dtype=np.uint64)
-    uids = _uid_hex(hi, lo)
+    return [b"%016x%016x" % (int(h), int(w)) for h, w in zip(hi, lo)]
+
+
+def _records(first: int, uids: list[bytes], img: bytes) -> list[bytes]:
+    """DataComp-shaped records (a 6 KB image, caption, key, uid, sizes, similarity), one per uid."""
+    from laionprep.tfrecord import Example
+
     out = []
-    for i in range(n):
+    for i, uid in enumerate(uids, first):
         ex = Example()
         f = ex.features.feature
         f["jpg"].bytes_list.value.append(img)
         f["txt"].bytes_list.value.append(b"a photo of a red dog on the beach at night")
         f["key"].bytes_list.value.append(b"%09d" % i)
-        f["uid"].bytes_list.value.append(uids[i])
+        f["uid"].bytes_list.value.append(uid)
         f["width"].int64_list.value.append(256)
         f["height"].int64_list.value.append(192)
         f["similarity"].float_list.value.append(0.31)
@@ -330,28 +334,32 @@ def _records(n: int, listed: np.ndarray | None) -> list[bytes]:
 
 
 def child_process(records: int, list_path: str | None, cache: str) -> dict:
-    """A reshard worker's record processing over ``records`` records, with the keep list ``list_path`` or none."""
+    """A reshard worker's record processing over ``records`` records, with the keep list ``list_path`` or none;
+    the records are made batch by batch (not timed), as a worker reads them, so the process holds one batch."""
     os.environ["LAIONPREP_CACHE_DIR"] = cache
     from laionprep.sharding import worker
     from laionprep.sharding.records import RecordFilters, RecordProcessor
 
     listed = np.load(list_path, mmap_mode="r") if list_path else None
-    datas = _records(records, listed)
+    uids = _uids(records, listed)
     del listed
+    img = b"\xff\xd8\xff" + np.random.default_rng(1).bytes(6000)
     before = _rss_status()
     t0 = time.perf_counter()
     filters = RecordFilters(keep_keys=list_path, keys_column="uid")
     schema = {"height": "int64", "jpg": "bytes", "key": "bytes", "similarity": "float", "txt": "bytes",
               "uid": "bytes", "width": "int64"}
     proc = RecordProcessor(schema, (), filters, worker._key_list(list_path), None, 0.0)
-    t1 = time.perf_counter()
-    kept = 0
-    for s in range(0, len(datas), worker.BATCH):
-        for is_val, _ in proc.process_batch(datas[s:s + worker.BATCH]):
+    load_s = time.perf_counter() - t0
+    kept, busy = 0, 0.0
+    for s in range(0, records, worker.BATCH):
+        batch = _records(s, uids[s:s + worker.BATCH], img)
+        t = time.perf_counter()
+        for is_val, _ in proc.process_batch(batch):
             kept += is_val is not None
-    t2 = time.perf_counter()
-    return {"records": records, "kept": kept, "load_s": t1 - t0, "process_s": t2 - t1,
-            "records_per_s": records / (t2 - t1), "status_mib_before": before, "status_mib": _rss_status()}
+        busy += time.perf_counter() - t
+    return {"records": records, "kept": kept, "load_s": load_s, "process_s": busy,
+            "records_per_s": records / busy, "status_mib_before": before, "status_mib": _rss_status()}
 
 
 def part_keys(args, work: str) -> dict:
@@ -459,10 +467,11 @@ def main():
     ap.add_argument("--processes", type=int, default=2, help="processes for validate's partitions")
     ap.add_argument("--uids", type=int, default=50_000_000, help="uids in the keep list")
     ap.add_argument("--records", type=int, default=200_000, help="records the reshard worker processes")
-    ap.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "scale_results.json"),
-                    help="measured figures, updated by each part and read by --part extrapolate")
+    ap.add_argument("--results", help="measured figures, updated by each part and read by --part extrapolate "
+                    "(default: CACHE/results.json)")
     args = ap.parse_args()
+    args.results = args.results or os.path.join(args.cache, "results.json")
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     work = tempfile.mkdtemp(prefix="laionprep-bench-scale-")
     print("load:", open("/proc/loadavg").read().strip(), flush=True)
     results = json.load(open(args.results)) if os.path.exists(args.results) else {}

@@ -101,3 +101,25 @@ def test_figures_are_summed_in_shard_order_whatever_the_order_results_arrive(dem
     assert one.figures["ints"]["width"]["n"] == one.totals["records"] > 0
     assert one.figures["floats"]["similarity"]["n"] == one.totals["records"]
     assert [s["parquet_success"] for s in one.shards] == [s["parquet_success"] for s in three.shards]
+
+
+def test_no_room_for_the_runs_is_a_clear_error(demo_download, cli, capsys, monkeypatch, tmp_path):
+    import errno
+    import tempfile
+
+    from laionprep import spill
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # $TMPDIR does not exist
+    assert cli(demo_download, "--decode-fraction", 0, "--workers", 1) == 1
+    err = capsys.readouterr().err
+    assert "temporary folder for the duplicate-key check" in err and "TMPDIR" in err and "Traceback" not in err
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spill.Runs, "flush", full)
+    assert cli(demo_download, "--decode-fraction", 0, "--workers", 1) == 1
+    err = capsys.readouterr().err
+    assert "cannot write the duplicate-key check's runs" in err and "No space left" in err and "TMPDIR" in err
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("laionprep-validate-keys-")]  # removed

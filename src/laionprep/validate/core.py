@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import MISSING
 import multiprocessing
 import os
+import shutil
 import time
 from typing import Any
 
@@ -222,8 +223,6 @@ def validate(config: ValidateConfig, *, progress=None) -> Report:
         with stage.locked(lay.root if config.quarantine else None, "validate --quarantine"):
             return _validate(config, lay, start, cpu_start, progress, work)
     finally:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -21,9 +21,12 @@ import dataclasses
 import numpy as np
 
 from laionprep import spill
+from laionprep.errors import DataError
 
 POS_BITS = 32  # a shard may hold up to 2^32 records; a dataset 2^32 shards
 POS_MASK = (1 << POS_BITS) - 1
+_FIX = ("free space there, or point TMPDIR at a writable local disk with room for key width + 8 bytes per record "
+        "(17 GB per billion img2dataset keys)")
 _MULT = (np.random.default_rng(0x6B657973).integers(1, 1 << 63, size=64, dtype=np.uint64) | np.uint64(1))
 
 
@@ -80,7 +83,11 @@ class KeySpill(spill.Runs):
             estimate = self.keys_seen * self.units // max(self.units_seen, 1)
             self.partitions = spill.partitions_for(max(estimate, self.expected), working_bytes(self.width),
                                                    self.per_process)
-        super().flush()
+        try:
+            super().flush()
+        except OSError as e:  # e.g. the temporary disk is full
+            raise DataError(f"cannot write the duplicate-key check's runs: {e}", where=self.folder,
+                            fix=_FIX) from None
 
     def partition_of(self, rec: np.ndarray) -> np.ndarray:
         return _hash(_contiguous_keys(rec)) % np.uint64(self.partitions)
@@ -164,7 +171,11 @@ def spill_folder(parent: str | None = None) -> str:
     """A new temporary folder for the key runs (``$TMPDIR``: local disk)."""
     import tempfile
 
-    return tempfile.mkdtemp(prefix="laionprep-validate-keys-", dir=parent)
+    try:
+        return tempfile.mkdtemp(prefix="laionprep-validate-keys-", dir=parent)
+    except OSError as e:
+        raise DataError(f"cannot make a temporary folder for the duplicate-key check: {e}",
+                        where=parent or tempfile.gettempdir(), fix=_FIX) from None
 
 
 __all__ = ["KeySpill", "check_partition", "find_duplicates", "spill_folder", "working_bytes"]
