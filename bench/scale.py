@@ -101,8 +101,20 @@ def dataset(cache: str, files: int, rows: int) -> str:
     return view
 
 
-def _tree_rss(root: int) -> int:
-    """RSS bytes of ``root`` and all its descendants now (from /proc)."""
+def _anon(pid: int) -> int:
+    """A process's anonymous resident bytes (RssAnon: its own memory, without the file pages it maps)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _tree_rss(root: int, anon: bool = False):
+    """RSS bytes of ``root`` and all its descendants now (from /proc); with ``anon``, (RSS, RssAnon) summed."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for d in os.listdir("/proc"):
@@ -115,26 +127,30 @@ def _tree_rss(root: int) -> int:
             rss[int(d)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [root]
+    total, own, todo = 0, 0, [root]
     while todo:
         p = todo.pop()
         total += rss.get(p, 0)
+        own += _anon(p) if anon else 0
         todo += children.get(p, [])
-    return total
+    return (total, own) if anon else total
 
 
 def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS of its process tree (sampled), and the largest child's ru_maxrss."""
+    """Run ``cmd``; wall seconds, peak RSS of its process tree (sampled; also its anonymous part, RssAnon: the
+    processes' own memory without the file pages they map), and the largest child's ru_maxrss."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = 0
+    peak = peak_anon = 0
     while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc.pid))
+        rss, anon = _tree_rss(proc.pid, anon=True)
+        peak, peak_anon = max(peak, rss), max(peak_anon, anon)
         time.sleep(0.1)
     out = proc.stdout.read().decode("utf-8", "replace")
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
     return {"seconds": time.perf_counter() - t, "peak_tree_rss_mib": peak / 2**20,
+            "peak_tree_anon_mib": peak_anon / 2**20,
             "max_child_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
@@ -376,15 +392,16 @@ def part_keys(args, work: str) -> dict:
     res = {"build": _child(args, "keylist_build", path=src, cache=cache)}
     b = res["build"]
     print(f"  key list: {b['uids']:,} uids built in {b['build_s']:.1f} s, {b['list_bytes'] / 2**20:,.0f} MiB on disk; "
-          f"peak tree RSS {b['peak_tree_rss_mib']:,.0f} MiB (VmHWM {b['status_mib']['VmHWM']:,.0f}, of it "
-          f"anonymous at the end {b['status_mib']['RssAnon']:,.0f})", flush=True)
+          f"peak tree RSS {b['peak_tree_rss_mib']:,.0f} MiB, of it anonymous (its own memory, not the mapped files' "
+          f"pages) at most {b['peak_tree_anon_mib']:,.0f} MiB", flush=True)
     for name, path in (("without", None), ("with", src)):
         r = res[name] = _child(args, "process", records=args.records, list_path=path, cache=cache)
         st = r["status_mib"]
         own = st["RssAnon"] - r["status_mib_before"]["RssAnon"]
         r["own_growth_mib"] = own
         print(f"  worker {name} the list: {r['records']:,} records ({r['kept']:,} kept) at {r['records_per_s']:,.0f} "
-              f"records/s (list load {r['load_s']:.2f} s); peak tree RSS {r['peak_tree_rss_mib']:,.0f} MiB; at the "
+              f"records/s (list load {r['load_s']:.2f} s); peak tree RSS {r['peak_tree_rss_mib']:,.0f} MiB (anonymous "
+              f"{r['peak_tree_anon_mib']:,.0f}); at the "
               f"end RssAnon {st['RssAnon']:,.0f} MiB ({own:+,.0f} while processing), RssFile {st['RssFile']:,.0f} "
               f"MiB (the list's pages in the page cache, shared by a machine's workers)", flush=True)
     w, wo = res["with"], res["without"]
