@@ -31,8 +31,9 @@ _MULT = (np.random.default_rng(0x6B657973).integers(1, 1 << 63, size=64, dtype=n
 
 
 def working_bytes(width: int) -> int:
-    """Phase 2's bytes per key ``width`` bytes wide: the records read (twice while gathered), the key copy, the
-    sort words and their sorted copy, the order and the position (measured in bench/scale.py --part validate)."""
+    """Phase 2's bytes per key ``width`` bytes wide, as counted from :func:`check_partition`'s arrays: the records
+    read (twice while gathered), the key copy, the sort words and their sorted copy, the order and the position
+    (bench/scale.py --part validate: the process tree's peak stays under the budget plus the interpreters)."""
     words = 8 * -(-width // 8)
     return 3 * (width + 8) + 2 * words + 32
 
