@@ -3,7 +3,8 @@
 Phase 1 (per metadata file, in any order, any process): each kept row's URL is hashed to 128 bits (two 64-bit
 polars string hashes with different seeds) and its position ``file << 40 | row`` (the row in that file's phase-1
 output, whose order is the input order) is spilled, with the two hashes, into ``P`` hash partitions
-(:class:`Spill`: one binary file per file and chunk, its records grouped by partition, plus the partition offsets).
+(:class:`Spill`, on :mod:`laionprep.spill`: one file per file and chunk, its records grouped by partition, plus the
+partition offsets).
 Phase 2 (per partition, any order, any process): :func:`resolve_partition` gathers the partition's records from
 every file in file order, so they are in position order, and marks every record whose 128-bit hash occurred at
 an earlier position: the first occurrence in (file, row) order is kept, exactly as a sequential scan would.
@@ -20,6 +21,8 @@ import os
 
 import numpy as np
 import pyarrow as pa
+
+from laionprep import spill
 
 RECORD = np.dtype([("h1", "<u8"), ("h2", "<u8"), ("pos", "<u8")])
 ROW_BITS = 40  # a file may have up to 2^40 rows; 2^24 files
@@ -51,65 +54,38 @@ def partitions_for(rows: int, budget_bytes: int) -> int:
     """How many partitions keep one partition's phase-2 working set (``rows`` spread evenly) within a quarter of
     the budget: below phase 1's peak (a batch of the budget's size), so the process's peak does not rise with the
     dataset (measured: one partition of 14M records peaked at 1.6 GiB, above phase 1's 1.1 GiB)."""
-    return max(1, min(4096, -(-rows * BYTES_PER_RECORD_PHASE2 * 4 // max(budget_bytes, 1))))
+    return spill.partitions_for(rows, BYTES_PER_RECORD_PHASE2 * 4, budget_bytes)
 
 
-class Spill:
-    """One file's phase-1 records, written in chunks of at most ``chunk_rows`` (``folder/FFFFF-CCCC.bin`` +
-    ``.off.npy``: records grouped by partition, and each partition's start)."""
+class Spill(spill.Runs):
+    """One file's phase-1 records, written in chunks of at most ``chunk_rows`` (:class:`laionprep.spill.Runs`:
+    ``folder/FFFFF-CCCC.npy`` + ``.off.npy``), partitioned by ``h1``."""
 
     def __init__(self, folder: str, file_idx: int, partitions: int, chunk_rows: int):
-        self.folder, self.file_idx, self.partitions = folder, file_idx, partitions
-        self.chunk_rows = max(1, chunk_rows)
-        self.parts: list[np.ndarray] = []
-        self.buffered = 0
-        self.chunks = 0
+        super().__init__(folder, _name(file_idx), partitions, chunk_rows)
+        self.file_idx = file_idx
 
     def add(self, h1: np.ndarray, h2: np.ndarray, first_row: int) -> None:
         rec = np.empty(len(h1), RECORD)
         rec["h1"], rec["h2"] = h1, h2
         rec["pos"] = (np.uint64(self.file_idx) << np.uint64(ROW_BITS)) + np.arange(
             first_row, first_row + len(h1), dtype=np.uint64)
-        self.parts.append(rec)
-        self.buffered += len(rec)
-        if self.buffered >= self.chunk_rows:
-            self.flush()
+        self.append(rec)
 
-    def flush(self) -> None:
-        if not self.parts:
-            return
-        rec = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
-        self.parts, self.buffered = [], 0
-        part = (rec["h1"] % np.uint64(self.partitions)).astype(np.int64)
-        order = np.argsort(part, kind="stable")  # stable: rows stay in order within a partition
-        offsets = np.zeros(self.partitions + 1, dtype=np.int64)
-        np.cumsum(np.bincount(part, minlength=self.partitions), out=offsets[1:])
-        base = os.path.join(self.folder, f"{self.file_idx:05d}-{self.chunks:04d}")
-        rec[order].tofile(base + ".bin")
-        np.save(base + ".off.npy", offsets)
-        self.chunks += 1
+    def partition_of(self, rec: np.ndarray) -> np.ndarray:
+        return rec["h1"] % np.uint64(self.partitions)
 
-    def close(self) -> int:
-        """Flush what is buffered; returns the number of chunks written."""
-        self.flush()
-        return self.chunks
+
+def _name(file_idx: int) -> str:
+    return f"{file_idx:05d}"
 
 
 def resolve_partition(spill_dir: str, chunks: list[int], partition: int, out_dir: str) -> np.ndarray:
     """Phase 2 for one partition: write the sorted positions of its duplicates to ``out_dir/PPPPP.npy`` and return
     the duplicates per file.  ``chunks[i]``: how many chunks file ``i`` spilled (files in input order)."""
-    pieces = []
-    for f, n in enumerate(chunks):
-        for c in range(n):
-            base = os.path.join(spill_dir, f"{f:05d}-{c:04d}")
-            off = np.load(base + ".off.npy")
-            lo, hi = int(off[partition]), int(off[partition + 1])
-            if hi > lo:
-                mm = np.memmap(base + ".bin", dtype=RECORD, mode="r")
-                pieces.append(np.array(mm[lo:hi]))
-                del mm
-    rec = np.concatenate(pieces) if pieces else np.empty(0, RECORD)
-    del pieces
+    rec = spill.read_partition(spill_dir, [(_name(f), n) for f, n in enumerate(chunks)], partition)
+    if rec is None:
+        rec = np.empty(0, RECORD)
     # gathered in file order, chunk order and row order: ascending positions, so "first distinct" is the first
     # occurrence in (file, row) order
     first = first_distinct(rec["h1"], rec["h2"])

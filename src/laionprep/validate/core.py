@@ -12,21 +12,24 @@ import dataclasses
 from dataclasses import MISSING
 import multiprocessing
 import os
+import shutil
 import time
 from typing import Any
 
 import numpy as np
 
 from laionprep import fs as lfs
-from laionprep import stage
+from laionprep import options, stage
 from laionprep.options import option
 from laionprep.errors import UsageError
+from laionprep.validate import figures as lfigures
+from laionprep.validate import key_check
 from laionprep.validate import layout as llayout
 from laionprep.validate.problems import CHECK_ORDER, KINDS, LEFT_TO_DOWNLOAD, NOT_PER_SHARD, Problem
-from laionprep.validate.shard_check import (INT_HIST_CAP, FLOAT_EDGES, KIND_NAMES, FloatStats, ShardResult,
-                                            check_shard, result_summary)
+from laionprep.validate.shard_check import KIND_NAMES, ShardResult, check_shard, result_summary
 
 SHA256_MODES = ("auto", "stored", "off")
+DEFAULT_MEMORY_BUDGET = 1 << 30
 MAX_LISTED = 1000  # problems listed per kind in the report (all are counted)
 # Kinds that a wrong setting makes appear everywhere: not quarantined when every shard has them.
 SETTINGS_SENSITIVE = ("missing_key", "wrong_short_side", "wrong_image_size", "sha256_mismatch", "bad_value",
@@ -54,6 +57,10 @@ class ValidateConfig:
     sha256: str = option("--sha256", None, "stored: sha256 must match the stored image bytes; auto (default): only "
                          "when the dataset's hashes are of the stored bytes (see docs/validate.md)", default="auto",
                          choices=list(SHA256_MODES))
+    memory_budget: int = option("--memory-budget", options.size, "memory the duplicate-key check may use, all "
+                                "processes together (e.g. 1GiB, 512MiB; default 1GiB): sizes its partitions on "
+                                "local disk ($TMPDIR, key width + 8 bytes per record), never changes the report",
+                                default=DEFAULT_MEMORY_BUDGET, metavar="SIZE")
     max_examples: int = 20  # problems kept with full detail, per kind and shard
 
     def check(self) -> None:
@@ -68,6 +75,9 @@ class ValidateConfig:
                              fix="use one of: " + ", ".join(SHA256_MODES))
         if self.image_size is not None and self.image_size < 1:
             raise UsageError("--image-size must be >= 1", where="--image-size")
+        if self.memory_budget < 1:
+            raise UsageError(f"--memory-budget must be positive, got {self.memory_budget}", where="--memory-budget",
+                             fix="e.g. 1GiB (the default) or 512MiB")
         if self.report:
             lfs.check_bucket(self.report, where="--report")  # before the work, not when writing the report
 
@@ -140,28 +150,46 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------------------- running
-def _run_units(lay: llayout.Layout, workers: int, progress) -> list[ShardResult]:
+def _pool(n: int) -> cf.ProcessPoolExecutor:
+    """Worker processes without TensorFlow: forkserver (preloaded with the shard checks) where there is one."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["laionprep.validate.shard_check"])
+    return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+
+
+def _key_spill(config: ValidateConfig, lay, folder: str) -> key_check.KeySpill:
+    os.makedirs(folder, exist_ok=True)
+    return key_check.KeySpill(folder, config.memory_budget, len(lay.units), lay.expected_total,
+                              processes=config.worker_count)
+
+
+def _run_units(lay: llayout.Layout, workers: int, progress, keys: key_check.KeySpill,
+               figures: lfigures.Figures) -> list[ShardResult]:
+    """Check every shard; each result's keys go to ``keys`` and its histograms to ``figures`` as it arrives, so
+    neither is held here per shard."""
     units = lay.units
     results: list[ShardResult | None] = [None] * len(units)
     task = progress.add_task("validate", total=len(units)) if progress is not None else None
     n = min(workers, len(units))
     if n <= 1:
         for u in units:
-            results[u.index] = check_shard(u, lay.checks)
+            results[u.index] = r = check_shard(u, lay.checks)
+            keys.add(r)
+            figures.add(r)
             if task is not None:
                 progress.advance(task)
         return results  # type: ignore[return-value]
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["laionprep.validate.shard_check"])
-    pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+    pool = _pool(n)
     futs: list = []
     try:
         futs = [pool.submit(check_shard, u, lay.checks) for u in units]
         for fut in cf.as_completed(futs):
             r = fut.result()
             results[r.unit] = r
+            keys.add(r)
+            figures.add(r)
             if task is not None:
                 progress.advance(task)
     except BaseException:  # Ctrl-C or a bug: stop now, do not work through the queued shards
@@ -190,8 +218,12 @@ def validate(config: ValidateConfig, *, progress=None) -> Report:
                          "*.json as a finished shard", where="--report",
                          fix=f"write the report elsewhere, e.g. {lfs.join(lay.root, 'validation')}")
     # --quarantine moves shards: it holds the folder lock every stage takes, so no download runs meanwhile
-    with stage.locked(lay.root if config.quarantine else None, "validate --quarantine"):
-        return _validate(config, lay, start, cpu_start, progress)
+    work = key_check.spill_folder()
+    try:
+        with stage.locked(lay.root if config.quarantine else None, "validate --quarantine"):
+            return _validate(config, lay, start, cpu_start, progress, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclasses.dataclass
@@ -203,8 +235,11 @@ class _Findings:
     figures: dict
 
 
-def _assess(config: ValidateConfig, lay, results: list[ShardResult]) -> _Findings:
-    """Merge the per-shard results and run the dataset-wide checks (no data is read here)."""
+def _assess(config: ValidateConfig, lay, results: list[ShardResult], keys: key_check.KeySpill,
+            unit_map: np.ndarray | None = None, figures: dict | None = None) -> _Findings:
+    """Merge the per-shard results and run the dataset-wide checks (no data is read here).  ``keys`` holds the
+    results' keys; ``unit_map`` renumbers its units to ``results``' (-1: a unit left out); ``figures``: the
+    results' figures, summed as they arrived (else summed here from what the results still hold)."""
     problems = list(lay.problems)
     counts: collections.Counter = collections.Counter(p.kind for p in lay.problems)
     for p in lay.problems:
@@ -218,10 +253,10 @@ def _assess(config: ValidateConfig, lay, results: list[ShardResult]) -> _Finding
             if n and kind not in NOT_PER_SHARD:
                 bad_units[r.unit].add(kind)
     _check_types(lay, results, problems, counts, config.max_examples)
-    _check_duplicates(lay, results, problems, counts, bad_units, config.max_examples)
+    _check_duplicates(config, results, problems, counts, bad_units, keys, unit_map)
     notes = list(lay.notes)
     _check_sha256(config, results, problems, counts, bad_units, notes)
-    figures = _figures(lay, results)
+    figures = figures if figures is not None else lfigures.summed(results)
     if lay.kind == "download":
         _check_manifest(lay, results, figures, problems, counts)
     if lay.kind == "tfds":
@@ -242,9 +277,11 @@ def _assess(config: ValidateConfig, lay, results: list[ShardResult]) -> _Finding
     return _Findings(problems, counts, dict(bad), notes, figures)
 
 
-def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progress) -> Report:
-    results = _run_units(lay, config.worker_count, progress)
-    found = _assess(config, lay, results)
+def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progress, work: str) -> Report:
+    keys = _key_spill(config, lay, os.path.join(work, "all"))
+    figures = lfigures.Figures()
+    results = _run_units(lay, config.worker_count, progress, keys, figures)
+    found = _assess(config, lay, results, keys, figures=figures.result(results))
     problems, counts, notes, figures = found.problems, found.counts, found.notes, found.figures
     seconds = time.time() - start
     records = sum(r.frames for r in results)
@@ -267,7 +304,7 @@ def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progr
                          for r in results],
                  figures=figures, notes=notes)
     if config.quarantine:
-        _quarantine(config, lay, results, found, rep)
+        _quarantine(config, lay, results, found, rep, keys)
     if config.report:
         from laionprep.validate.report import write_report
 
@@ -275,7 +312,8 @@ def _validate(config: ValidateConfig, lay, start: float, cpu_start: float, progr
     return rep
 
 
-def _quarantine(config: ValidateConfig, lay, results: list[ShardResult], found: _Findings, rep: Report) -> None:
+def _quarantine(config: ValidateConfig, lay, results: list[ShardResult], found: _Findings, rep: Report,
+                keys: key_check.KeySpill) -> None:
     """Move every shard with a problem of its own, mark the manifest, then assess what is left (the folder listed
     again; the results of the shards left in place reused, no data read twice)."""
     from laionprep.validate.quarantine import mark_manifest, quarantine
@@ -291,9 +329,14 @@ def _quarantine(config: ValidateConfig, lay, results: list[ShardResult], found: 
     after_lay = llayout.build(config)
     by_shard = {lay.units[r.unit].shard_id: r for r in results}
     kept = [dataclasses.replace(by_shard[u.shard_id], unit=u.index) for u in after_lay.units if u.shard_id in by_shard]
+    unit_map = np.full(len(lay.units), -1, dtype=np.int64)  # the spilled keys' units -> the units left
+    for u in after_lay.units:
+        if u.shard_id in by_shard:
+            unit_map[by_shard[u.shard_id].unit] = u.index
     if len(kept) < len(after_lay.units):  # a shard that appeared meanwhile cannot be (the folder lock is held)
-        kept = _run_units(after_lay, config.worker_count, None)
-    after = _assess(config, after_lay, kept)
+        keys, unit_map = _key_spill(config, after_lay, os.path.join(keys.folder, "again")), None
+        kept = _run_units(after_lay, config.worker_count, None, keys, lfigures.Figures())
+    after = _assess(config, after_lay, kept, keys, unit_map)
     left = LEFT_TO_DOWNLOAD if is_download else set()
     rep.remaining = {k: v for k, v in after.counts.items() if v and k not in left}
     rep.remaining_problems = [p for p in _sorted(after.problems) if p.kind in rep.remaining][:50]
@@ -399,33 +442,26 @@ def _check_types(lay, results, problems, counts, mx) -> None:
                                 count=missing_total, unit=unit))
 
 
-def _check_duplicates(lay, results, problems, counts, bad_units, mx) -> None:
-    arrays = [r.keys for r in results if r.keys is not None and len(r.keys)]
-    if not arrays:
+def _check_duplicates(config, results, problems, counts, bad_units, keys, unit_map) -> None:
+    """Keys unique across the dataset (``key_check``: partitions on local disk, one sort each)."""
+    listed = config.max_examples * 5
+    keys.close()  # the last chunk written: the partition count is known
+    pool = _pool(min(config.worker_count, keys.partitions)) if config.worker_count > 1 and keys.partitions > 1 \
+        else None
+    try:
+        dups = key_check.find_duplicates(keys, unit_map, listed, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    if not dups.count:
         return
-    keys = np.concatenate(arrays)
-    units = np.concatenate([np.full(len(r.keys), r.unit, dtype=np.int64) for r in results
-                            if r.keys is not None and len(r.keys)])
-    recs = np.concatenate([r.key_records for r in results if r.keys is not None and len(r.keys)])
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    same = sk[1:] == sk[:-1]
-    if not same.any():
-        return
-    n = len(sk)
-    is_start = np.r_[True, ~same]
-    start = np.maximum.accumulate(np.where(is_start, np.arange(n), 0))
-    dup_pos = np.nonzero(same)[0] + 1
-    counts["duplicate_key"] += len(dup_pos)
-    for j, p in enumerate(dup_pos.tolist()):
-        a, b = order[start[p]], order[p]
-        ua, ub = int(units[a]), int(units[b])
-        bad_units[ua].add("duplicate_key")
-        bad_units[ub].add("duplicate_key")
-        if j < mx * 5:
-            key = bytes(sk[p]).decode("utf-8", "backslashreplace")
-            problems.append(Problem("duplicate_key", f"key also in {results[ua].label} record {int(recs[a])}",
-                                    file=results[ub].label, record=int(recs[b]), key=key, unit=ub))
+    counts["duplicate_key"] += dups.count
+    for u in dups.units:
+        bad_units[u].add("duplicate_key")
+    for token, ub, rb, ua, ra in dups.listed:
+        problems.append(Problem("duplicate_key", f"key also in {results[ua].label} record {ra}",
+                                file=results[ub].label, record=rb, key=token.decode("utf-8", "backslashreplace"),
+                                unit=ub))
 
 
 def _check_sha256(config, results, problems, counts, bad_units, notes) -> None:
@@ -516,58 +552,6 @@ def _check_tfds_read(lay, results, problems, counts) -> None:
             problems.append(Problem("tfds_unreadable", f"split {split}: tfds cannot read its first example: "
                                                        f"{type(e).__name__}: {msg}", file="dataset_info.json"))
             counts["tfds_unreadable"] += 1
-
-
-# ------------------------------------------------------------------------------------------------- figures
-def _int_summary(bc: np.ndarray, cap: int) -> dict:
-    n = int(bc.sum())
-    if not n:
-        return {"n": 0}
-    values = np.arange(len(bc))
-    cum = np.cumsum(bc)
-    pct = lambda q: int(values[np.searchsorted(cum, q * n)])  # noqa: E731
-    nz = np.nonzero(bc)[0]
-    return {"n": n, "mean": float((bc * values).sum() / n), "min": int(nz[0]), "max": int(nz[-1]),
-            "p50": pct(0.5), "p99": pct(0.99), "capped_at": cap,
-            "counts": {int(v): int(bc[v]) for v in nz}}
-
-
-def _figures(lay, results) -> dict:
-    fig: dict[str, Any] = {}
-    floats: dict[str, FloatStats] = {}
-    ints: dict[str, np.ndarray] = {}
-    cats: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    status: collections.Counter = collections.Counter()
-    errors: collections.Counter = collections.Counter()
-    rows = 0
-    have_parquet = False
-    for r in results:
-        for k, s in r.floats.items():
-            floats.setdefault(k, FloatStats()).merge(s)
-        for k, bc in r.ints.items():
-            ints[k] = bc if k not in ints else ints[k] + bc
-        for k, c in r.categories.items():
-            cats[k].update(c)
-        if r.parquet:
-            have_parquet = True
-            status.update(r.parquet["status"])
-            errors.update(r.parquet["errors"])
-            rows += r.parquet["rows"]
-    if have_parquet:
-        fig["download"] = {"rows": rows, "success": status.get("success", 0),
-                           "success_rate": status.get("success", 0) / rows if rows else None,
-                           "status": dict(status), "top_errors": errors.most_common(20),
-                           "distinct_errors": len(errors)}
-    fig["categories"] = {k: dict(c.most_common()) for k, c in cats.items()}
-    fig["floats"] = {}
-    for k, s in sorted(floats.items()):
-        fig["floats"][k] = {"n": s.n, "mean": s.sum / s.n if s.n else None, "min": s.min if s.n else None,
-                            "max": s.max if s.n else None, "sentinel_-1": s.sentinel, "nan": s.nan,
-                            "below_-1": s.under, "above_1": s.over, "edges": [round(float(e), 4) for e in FLOAT_EDGES],
-                            "counts": s.hist.tolist() if s.hist is not None else []}
-    fig["ints"] = {k: _int_summary(v, INT_HIST_CAP[k]) for k, v in ints.items()}
-    fig["records_per_shard"] = [{"file": r.label, "records": r.frames} for r in results]
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------- CLI output

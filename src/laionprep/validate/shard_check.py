@@ -484,11 +484,13 @@ def _read_parquet(unit: Unit, r: ShardResult, mx: int):
     except Exception as e:
         r.add(mx, "bad_metadata", f"unreadable parquet {os.path.basename(unit.parquet)}: {type(e).__name__}: {e}")
         return None
+    from laionprep.ingest.download import normalise_error
+
     status = t.get("status") or []
-    errors = collections.Counter()
+    errors = collections.Counter()  # by reason (the download's): URLs and per-row details dropped, so few
     for st, msg in zip(status, t.get("error_message") or [None] * len(status)):
         if st != "success":
-            errors[f"{st}: {msg}" if msg else str(st)] += 1
+            errors[f"{st}: {normalise_error(msg)}" if msg else str(st)] += 1
     r.parquet = {"rows": len(status), "status": collections.Counter(status), "errors": errors}
     if "key" not in t:
         return None
