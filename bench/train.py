@@ -154,25 +154,12 @@ def _write_images(out_dir: str, n: int, short_side: int = 480) -> list[str]:
 
 def _copy_images(files: list[str], out_dir: str, short_side: int) -> None:
     """The records of ``files`` with their images re-encoded as ``reshard --image-size`` does (sharding.images)."""
-    from laionprep._env import import_tf
-    from laionprep.sharding.images import ShortSideResizer
+    from laionprep import tfrecord
+    from laionprep.sharding.images import write_low_res_copy
 
-    tf = import_tf()
-    resize = ShortSideResizer(short_side)
-    os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)
-    size = n = 0
-    for path in files:
-        with tf.io.TFRecordWriter(os.path.join(out_dir, "tfrecord", os.path.basename(path))) as w:
-            for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                ex = tf.train.Example.FromString(raw)
-                f = ex.features.feature
-                small = resize(f["jpg"].bytes_list.value[0])
-                if small is not None:
-                    f["jpg"].bytes_list.value[0] = small[0]
-                size += len(f["jpg"].bytes_list.value[0])
-                n += 1
-                w.write(ex.SerializeToString())
-    print(f"  wrote a {short_side} px copy: mean {size / n / 1024:.1f} KiB", flush=True)
+    sizes = [len(tfrecord.Example.FromString(r).features.feature["jpg"].bytes_list.value[0])
+             for p in write_low_res_copy(files, out_dir, short_side) for r in tfrecord.read_records(p)]
+    print(f"  wrote a {short_side} px copy: mean {sum(sizes) / len(sizes) / 1024:.1f} KiB", flush=True)
 
 
 def _psnr(files: list[str], image_size: int, old: bool = False) -> float:

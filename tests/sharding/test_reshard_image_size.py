@@ -167,3 +167,38 @@ def test_an_image_that_cannot_be_decoded_is_an_image_error_not_a_silent_copy():
     for bad in (b"not an image at all", good.getvalue()[:200]):  # garbage; a JPEG cut after its header
         with pytest.raises(limages.ImageError):
             resize(bad)
+
+
+def test_write_low_res_copy_reencodes_each_record(tmp_path):
+    """The benchmarks' and tests' copy (sharding.images.write_low_res_copy): per record, an image with a short side
+    above N re-encoded to N with width/height following, a smaller one carried byte-identical, every other feature
+    kept; same file names and record order."""
+    from PIL import Image
+
+    from laionprep import tfrecord
+
+    def jpeg(w, h):
+        buf = io.BytesIO()
+        Image.fromarray((np.random.default_rng(w).random((h, w, 3)) * 255).astype(np.uint8)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    def record(img, w, h, key):
+        ex = tfrecord.Example()
+        f = ex.features.feature
+        f["jpg"].bytes_list.value.append(img)
+        f["key"].bytes_list.value.append(key)
+        f["width"].int64_list.value.append(w)
+        f["height"].int64_list.value.append(h)
+        return ex.SerializeToString()
+
+    small = jpeg(40, 30)
+    src = str(tmp_path / "in" / "00000.tfrecord")
+    os.makedirs(os.path.dirname(src))
+    tfrecord.write_records(src, [record(jpeg(200, 100), 200, 100, b"a"), record(small, 40, 30, b"b")])
+    out = limages.write_low_res_copy([src], str(tmp_path / "copy"), 50)
+    assert out == [str(tmp_path / "copy" / "tfrecord" / "00000.tfrecord")]
+    got = [tfrecord.Example.FromString(r) for r in tfrecord.read_records(out[0])]
+    assert [value(ex, "key")[0] for ex in got] == [b"a", b"b"]
+    assert Image.open(io.BytesIO(value(got[0], "jpg")[0])).size == (100, 50)
+    assert (value(got[0], "width")[0], value(got[0], "height")[0]) == (100, 50)
+    assert value(got[1], "jpg")[0] == small and (value(got[1], "width")[0], value(got[1], "height")[0]) == (40, 30)

@@ -139,24 +139,6 @@ def write_low_res_copy(src_dir: str, out_dir: str, short_side: int) -> list[str]
     ``laionprep reshard --image-size``'s encoder (width/height updated), under ``out_dir/tfrecord``."""
     import glob
 
-    from laionprep._env import import_tf
-    from laionprep.sharding.images import ShortSideResizer
+    from laionprep.sharding.images import write_low_res_copy as write_copy
 
-    tf = import_tf()
-    resize = ShortSideResizer(short_side)
-    os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)
-    paths = []
-    for path in sorted(glob.glob(os.path.join(src_dir, "tfrecord", "*.tfrecord"))):
-        paths.append(os.path.join(out_dir, "tfrecord", os.path.basename(path)))
-        with tf.io.TFRecordWriter(paths[-1]) as w:
-            for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                ex = tf.train.Example.FromString(raw)
-                f = ex.features.feature
-                small = resize(f["jpg"].bytes_list.value[0])
-                if small is not None:
-                    f["jpg"].bytes_list.value[0] = small[0]
-                    if "width" in f:
-                        f["width"].int64_list.value[:] = [small[1]]
-                        f["height"].int64_list.value[:] = [small[2]]
-                w.write(ex.SerializeToString())
-    return paths
+    return write_copy(sorted(glob.glob(os.path.join(src_dir, "tfrecord", "*.tfrecord"))), out_dir, short_side)

@@ -66,3 +66,31 @@ class ShortSideResizer:
             "keep_ratio", "center_crop") else True
         return {"image_size": self.short_side, "resize_mode": "keep_ratio", "resize_only_if_bigger": bool(only_bigger),
                 "encode_quality": ENCODE_QUALITY, "interpolation": INTERPOLATION}
+
+
+def write_low_res_copy(files, out_dir: str, short_side: int, image_key: str = "jpg") -> list[str]:
+    """The records of the TFRecord ``files`` with every image re-encoded by :class:`ShortSideResizer` (``width`` /
+    ``height`` updated where the records have them), under ``out_dir/tfrecord/`` with the same file names: the
+    low-resolution copy of ``reshard --image-size`` without the reshard, for the benchmarks and the tests.  Returns
+    the paths written."""
+    import os
+
+    from laionprep import tfrecord
+
+    resize = ShortSideResizer(short_side)
+    os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)
+    paths = []
+    for path in files:
+        paths.append(os.path.join(out_dir, "tfrecord", os.path.basename(path)))
+        with tfrecord.RecordWriter(paths[-1]) as w:
+            for raw in tfrecord.read_records(path):
+                ex = tfrecord.Example.FromString(raw)
+                f = ex.features.feature
+                small = resize(f[image_key].bytes_list.value[0])
+                if small is not None:
+                    f[image_key].bytes_list.value[0] = small[0]
+                    if "width" in f and "height" in f:
+                        f["width"].int64_list.value[:] = [small[1]]
+                        f["height"].int64_list.value[:] = [small[2]]
+                w.write(ex.SerializeToString())
+    return paths
