@@ -365,6 +365,16 @@ def plans(folder: str) -> dict:
     return {n: json.load(open(os.path.join(d, n))) for n in sorted(os.listdir(d))}
 
 
+def removed_with_the_reference_list(ref_list: str, folder: str, tmp_path) -> tuple[str, set[str], dict]:
+    """`remove` with a copy of the reference list: (the list, the listed rows' URLs and captions, the plans)."""
+    lst = str(tmp_path / "takedown.txt")
+    shutil.copy(ref_list, lst)
+    texts = texts_of(set(open(lst).read().split()), folder)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0, r.stderr
+    return lst, texts, plans(folder)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["deleted", "a file lost"])
 def test_a_shard_fetched_again_after_remove_comes_back_without_the_removed_rows(how, tiny, reference, folder,
@@ -373,12 +383,7 @@ def test_a_shard_fetched_again_after_remove_comes_back_without_the_removed_rows(
     taken out as remove took them out; each shard, the accounting and the plans equal the removal's."""
     src, _ = tiny
     ref, ref_list, _ = reference
-    lst = str(tmp_path / "takedown.txt")
-    shutil.copy(ref_list, lst)
-    texts = texts_of(set(open(lst).read().split()), folder)
-    r, _ = run(remove_cmd(folder, lst))
-    assert r.returncode == 0, r.stderr
-    plans_before = plans(folder)
+    lst, texts, plans_before = removed_with_the_reference_list(ref_list, folder, tmp_path)
     lose_shards(folder, how)
     r, _ = run(download_cmd(src, folder))
     assert r.returncode == 0, r.stderr
@@ -399,12 +404,7 @@ def test_download_killed_while_taking_tombstones_out_of_a_shard_then_run_again(p
                                                                                tmp_path):
     src, _ = tiny
     ref, ref_list, _ = reference
-    lst = str(tmp_path / "takedown.txt")
-    shutil.copy(ref_list, lst)
-    texts = texts_of(set(open(lst).read().split()), folder)
-    r, _ = run(remove_cmd(folder, lst))
-    assert r.returncode == 0, r.stderr
-    plans_before = plans(folder)
+    lst, texts, plans_before = removed_with_the_reference_list(ref_list, folder, tmp_path)
     lose_shards(folder, "deleted")
     r, _ = run(download_cmd(src, folder), env=env(**{removal.KILL_ENV: point}))
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
