@@ -219,3 +219,40 @@ def test_grain_loader_takes_the_array_records_of_both(outs, tmp_path):
     files = array_record_files(tsrc)
     assert [os.path.realpath(f) for f in files] == want
     check_streamable(tsrc)
+    # the loader itself, over the folder and over the registration: an epoch of batches, every train record once
+    from laionprep.train_ref import tokenizer
+    from laionprep.train_ref.grain_pipeline import GrainLoader
+
+    vocab = str(tmp_path / "vocab.txt")
+    tokenizer.learn_vocab(bcfg.output, 100, vocab)
+    tok = tokenizer.Tokenizer(tokenizer.load_vocab(vocab), 8)
+    keys = sorted(Example.FromString(r).features.feature["key"].bytes_list.value[0].decode()
+                  for r in _records(bcfg.output, "train", "tfrecord"))
+    for source, data_dir in ((bcfg.output, ""), ("demo_ab", root)):
+        log = str(tmp_path / f"keys-{bool(data_dir)}.jsonl")
+        ld = GrainLoader(source, tok, image_size=16, batch_size=1, seed=3, data_dir=data_dir, keys_log=log)
+        batches = [next(ld) for _ in range(len(keys))]
+        ld.close()
+        assert batches[0]["image"].shape == (1, 16, 16, 3)
+        drawn = [json.loads(line)["keys"] for line in open(log)]
+        assert sorted(k for ks in drawn for k in ks) == keys
+
+
+def test_registration_refuses_a_missing_copy_and_leaves_that_shard_out_of_both_when_told(outs, tmp_path):
+    import tensorflow_datasets as tfds
+
+    from laionprep.tfds_builders.register import register
+
+    bcfg, _ = outs["both"]
+    d = str(tmp_path / "both")
+    shutil.copytree(bcfg.output, d)
+    gone = _shard(d, "train", 1, "array_record")
+    os.remove(gone)
+    with pytest.raises(DataError, match="demo_ab-train-00001-of-00003.array_record is missing"):
+        register(d, "demo_ab", str(tmp_path / "refused"))
+    root = str(tmp_path / "tfds")
+    res = register(d, "demo_ab", root, allow_incomplete=True)
+    counts = json.load(open(os.path.join(d, "counts.json")))["splits"]["train"]["shard_lengths"]
+    assert res.splits["train"] == counts[0] + counts[2] and res.shards["train"] == 2
+    assert sum(1 for _ in tfds.load("demo_ab", split="train", data_dir=root)) == res.splits["train"]
+    assert len(tfds.data_source("demo_ab", split="train", data_dir=root)) == res.splits["train"]
