@@ -65,11 +65,18 @@ class ReshardFolder(Folder):
         """Where the current layout puts a shard (readers take the template from counts.json instead)."""
         return lfs.join(self.root, names.shard_name(name, split, index, num_shards))
 
-    def split_files(self, split: str, counts: dict | None = None) -> list[str]:
-        """The shard files of ``split``, as counts.json's template names them (either layout)."""
+    def split_files(self, split: str, counts: dict | None = None, file_format: str | None = None) -> list[str]:
+        """The shard files of ``split``, as counts.json's template names them (either layout); with
+        ``file_format``, that format's copies (``reshard --format both``: ``alternative_templates``)."""
         info = (counts or self.counts())["splits"][split]
-        return [lfs.join(self.root, names.format_template(info["filename_template"], i, int(info["num_shards"])))
-                for i in range(int(info["num_shards"]))]
+        templates = names.split_templates(info)
+        template = templates.get(file_format, "") if file_format else info["filename_template"]
+        return [lfs.join(self.root, names.format_template(template, i, int(info["num_shards"])))
+                for i in range(int(info["num_shards"]))] if template else []
+
+    def file_formats(self, split: str, counts: dict | None = None) -> list[str]:
+        """The file formats ``split``'s shards are stored in, the primary first."""
+        return list(names.split_templates((counts or self.counts())["splits"][split]))
 
 
 @dataclasses.dataclass(frozen=True)

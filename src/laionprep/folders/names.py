@@ -22,6 +22,10 @@ RESHARD_LAYOUT = "{SPLIT}/{DATASET}-{SPLIT}-{SHARD_X_OF_Y}.{FILEFORMAT}"
 RESHARD_TEMPLATE = "{split}/{name}-{split}-{{SHARD_X_OF_Y}}.{fileformat}"
 # The file formats a reshard writes: TFDS's ``FileFormat`` values, which are also its file suffixes.
 FILE_FORMATS = ("tfrecord", "array_record")
+# ``reshard --format both``: both formats from one pass, the TFRecords primary (counts.json's ``filename_template``,
+# what FLIP and tfds.load read), the ArrayRecords their alternative (``alternative_templates``: tfds.data_source, Grain)
+BOTH = "both"
+FORMAT_CHOICES = FILE_FORMATS + (BOTH,)
 # Reshard outputs written before the per-split folders (still readable through counts.json).
 LEGACY_RESHARD_TEMPLATE = "{name}-{split}.tfrecord-{{SHARD_INDEX}}-of-{{NUM_SHARDS}}"
 # What a reshard writes directly in OUT (old layout) or in OUT/SPLIT (current): stale ones are cleaned up.
@@ -67,6 +71,19 @@ def shard_name(name: str, split: str, index: int, num_shards: int, fileformat: s
 
 def shard_names(name: str, split: str, num_shards: int, fileformat: str = "tfrecord") -> list[str]:
     return [shard_name(name, split, i, num_shards, fileformat) for i in range(num_shards)]
+
+
+def formats_of(choice: str) -> tuple[str, ...]:
+    """The file formats a ``--format`` choice writes, the primary first."""
+    return FILE_FORMATS if choice == BOTH else (choice,)
+
+
+def split_templates(info: dict) -> dict[str, str]:
+    """``{file format: filename template}`` of one split of counts.json: the primary ``filename_template`` and the
+    ``alternative_templates`` a ``--format both`` reshard adds (the same records under another format's names)."""
+    primary = info["filename_template"]
+    return {file_format_of(primary): primary,
+            **dict(info.get("alternative_templates") or {})}
 
 
 def file_format_of(path: str) -> str:

@@ -58,8 +58,9 @@ class ReshardConfig(FilterOverrides):
     shuffle_buffer_mb: float = option("--shuffle-buffer-mb", float, "per-split shuffle buffer of a worker",
                                       default=256.0, group="output")
     file_format: str = option(  # a parameter: the files differ (pipeline.parameters omits the default)
-        "--format", None, "shard file format: tfrecord (streamed: FLIP, tf.data) or array_record (random access: "
-        "tfds.data_source, Grain); the records are the same", default="tfrecord", choices=list(names.FILE_FORMATS),
+        "--format", None, "shard file format: tfrecord (streamed: FLIP, tf.data), array_record (random access: "
+        "tfds.data_source, Grain) or both (each shard in both formats, one pass); the records are the same",
+        default="tfrecord", choices=list(names.FORMAT_CHOICES),
         group="output")
     drop_columns: tuple[str, ...] = option(
         "--drop-columns", None, "comma-separated columns to remove, e.g. exif,error_message,status", default=(),

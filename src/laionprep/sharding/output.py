@@ -17,7 +17,7 @@ MANIFEST_NAME = "manifest.json"
 
 
 def _outputs(job: lworker.Job) -> list[str]:
-    return [job.shard_url(s, i) for s in job.splits for i in range(job.num_shards)]
+    return [job.shard_url(s, i, f) for s in job.splits for i in range(job.num_shards) for f in job.formats]
 
 
 def complete_result(job: lworker.Job) -> dict | None:
@@ -36,9 +36,10 @@ def complete_result(job: lworker.Job) -> dict | None:
     fsys, _ = lfs.get_fs(job.output)
     for split, shards in rs.get("shards", {}).items():
         for sh in shards:
-            path = lfs.get_fs(lfs.join(job.output, sh["file"]))[1]
-            if not fsys.exists(path) or fsys.size(path) != sh["bytes"]:
-                return None
+            for rel, size in lworker.entry_files(sh):
+                path = lfs.get_fs(lfs.join(job.output, rel))[1]
+                if not fsys.exists(path) or fsys.size(path) != size:
+                    return None
     return man
 
 

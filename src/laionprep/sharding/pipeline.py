@@ -168,11 +168,13 @@ def _finish(prep: Prepared, results: list[dict], *, seconds: float, runner: str,
     if rows_in != expected:
         warnings.append(f"read {rows_in} records where the stats files announce {expected}: a stats file does not "
                         "match its shard (`laionprep validate` checks this)")
-    shards = {s: [{"file": r["splits"][s]["file"], "records": r["splits"][s]["records"],
-                   "bytes": r["splits"][s]["bytes"]} for r in results] for s in job.splits}
+    shards = {s: [{k: r["splits"][s][k] for k in ("file", "records", "bytes", "alternatives") if k in r["splits"][s]}
+                  for r in results] for s in job.splits}
+    primary, *others = job.formats
     counts = {"name": job.name, "splits": {
-        s: {"filename_template": names.reshard_template(job.name, s, job.file_format), "num_shards": job.num_shards,
+        s: {"filename_template": names.reshard_template(job.name, s, primary), "num_shards": job.num_shards,
             "shard_lengths": [sh["records"] for sh in shards[s]], "num_examples": rows_out[s]}
+        | ({"alternative_templates": {f: names.reshard_template(job.name, s, f) for f in others}} if others else {})
         for s in job.splits}}
     cfg = prep.config
     rename = feature_names.renamer(dict(job.feature_names))

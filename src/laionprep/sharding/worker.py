@@ -3,8 +3,9 @@
 For task ``i`` it streams the task's pieces of input shards, normalises and filters every record
 (:class:`~laionprep.sharding.records.RecordProcessor`), routes kept records to their split, writes
 ``SPLIT/NAME-SPLIT-i-of-N.tfrecord`` (``.array_record`` with ``--format array_record``: the same records,
-:mod:`laionprep.arrayrecord`) under a temporary name per split, renames them when complete, then writes its
-result (counts per split, drops per reason, normalisations) to ``OUT/_reshard/part-i.json`` and returns it.
+:mod:`laionprep.arrayrecord`; both files with ``--format both``, each record written to both writers) under a
+temporary name per split and format, renames them when complete, then writes its result (counts per split,
+drops per reason, normalisations) to ``OUT/_reshard/part-i.json`` and returns it.
 
 Why retries and re-runs cannot duplicate anything:
 
@@ -74,26 +75,76 @@ class Job:
     seed: int
     shuffle_buffer_bytes: int
     plan_hash: str
-    file_format: str = "tfrecord"  # names.FILE_FORMATS (left out of the plan hash when tfrecord: older plans)
+    file_format: str = "tfrecord"  # names.FORMAT_CHOICES (left out of the plan hash when tfrecord: older plans)
     image_size: int | None = None  # --image-size: images re-encoded to this short side (sharding.images)
 
     @property
     def splits(self) -> tuple[str, ...]:
         return (self.split,) + ((self.validation_split,) if self.validation_split else ())
 
-    def shard_url(self, split: str, index: int) -> str:
-        return lfs.join(self.output, names.shard_name(self.name, split, index, self.num_shards,
-                                                               self.file_format))
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The file formats written, the primary (counts.json's ``filename_template``) first."""
+        return names.formats_of(self.file_format)
 
-    def split_folder(self, split: str) -> str:
+    def shard_file(self, split: str, index: int, fmt: str | None = None) -> str:
+        return names.shard_name(self.name, split, index, self.num_shards, fmt or self.formats[0])
+
+    def shard_url(self, split: str, index: int, fmt: str | None = None) -> str:
+        return lfs.join(self.output, self.shard_file(split, index, fmt))
+
+    def split_folder(self, split: str) -> str:  # one folder per split, whatever the formats
         return lfs.join(self.output, names.template_folder(names.reshard_template(self.name, split,
-                                                                                         self.file_format)))
+                                                                                         self.formats[0])))
 
     def part_url(self, index: int) -> str:
         return lfs.join(self.output, WORK_DIR, f"part-{index:05d}.json")
 
     def error_url(self, index: int) -> str:
         return lfs.join(self.output, WORK_DIR, f"error-{index:05d}.json")
+
+
+class TeeWriter:
+    """One writer per file format, fed the very same records in the same order (``--format both``)."""
+
+    def __init__(self, writers: dict):
+        self.writers = writers  # {file format: writer}, the primary first
+
+    @property
+    def records(self) -> int:
+        return next(iter(self.writers.values())).records
+
+    def bytes_of(self, fmt: str) -> int:
+        return self.writers[fmt].bytes_written
+
+    def write(self, data: bytes) -> None:
+        for w in self.writers.values():
+            w.write(data)
+
+    def flush(self) -> None:
+        for w in self.writers.values():
+            w.flush()
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+def shard_entry(job: Job, split: str, index: int, writer: TeeWriter) -> dict:
+    """A task's record of one split's shard: the primary file, and the other formats' files under ``alternatives``
+    (what the resume, the complete-output check and counts.json read)."""
+    primary, *others = job.formats
+    entry = {"file": job.shard_file(split, index), "records": writer.records, "bytes": writer.bytes_of(primary)}
+    if others:
+        entry["alternatives"] = {f: {"file": job.shard_file(split, index, f), "bytes": writer.bytes_of(f)}
+                                 for f in others}
+    return entry
+
+
+def entry_files(entry: dict) -> list[tuple[str, int]]:
+    """``(file relative to OUT, bytes)`` of every format's file of one shard entry."""
+    return [(entry["file"], entry["bytes"])] + [(a["file"], a["bytes"])
+                                                for a in (entry.get("alternatives") or {}).values()]
 
 
 class ShuffleBuffer:
@@ -143,10 +194,10 @@ def _resume(job: Job, index: int) -> dict | None:
         return None
     fsys, _ = lfs.get_fs(job.output)
     for split, info in res["splits"].items():
-        url_s = job.shard_url(split, index)
-        _, path = lfs.get_fs(url_s)
-        if not fsys.exists(path) or fsys.size(path) != info["bytes"]:
-            return None
+        for rel, size in entry_files(info):
+            _, path = lfs.get_fs(lfs.join(job.output, rel))
+            if not fsys.exists(path) or fsys.size(path) != size:
+                return None
     if not res.get("resumed"):
         res["resumed"] = True
         lfs.write_json(url, res)  # the launcher reads results from the part files
@@ -176,9 +227,9 @@ def write_task(job: Job, task: Task) -> dict:
     proc = RecordProcessor(dict(job.schema), job.drop_columns, job.filters, _key_list(job.filters.keep_keys),
                            _key_list(job.filters.drop_keys), job.validation_fraction, renames=job.feature_names,
                            resize=ShortSideResizer(job.image_size) if job.image_size else None)
-    finals = {s: job.shard_url(s, task.index) for s in job.splits}
-    tmps = {s: lfs.tmp_name(u) for s, u in finals.items()}
-    writers = {s: arrayrecord.writer(tmps[s], job.file_format) for s in job.splits}
+    finals = {(s, f): job.shard_url(s, task.index, f) for s in job.splits for f in job.formats}
+    tmps = {k: lfs.tmp_name(u) for k, u in finals.items()}
+    writers = {s: TeeWriter({f: arrayrecord.writer(tmps[s, f], f) for f in job.formats}) for s in job.splits}
     seed = f"laionprep-reshard:{job.seed}:{task.index}"
     buffers = ({s: ShuffleBuffer(job.shuffle_buffer_bytes, random.Random(f"{seed}:{s}")) for s in job.splits}
                if job.shuffle else None)
@@ -250,16 +301,14 @@ def write_task(job: Job, task: Task) -> dict:
                 pass
         raise
     fsys, _ = lfs.get_fs(job.output)
-    for s in job.splits:
-        fsys.mv(lfs.get_fs(tmps[s])[1], lfs.get_fs(finals[s])[1])
+    for k in finals:
+        fsys.mv(lfs.get_fs(tmps[k])[1], lfs.get_fs(finals[k])[1])
     kept = sum(w.records for w in writers.values())
     dropped = {r: proc.dropped.get(r, 0) for r in REASONS}
     check_accounting(rows_in, kept, dropped, stage=f"reshard task {task.index}")
     result = {
         "index": task.index, "plan_hash": job.plan_hash, "rows_in": rows_in, "expected": task.expected,
-        "splits": {s: {"file": names.shard_name(job.name, s, task.index, job.num_shards, job.file_format),
-                       "records": writers[s].records,
-                       "bytes": writers[s].bytes_written} for s in job.splits},
+        "splits": {s: shard_entry(job, s, task.index, writers[s]) for s in job.splits},
         "dropped": dropped, "normalised": proc.normalised_dict(), "pieces": pieces,
         "seconds": round(time.time() - t0, 3), "started": round(t0, 3), "worker_pid": os.getpid(),
     }

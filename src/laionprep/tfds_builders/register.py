@@ -169,13 +169,14 @@ def _check_first_record(dataset_dir: str) -> None:
     import tensorflow_datasets as tfds
 
     b = tfds.builder_from_directory(dataset_dir)
+    formats = {f.value for f in b.info.available_file_formats()}
     for split, si in b.info.splits.items():
         if si.num_examples:
-            if str(b.info.file_format.value) == "array_record":  # random access only (tfds.data_source)
-                b.as_data_source(split=split)[0]  # noqa: B018 -- decodes record 0
-                return
-            for _ in b.as_dataset(split=f"{split}[:1]").take(1):
-                pass
+            if "array_record" in formats:  # random access (tfds.data_source), the alternative format too
+                tfds.builder_from_directory(dataset_dir).as_data_source(split=split)[0]  # noqa: B018 -- record 0
+            if str(b.info.file_format.value) != "array_record":  # streamed (tfds.load / as_dataset)
+                for _ in b.as_dataset(split=f"{split}[:1]").take(1):
+                    pass
             return
 
 
@@ -287,6 +288,10 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
     nonempty = [sh for sh in all_shards if sh.count > 0]
     typed = _sample(nonempty, cfg.sample_shards)
     to_verify = {"all": all_shards, "sample": _sample(all_shards, cfg.sample_shards), "none": []}[cfg.verify]
+    alternatives = _alternatives(source, splits)  # reshard --format both: {format: {split: shards}}
+    picked = {(sh.split, sh.number) for sh in to_verify}  # the same shards in each format
+    to_verify = to_verify + [sh for alt in alternatives.values() for shards in alt.values() for sh in shards
+                             if (sh.split, sh.number) in picked]
 
     task = progress.add_task("verify", total=len(to_verify)) if progress is not None and to_verify else None
     verified = verify_counts(to_verify, source)
@@ -312,17 +317,19 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
         "splits": {s: [[sh.number, _base(sh.url), sh.count, sh.size] for sh in shards] for s, shards in splits.items()},
         "left_out": left_out, "features": choice.roles, "notes": notes,
         "split_aliases": {a: t for a, t in cfg.split_aliases},
+        "alternative_file_formats": sorted(alternatives),
     }
     description = (spec.description if spec else f"TFRecord shards from {source.root}") + (
         f"\n\nRegistered by `laionprep build-tfds` from {source.root} ({layout}"
         f"{', zero-copy' if layout != 'copy' else ''}).")
     common = dict(name=cfg.name, version=cfg.version, features=features, description=description,
-                  file_format=file_format,
+                  file_format=file_format, alternative_file_formats=sorted(alternatives),
                   homepage=spec.homepage if spec else None, citation=spec.citation if spec else None,
                   metadata={RECORD_KEY: record})
 
     if layout == "in_place":
-        infos = with_aliases(_in_place_split_infos(cfg, source, splits, dataset_dir, file_format), cfg, dataset_dir)
+        infos = with_aliases(_in_place_split_infos(cfg, source, splits, dataset_dir, file_format, alternatives),
+                             cfg, dataset_dir)
         info = dataset_info(dataset_dir=dataset_dir, split_infos=infos, **common)
         write_metadata_files(info, dataset_dir)
         if cfg.check_read:
@@ -333,9 +340,9 @@ def _run(cfg: RegisterConfig, t0: float, progress) -> RegisterResult:
                 fsys.rm(p)
                 raise
     elif layout == "symlinks" or lfs.is_local(dataset_dir):
-        _publish_local(cfg, splits, layout, common, progress)
+        _publish_local(cfg, splits, layout, common, progress, alternatives)
     else:
-        _publish_remote_copy(cfg, splits, common, progress)
+        _publish_remote_copy(cfg, splits, common, progress, alternatives)
 
     if layout != "in_place":  # in place, the folder's manifest.json is the reshard's own
         write_manifest(cfg, params, record, {s: sum(x.count for x in v) for s, v in splits.items()})
@@ -384,20 +391,43 @@ def _file_format(shards, source: sources.Source) -> str:
     return found[0]
 
 
-def _in_place_split_infos(cfg, source, splits, dataset_dir, file_format="tfrecord"):
+def _alternatives(source: sources.Source, splits: dict) -> dict[str, dict[str, list]]:
+    """The registered splits' shards in the source's other file formats (``reshard --format both``), each in
+    TFDS's alternative_file_formats: tfds.load streams ``file_format``'s files, tfds.data_source picks ArrayRecord."""
+    return {fmt: {s: alt[s] for s in splits} for fmt, alt in source.alternatives.items()}
+
+
+def _format_template(template: str, file_format: str, alternatives: dict, source, split: str) -> str:
+    """The split's template with ``{FILEFORMAT}`` for the suffix when the folder holds other formats too: TFDS
+    names one template per split and fills in the suffix of the format it reads."""
+    if not alternatives:
+        return template
+    generic = template[:-len(file_format)] + "{FILEFORMAT}" if template.endswith("." + file_format) else ""
+    for fmt in alternatives:
+        if not generic or generic.replace("{FILEFORMAT}", fmt) != source.alternative_templates[fmt][split]:
+            raise DataError(f"split {split}: the {fmt} files are not named as the {file_format} files with another "
+                            "suffix, which an in-place registration of both formats needs", where=source.root,
+                            fix="register with symbolic links (a local --data-dir elsewhere) or --mode rewrite")
+    return generic
+
+
+def _in_place_split_infos(cfg, source, splits, dataset_dir, file_format="tfrecord", alternatives=None):
+    alternatives = alternatives or {}
     infos = []
     for split, shards in splits.items():
         if source.kind == "download":
             template = IN_PLACE_DOWNLOAD_TEMPLATE
             n = max(sh.number for sh in shards) + 1
         else:
-            template = source.templates[split]
+            template = _format_template(source.templates[split], file_format, alternatives, source, split)
             n = source.num_shards[split]
         lengths = [0] * n
         for sh in shards:
             lengths[sh.number] = sh.count
-        for sh in shards:  # TFDS formats the shard number itself: it must name the very file
-            expect = shard_file_name(split, cfg.name, template, sh.number, n, file_format)
+        checked = [(sh, file_format) for sh in shards] + [(sh, fmt) for fmt, alt in alternatives.items()
+                                                          for sh in alt[split]]
+        for sh, fmt in checked:  # TFDS formats the shard number itself: it must name the very file
+            expect = shard_file_name(split, cfg.name, template, sh.number, n, fmt)
             rel = sh.url[len(source.root):].lstrip("/")
             if expect != rel:
                 raise DataError(f"TFDS would look for {expect} but the shard is {rel}", where=sh.url,
@@ -407,7 +437,12 @@ def _in_place_split_infos(cfg, source, splits, dataset_dir, file_format="tfrecor
     return infos
 
 
-def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progress) -> None:
+def _by_format(splits, common: dict, alternatives: dict | None):
+    """``(file format, its shards per split)``, the registration's own format first."""
+    return [(common["file_format"], splits)] + sorted((alternatives or {}).items())
+
+
+def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progress, alternatives=None) -> None:
     """Build the version folder under a temporary name next to it, check it, then swap it into place."""
     parent = lfs.get_fs(lfs.join(cfg.data_dir, cfg.name))[1]
     final = os.path.join(parent, cfg.version)
@@ -416,19 +451,23 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
     os.makedirs(tmp)
     try:
         infos = []
-        total = sum(len(v) for v in splits.values())
+        formats = _by_format(splits, common, alternatives)
+        total = sum(len(v) for _, by_split in formats for v in by_split.values())
         task = progress.add_task("link" if layout == "symlinks" else "copy", total=total) if progress else None
+        done = 0
+        for fmt, by_split in formats:
+            for split, shards in by_split.items():
+                names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, len(shards), fmt)
+                for i, sh in enumerate(shards):
+                    dst = os.path.join(tmp, names[i])
+                    if layout == "symlinks":
+                        os.symlink(os.path.abspath(folders.local_path(sh.url)), dst)
+                    else:
+                        _copy(sh.url, dst)
+                    done += 1
+                    if task is not None and (done % 512 == 0 or done == total):
+                        progress.update(task, completed=done)
         for split, shards in splits.items():
-            n = len(shards)
-            names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, n, common["file_format"])
-            for i, sh in enumerate(shards):
-                dst = os.path.join(tmp, names[i])
-                if layout == "symlinks":
-                    os.symlink(os.path.abspath(folders.local_path(sh.url)), dst)
-                else:
-                    _copy(sh.url, dst)
-                if task is not None and (i % 512 == 511 or i == n - 1):
-                    progress.update(task, completed=i + 1)
             infos.append(split_info(split, cfg.name, DEFAULT_TEMPLATE, final, [sh.count for sh in shards],
                                     sum(sh.size for sh in shards), common["file_format"]))
         info = dataset_info(dataset_dir=final, split_infos=with_aliases(infos, cfg, final), **common)
@@ -444,7 +483,7 @@ def _publish_local(cfg: RegisterConfig, splits, layout: str, common: dict, progr
         raise
 
 
-def _publish_remote_copy(cfg: RegisterConfig, splits, common: dict, progress) -> None:
+def _publish_remote_copy(cfg: RegisterConfig, splits, common: dict, progress, alternatives=None) -> None:
     final = cfg.dataset_dir
     fsys, fpath = lfs.get_fs(final)
     info_path = lfs.join(final, "dataset_info.json")
@@ -452,10 +491,12 @@ def _publish_remote_copy(cfg: RegisterConfig, splits, common: dict, progress) ->
         fsys.rm(lfs.get_fs(info_path)[1])
     fsys.makedirs(fpath, exist_ok=True)
     infos = []
+    for fmt, by_split in _by_format(splits, common, alternatives):
+        for split, shards in by_split.items():
+            names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, len(shards), fmt)
+            for i, sh in enumerate(shards):
+                _copy(sh.url, lfs.join(final, names[i]))
     for split, shards in splits.items():
-        names = shard_file_names(split, cfg.name, DEFAULT_TEMPLATE, len(shards), common["file_format"])
-        for i, sh in enumerate(shards):
-            _copy(sh.url, lfs.join(final, names[i]))
         infos.append(split_info(split, cfg.name, DEFAULT_TEMPLATE, final, [sh.count for sh in shards],
                                 sum(sh.size for sh in shards), common["file_format"]))
     write_metadata_files(dataset_info(dataset_dir=final, split_infos=with_aliases(infos, cfg, final), **common),

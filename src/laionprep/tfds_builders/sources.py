@@ -52,6 +52,10 @@ class Source:
     reshard_name: str | None = None
     templates: dict[str, str] = dataclasses.field(default_factory=dict)  # counts.json filename templates
     num_shards: dict[str, int] = dataclasses.field(default_factory=dict)  # counts.json shard counts
+    # ``reshard --format both``: {file format: {split: shards}} of the same records under the other format's names
+    # (counts.json's alternative_templates); ``splits`` and these hold the shards present in every format
+    alternatives: dict[str, dict[str, list[SourceShard]]] = dataclasses.field(default_factory=dict)
+    alternative_templates: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # {format: {split: t}}
 
     @property
     def num_examples(self) -> dict[str, int]:
@@ -172,9 +176,28 @@ def scan_resharded(path: str) -> Source:
             listed[sub] = list_sizes(folder) if lfs.exists(folder) else {}
         return listed[sub].get(base)
 
+    def scan_split(split: str, template: str, n: int, lengths: list[int]) -> list[SourceShard]:
+        shards = []
+        for i, count in enumerate(lengths):
+            fname = folders.format_template(template, i, n)
+            size = size_of(fname)
+            if size is None:
+                problems.append(Problem("missing", i, f"{split} shard {i}: {fname} is missing"))
+                continue
+            # an empty TFRecord file has 0 bytes; an empty ArrayRecord file still has its header and index
+            framed = folders.names.file_format_of(fname) == "array_record"
+            if (count == 0) != (size == 0) and not (framed and size) or size < count * MIN_RECORD_BYTES:
+                problems.append(Problem("size", i, f"{split} shard {i}: {fname} has {size} bytes but counts.json says "
+                                                   f"{count} records"))
+                continue
+            shards.append(SourceShard(split, i, lfs.join(path, fname), count, size))
+        return shards
+
     splits: dict[str, list[SourceShard]] = {}
     templates: dict[str, str] = {}
     num_shards: dict[str, int] = {}
+    alternatives: dict[str, dict[str, list[SourceShard]]] = {}
+    alt_templates: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
     for split, info in splits_in.items():
         try:
@@ -191,21 +214,13 @@ def scan_resharded(path: str) -> Source:
                             fix="re-run `laionprep reshard` to rewrite it")
         templates[split] = template
         num_shards[split] = n
-        shards = []
-        for i, count in enumerate(lengths):
-            fname = folders.format_template(template, i, n)
-            size = size_of(fname)
-            if size is None:
-                problems.append(Problem("missing", i, f"{split} shard {i}: {fname} is missing"))
-                continue
-            # an empty TFRecord file has 0 bytes; an empty ArrayRecord file still has its header and index
-            framed = folders.names.file_format_of(fname) == "array_record"
-            if (count == 0) != (size == 0) and not (framed and size) or size < count * MIN_RECORD_BYTES:
-                problems.append(Problem("size", i, f"{split} shard {i}: {fname} has {size} bytes but counts.json says "
-                                                   f"{count} records"))
-                continue
-            shards.append(SourceShard(split, i, lfs.join(path, fname), count, size))
-        splits[split] = shards
+        by_format = {fmt: scan_split(split, t, n, lengths) for fmt, t in folders.names.split_templates(info).items()}
+        complete = set.intersection(*({sh.number for sh in v} for v in by_format.values()))
+        by_format = {fmt: [sh for sh in v if sh.number in complete] for fmt, v in by_format.items()}
+        splits[split] = by_format.pop(folders.names.file_format_of(template))
+        for fmt, shards in by_format.items():
+            alternatives.setdefault(fmt, {})[split] = shards
+            alt_templates.setdefault(fmt, {})[split] = info["alternative_templates"][fmt]
     return Source(kind="resharded", root=path, data_folder=path, dataset=_dataset_of(manifest), manifest=manifest,
                   splits=splits, problems=problems, reshard_name=name, templates=templates,
-                  num_shards=num_shards)
+                  num_shards=num_shards, alternatives=alternatives, alternative_templates=alt_templates)

@@ -49,7 +49,7 @@ def _info_dir(url: str) -> str:
 
 def dataset_info(*, name: str, version: str, dataset_dir: str, features, split_infos, description: str,
                  homepage: str | None, citation: str | None, metadata: dict, supervised_keys=None,
-                 file_format: str = "tfrecord"):
+                 file_format: str = "tfrecord", alternative_file_formats: tuple[str, ...] | list[str] = ()):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core import file_adapters
 
@@ -57,8 +57,11 @@ def dataset_info(*, name: str, version: str, dataset_dir: str, features, split_i
         name=name, version=tfds.core.Version(version), data_dir=_info_dir(dataset_dir), module_name="")
     info = tfds.core.DatasetInfo(builder=identity, description=description, features=features,
                                  homepage=homepage or None, citation=citation or None,
-                                 metadata=tfds.core.MetadataDict(metadata), supervised_keys=supervised_keys)
-    # array_record: what tfds.data_source needs (random access); TFDS 4.9's tf.data reader refuses that format
+                                 metadata=tfds.core.MetadataDict(metadata), supervised_keys=supervised_keys,
+                                 alternative_file_formats=list(alternative_file_formats) or None)
+    # array_record: what tfds.data_source needs (random access); TFDS 4.9's tf.data reader refuses that format, so a
+    # folder holding both is registered as tfrecord (tfds.load streams it) with array_record as alternative
+    # (tfds.data_source picks it)
     info.set_file_format(file_adapters.file_format_from_suffix(file_format))
     info.set_splits(tfds.core.SplitDict(split_infos))
     return info

@@ -42,18 +42,22 @@ def array_record_files(src: input_pipeline.Source) -> list[str]:
     """The ArrayRecord files of a resolved source (a reshard output or a TFDS registration of one); a source without
     random access (TFRecord) is a usage error naming the fix."""
     files: list[str] = []
-    if src.kind == "files":
-        files = list(src.files)
-    elif src.kind == "tfds" and str(src.builder.info.file_format.value) == "array_record":
+    if src.kind == "files":  # a reshard output in both formats (--format both) has its ArrayRecord copies too
+        files = list(src.alternatives.get("array_record") or src.files)
+    elif src.kind == "tfds" and "array_record" in {f.value for f in src.builder.info.available_file_formats()}:
         if src.split not in src.builder.info.splits:
             raise UsageError(f"{src.description} has no split {src.split!r} "
                              f"(it has: {', '.join(src.builder.info.splits.keys())})", where="data.split")
-        files = [str(p) for p in src.builder.info.splits[src.split].filepaths]
+        # file_format, or an alternative_file_formats entry (build-tfds of a --format both reshard): the same
+        # template with TFDS's array_record suffix
+        tpl = src.builder.info.splits[src.split].filename_template.replace(filetype_suffix="array_record")
+        files = [str(p) for p in tpl.sharded_filepaths(num_shards=src.builder.info.splits[src.split].num_shards)]
     if not files or any(file_format_of(f) != "array_record" for f in files):
         raise UsageError(f"{src.description}: the Grain loader reads ArrayRecord shards (random access), this source "
                          "is TFRecord", where="--config.data.loader",
                          fix="reshard it with `laionprep reshard SRC --output OUT --name NAME --format array_record` "
-                             "(no filters: a conversion) and train on OUT, or use --config.data.loader=tf.data")
+                             "(or --format both) (no filters: a conversion) and train on OUT, or use "
+                             "--config.data.loader=tf.data")
     return files
 
 

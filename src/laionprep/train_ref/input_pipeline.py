@@ -70,6 +70,8 @@ class Source:
     files: list[str] = dataclasses.field(default_factory=list)
     builder: Any = None
     root: str = ""  # folder sources: the directory holding the class folders
+    # a reshard output in more than one format (reshard --format both): {file format: the same shards in it}
+    alternatives: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _is_glob(path: str) -> bool:
@@ -134,7 +136,10 @@ def _stage_folder_files(source: str, split: str) -> Source | None:
                              "(reshard --feature-names): this trainer reads jpg and txt", where=source,
                              fix="reshard again without --feature-names for this trainer")
         files = found.split_files(split, {"splits": splits})
-        return Source("files", f"{len(files)} '{split}' shards of the reshard output {source}", split, files=files)
+        others = {f: found.split_files(split, {"splits": splits}, f)
+                  for f in found.file_formats(split, {"splits": splits})[1:]}
+        return Source("files", f"{len(files)} '{split}' shards of the reshard output {source}", split, files=files,
+                      alternatives=others)
     files = [s.tfrecord for s in found.scan().require_readable().shards]
     if not files:
         return None

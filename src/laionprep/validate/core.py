@@ -538,13 +538,14 @@ def _check_tfds_read(lay, results, problems, counts) -> None:
         problems.append(Problem("tfds_unreadable", f"{type(e).__name__}: {e}", file="dataset_info.json"))
         counts["tfds_unreadable"] += 1
         return
+    formats = {f.value for f in builder.info.available_file_formats()}  # + alternative_file_formats
     for split in lay.splits:
         try:
-            if str(builder.info.file_format.value) == "array_record":  # random access: tfds.data_source's view
-                source = builder.as_data_source(split=split)
+            if "array_record" in formats:  # random access: tfds.data_source's view
+                source = tfds.builder_from_directory(lay.tfds_dir).as_data_source(split=split)
                 if len(source):
                     source[0]  # noqa: B018 -- decodes record 0
-            else:
+            if str(builder.info.file_format.value) != "array_record":  # streamed: tfds.load's view
                 for _ in builder.as_dataset(split=split, shuffle_files=False).take(1):
                     pass
         except Exception as e:

@@ -240,6 +240,9 @@ def _resharded(root: str, cfg) -> Layout:
                 continue
             units.append(Unit(index=len(units), path=path, label=fname, expected=expected,
                               expected_source="counts.json", split=split))
+        for fmt, alt in folders.names.split_templates(s).items():
+            if alt != template:
+                problems += _alternative_files(root, name, split, template, alt, lengths, listed)
     # a trainer globs OUT (old layout) or a split's folder OUT/SPLIT (current): every file there must be listed
     globbed = {lfs.join(root, *([d] if d else []), pat) for d in subfolders
                for pat in ("*.tfrecord*", "*.array_record*")}
@@ -253,6 +256,41 @@ def _resharded(root: str, cfg) -> Layout:
     total = sum(u.expected or 0 for u in units)
     return Layout(kind="resharded", root=root, units=units, checks=checks, problems=problems, notes=notes,
                   manifest=manifest, spec=spec, expected_total=total, splits=info, expected_kinds=kinds)
+
+
+def _alternative_files(root: str, name: str, split: str, template: str, alt: str, lengths: list[int],
+                       listed: set) -> list[Problem]:
+    """``reshard --format both``: each shard's copy in the other format must exist, hold counts.json's record count
+    (read from its index, not record by record: the primary files get the full checks) and start with the same
+    record as the primary file (the copies are written from one pass, record for record)."""
+    from laionprep.arrayrecord import count_records, read_records
+    from laionprep.errors import DataError
+
+    problems = []
+    n = len(lengths)
+    for i, expected in enumerate(lengths):
+        fname = folders.format_template(alt, i, n, dataset=name, split=split)
+        path = lfs.join(root, fname)
+        listed.add(lfs.normalise(path))
+        if not lfs.exists(path):
+            problems.append(Problem("missing_shard", f"split {split}: shard {i} of {n} has no {fname} (its copy in "
+                                                     "the other file format)", file=fname, count=1))
+            continue
+        try:
+            got = count_records(path)
+            first = next(read_records(path, 0, 1), None)
+            primary = lfs.join(root, folders.format_template(template, i, n, dataset=name, split=split))
+            want = next(read_records(primary, 0, 1), None) if lfs.exists(primary) else first
+        except DataError as e:
+            problems.append(Problem("unreadable_file", f"split {split}: {e.what}", file=fname))
+            continue
+        if got != expected:
+            problems.append(Problem("count_mismatch", f"split {split}: {got} records, counts.json says {expected}",
+                                    file=fname))
+        elif first != want:
+            problems.append(Problem("format_mismatch", f"split {split}: its first record differs from that of "
+                                                       f"{folders.format_template(template, i, n)}", file=fname))
+    return problems
 
 
 def _compare_manifest_splits(manifest: dict, info: dict, problems: list) -> None:

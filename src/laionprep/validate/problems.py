@@ -25,6 +25,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "empty_caption": ("content", "the caption is empty"),
     "bad_caption": ("content", "the caption is not valid UTF-8"),
     "duplicate_key": ("content", "the same key appears in more than one record"),
+    "format_mismatch": ("content", "a shard's copy in the other file format (reshard --format both) holds other "
+                                   "records"),
     "sha256_mismatch": ("content", "the sha256 feature does not match the stored image bytes"),
     "sha256_malformed": ("content", "the sha256 feature is not 64 hex digits"),
     # accounting
