@@ -41,3 +41,12 @@ def test_reader_leaving_early_is_not_a_traceback():
     err = p.stderr.read().decode()
     p.wait(timeout=120)
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_python_dash_m_laionprep_is_the_command(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "laionprep", "datasets"], capture_output=True, text=True, timeout=120,
+                       env=ENV)
+    assert r.returncode == 0 and r.stdout.split()[0] == next(iter(SPECS)), r.stderr
+    r = subprocess.run([sys.executable, "-m", "laionprep", "validate", str(tmp_path / "missing")],
+                       capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 2 and "no such folder" in r.stderr
