@@ -18,3 +18,14 @@ def shard_bytes(out: str) -> dict[str, bytes]:
     """``{SPLIT/file: bytes}`` of every shard of a reshard output (one folder per split)."""
     return {os.path.relpath(p, out): open(p, "rb").read()
             for p in sorted(glob.glob(os.path.join(out, "*", "*.tfrecord")))}
+
+
+def array_records(path: str) -> list[bytes]:
+    """Every record of an ArrayRecord file, read with the library's own reader (not laionprep's)."""
+    from array_record.python import array_record_module
+
+    r = array_record_module.ArrayRecordReader(path)
+    try:
+        return r.read_all()
+    finally:
+        r.close()

@@ -13,18 +13,10 @@ from laionprep.manifest import detail
 from laionprep.sharding import ReshardConfig, reshard
 from laionprep.tfrecord import read_records
 
+from reshard_helpers import array_records
+
 QUIET = {"log": lambda *a, **k: None}
 SPLITS = ("train", "validation")
-
-
-def _array_records(path: str) -> list[bytes]:
-    from array_record.python import array_record_module  # the library's own reader, not laionprep's
-
-    r = array_record_module.ArrayRecordReader(path)
-    try:
-        return r.read_all()
-    finally:
-        r.close()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +45,7 @@ def test_array_record_reshard_holds_the_tfrecord_reshards_records_in_order(both)
             tf_file = os.path.join(tcfg.output, split, f"demo_ar-{split}-{i:05d}-of-00003.tfrecord")
             ar_file = os.path.join(acfg.output, split, f"demo_ar-{split}-{i:05d}-of-00003.array_record")
             recs = list(read_records(tf_file))
-            assert _array_records(ar_file) == recs  # record for record, byte for byte
+            assert array_records(ar_file) == recs  # record for record, byte for byte
             assert len(recs) == ai["shard_lengths"][i]
             n += len(recs)
     assert n == detail(am)["rows_in"] == detail(tm)["rows_in"] > 0

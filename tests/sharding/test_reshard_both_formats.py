@@ -20,22 +20,14 @@ from laionprep.sharding.worker import FAIL_ONCE_ENV
 from laionprep.tfrecord import Example, read_records
 from laionprep.validate import ValidateConfig, validate
 
+from reshard_helpers import array_records
+
 QUIET = {"log": lambda *a, **k: None}
 SPLITS = ("train", "validation")
 BASE = dict(name="demo_ab", num_shards=3, validation_fraction=0.25, shuffle=True, seed=5,
             drop_columns=("exif", "error_message", "status"))
 FLAGS = ["--name", "demo_ab", "--num-shards", "3", "--validation-fraction", "0.25", "--shuffle", "--seed", "5",
          "--drop-columns", "exif,error_message,status"]
-
-
-def _array_records(path: str) -> list[bytes]:
-    from array_record.python import array_record_module  # the library's own reader, not laionprep's
-
-    r = array_record_module.ArrayRecordReader(path)
-    try:
-        return r.read_all()
-    finally:
-        r.close()
 
 
 def _shard(out: str, split: str, i: int, fmt: str) -> str:
@@ -54,7 +46,7 @@ def outs(demo_download, tmp_path_factory):
 
 
 def _records(out: str, split: str, fmt: str) -> list[bytes]:
-    read = _array_records if fmt == "array_record" else (lambda p: list(read_records(p)))
+    read = array_records if fmt == "array_record" else (lambda p: list(read_records(p)))
     return [r for i in range(3) for r in read(_shard(out, split, i, fmt))]
 
 
@@ -71,7 +63,7 @@ def test_both_formats_hold_the_single_format_reshards_records_in_order(outs):
         assert info["shard_lengths"] == single["splits"][split]["shard_lengths"]
         for i in range(3):  # record for record, byte for byte, shard by shard
             recs = list(read_records(_shard(bcfg.output, split, i, "tfrecord")))
-            assert _array_records(_shard(bcfg.output, split, i, "array_record")) == recs
+            assert array_records(_shard(bcfg.output, split, i, "array_record")) == recs
             assert len(recs) == info["shard_lengths"][i]
             n += len(recs)
         assert _records(bcfg.output, split, "tfrecord") == _records(outs["tfrecord"][0].output, split, "tfrecord")
