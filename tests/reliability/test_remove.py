@@ -72,6 +72,15 @@ def make_list(folder: str, tmp_path) -> tuple[str, set[str], set[str]]:
     return path, {r["key"] for r in chosen}, set(urls)
 
 
+def listed_and_removed(folder: str, tmp_path) -> tuple[str, set[str], set[str], set[str]]:
+    """`remove` with :func:`make_list`'s list: (list path, keys, URLs, the listed rows' URLs and captions)."""
+    lst, keys, urls = make_list(folder, tmp_path)
+    texts = texts_of(urls, folder)
+    r, _ = run(remove_cmd(folder, lst))
+    assert r.returncode == 0, r.stderr
+    return lst, keys, urls, texts
+
+
 def input_copies(folder: str) -> dict:
     """DIR/metadata/ and DIR/prefiltered/ parquets: relative path -> (rows, footer key-value metadata)."""
     out = {}
@@ -419,10 +428,7 @@ def test_a_download_that_would_fetch_or_prefilter_the_inputs_again_after_remove_
     """A lost metadata copy would come back from the source with the listed rows, a lost prefiltered file from
     the prefilter over tombstones (another plan): both are errors naming the fix, and nothing is changed."""
     src, _ = tiny
-    lst, _, urls = make_list(folder, tmp_path)
-    texts = texts_of(urls, folder)
-    r, _ = run(remove_cmd(folder, lst))
-    assert r.returncode == 0, r.stderr
+    lst, _, urls, texts = listed_and_removed(folder, tmp_path)
     for lost in ("metadata/part-00000.parquet", "prefiltered/00000.parquet"):
         keep = str(tmp_path / "kept.parquet")
         shutil.move(os.path.join(folder, lost), keep)
@@ -441,10 +447,7 @@ def test_a_list_applied_by_an_older_laionprep_is_completed_by_the_same_remove(ti
     back).  A download that fetches a shard again says so; the same `remove` then tombstones the input copies
     (the prefiltered rows found by the plans' keys, the metadata rows by their URLs there)."""
     src, original = tiny
-    lst, keys, urls = make_list(folder, tmp_path)
-    texts = texts_of(urls, folder)
-    r, _ = run(remove_cmd(folder, lst))
-    assert r.returncode == 0, r.stderr
+    lst, keys, urls, texts = listed_and_removed(folder, tmp_path)
     for rel in ("metadata/part-00000.parquet", "prefiltered/00000.parquet"):
         shutil.copy2(os.path.join(original, rel), os.path.join(folder, rel))
     damage(folder, 2, "tfrecord")  # a shard without listed rows: fetched again, it is as it was
