@@ -34,12 +34,9 @@ def complete_result(job: lworker.Job) -> dict | None:
     if rs.get("plan", {}).get("hash") != job.plan_hash:
         return None
     fsys, _ = lfs.get_fs(job.output)
-    for split, shards in rs.get("shards", {}).items():
-        for sh in shards:
-            for rel, size in lworker.entry_files(sh):
-                path = lfs.get_fs(lfs.join(job.output, rel))[1]
-                if not fsys.exists(path) or fsys.size(path) != size:
-                    return None
+    if not all(lworker.entry_intact(fsys, job.output, sh) for shards in rs.get("shards", {}).values()
+               for sh in shards):
+        return None
     return man
 
 

@@ -147,6 +147,15 @@ def entry_files(entry: dict) -> list[tuple[str, int]]:
                                                 for a in (entry.get("alternatives") or {}).values()]
 
 
+def entry_intact(fsys, output: str, entry: dict) -> bool:
+    """Every format's file of a shard entry is in OUT at its recorded size (a resumed task, a complete output)."""
+    for rel, size in entry_files(entry):
+        path = lfs.get_fs(lfs.join(output, rel))[1]
+        if not fsys.exists(path) or fsys.size(path) != size:
+            return False
+    return True
+
+
 class ShuffleBuffer:
     """A deterministic, byte-bounded shuffle buffer (the tf.data kind): with the same seed and input order it
     emits the same order.  When full it emits a uniformly chosen element; at the end it emits the rest shuffled."""
@@ -193,11 +202,8 @@ def _resume(job: Job, index: int) -> dict | None:
     if res.get("plan_hash") != job.plan_hash:
         return None
     fsys, _ = lfs.get_fs(job.output)
-    for split, info in res["splits"].items():
-        for rel, size in entry_files(info):
-            _, path = lfs.get_fs(lfs.join(job.output, rel))
-            if not fsys.exists(path) or fsys.size(path) != size:
-                return None
+    if not all(entry_intact(fsys, job.output, info) for info in res["splits"].values()):
+        return None
     if not res.get("resumed"):
         res["resumed"] = True
         lfs.write_json(url, res)  # the launcher reads results from the part files
