@@ -2,8 +2,10 @@
 TFRecord shards, in Google's random-access container (``array_record``, what ``tfds.data_source`` and Grain read).
 
 Written with ``group_size:1`` (one record per chunk), the option TFDS itself writes ArrayRecord files with
-(``tensorflow_datasets/core/file_adapters.py``): reading record ``i`` then decompresses one record, which is what a
-globally shuffled loader does for every example.  The C++ reader and writer take local paths; a remote output is
+(``tensorflow_datasets/core/file_adapters.py``): reading record ``i`` then reads one record, which is what a
+globally shuffled loader does for every example.  And ``uncompressed``, unlike TFDS (zstd, ArrayRecord's default):
+the records are JPEG bytes, which zstd shrinks by ~1%, while decompressing costs a random read 2.6x the CPU
+(68 against 26 us per 78 KiB record, measured here).  Readers need no option: a file records how it was written.  The C++ reader and writer take local paths; a remote output is
 written to a local temporary file and uploaded on ``close``.
 
 ``read_records`` / ``count_records`` dispatch on the file name, so a reader that takes either format (build-tfds,
@@ -20,7 +22,7 @@ from laionprep import tfrecord
 from laionprep.errors import DataError
 from laionprep.folders.names import file_format_of
 
-WRITER_OPTIONS = "group_size:1"
+WRITER_OPTIONS = "group_size:1,uncompressed"
 _BATCH = 256  # records per read call: one call per record costs ~2 us of Python each
 
 
