@@ -397,7 +397,8 @@ def bench_grain(args) -> dict:
     tf.train.Checkpoint(iterator=it).write(os.path.join(ck, "process_0"))
     med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in rates.items()}
     ref = med["tf.data"]
-    out = {"images": args.pipeline_images, "records": reps * args.pipeline_images, "image_size": S, "batch": B, "timed_batches": n, "cores": os.cpu_count(),
+    out = {"images": args.pipeline_images, "records": reps * args.pipeline_images, "image_size": S, "batch": B,
+           "timed_batches": n, "cores": os.cpu_count(),
            "tf_data_images_per_cpu_s": ref[0], "tf_data_images_per_s": ref[1],
            "tf_data_shuffle_buffer": args.grain_shuffle_buffer, "tf_data_checkpoint_bytes": _dir_bytes(ck),
            "grain_state_bytes": gp.state_bytes(state), "all_rounds": rates}

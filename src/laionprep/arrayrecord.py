@@ -5,8 +5,9 @@ Written with ``group_size:1`` (one record per chunk), the option TFDS itself wri
 (``tensorflow_datasets/core/file_adapters.py``): reading record ``i`` then reads one record, which is what a
 globally shuffled loader does for every example.  And ``uncompressed``, unlike TFDS (zstd, ArrayRecord's default):
 the records are JPEG bytes, which zstd shrinks by ~1%, while decompressing costs a random read 2.6x the CPU
-(68 against 26 us per 78 KiB record, measured here).  Readers need no option: a file records how it was written.  The C++ reader and writer take local paths; a remote output is
-written to a local temporary file and uploaded on ``close``.
+(68 against 26 us per 78 KiB record, measured here).  Readers need no option: a file records how it was written.
+The C++ reader and writer take local paths; a remote output is written to a local temporary file and uploaded on
+``close``.
 
 ``read_records`` / ``count_records`` dispatch on the file name, so a reader that takes either format (build-tfds,
 validate) calls them instead of :mod:`laionprep.tfrecord`'s.
