@@ -9,6 +9,7 @@ already <= N is carried byte-identical (never upscaled, never re-encoded).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 ENCODE_QUALITY = 95  # img2dataset's default encode_quality, the one `laionprep download` uses
 INTERPOLATION = "area"  # img2dataset's downscale_interpolation
@@ -73,8 +74,6 @@ def write_low_res_copy(files, out_dir: str, short_side: int, image_key: str = "j
     ``height`` updated where the records have them), under ``out_dir/tfrecord/`` with the same file names: the
     low-resolution copy of ``reshard --image-size`` without the reshard, for the benchmarks and the tests.  Returns
     the paths written."""
-    import os
-
     from laionprep import tfrecord
 
     resize = ShortSideResizer(short_side)

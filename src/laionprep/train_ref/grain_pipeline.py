@@ -277,10 +277,10 @@ class GrainLoader:
             self._it = iter(self._dataset())
         el = next(self._it)
         batch = self._start.batches + self._handed
-        # with workers the image is Grain's SharedMemoryArray: a plain ndarray view of it keeps the shared memory
-        # mapped until the batch is dropped (its __del__ unmaps only when no view is left).  No copy: copying
-        # 4.8 MB a batch into fresh pages cost 70-100 us per image of the training process's CPU (bench/train.py)
-        out = {"image": np.asarray(el["image"]).view(np.ndarray), "text": self._text(el["txt"], batch)}
+        # with workers the image is Grain's SharedMemoryArray: a plain ndarray view of it (np.asarray) keeps it, and
+        # so the shared memory, alive until the batch is dropped.  No copy: copying 4.8 MB a batch into fresh pages
+        # cost 70-100 us per image of the training process's CPU (bench/train.py)
+        out = {"image": np.asarray(el["image"]), "text": self._text(el["txt"], batch)}
         if self.keys_log:
             keys = [k.decode("utf-8", "replace") for k in el["key"]]
             with open(self.keys_log, "a") as f:
