@@ -3,7 +3,8 @@
 img2dataset pickles its ``Downloader`` into every worker process (spawned by multiprocessing, or run by Spark or
 Ray executors), where its ``download_shard`` calls ``img2dataset.downloader.download_image_with_retry``.  This
 subclass carries the :class:`~laionprep.ingest.safe_fetch.FetchOptions` along and installs laionprep's fetcher in
-the worker before each shard; the rest of img2dataset (reading, resizing, writing, stats) is unchanged.  Only the
+the worker before each shard; TFRecord shards are written by :mod:`laionprep.ingest.sample_writer` (the same bytes
+without importing TensorFlow); the rest of img2dataset (reading, resizing, stats) is unchanged.  Only the
 download child imports this module (it imports img2dataset, cv2 and their dependencies).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 
 from img2dataset.downloader import Downloader
 
-from laionprep.ingest import safe_fetch
+from laionprep.ingest import safe_fetch, sample_writer
 
 
 class JsonBoxes:
@@ -50,4 +51,6 @@ def use_in_img2dataset(opts: safe_fetch.FetchOptions) -> None:
     # the module: the package's attribute ``main`` is img2dataset's CLI function of the same name
     i2d_main = importlib.import_module("img2dataset.main")
     i2d_main.Downloader = functools.partial(SafeDownloader, fetch_options=opts)
+    # TFRecord shards written without TensorFlow in the workers (its import: ~3.5 s of CPU per worker process)
+    i2d_main.TFRecordSampleWriter = sample_writer.TFRecordSampleWriter
     safe_fetch.install(opts)  # also in this process (the pyspark distributor may run tasks here)
