@@ -17,9 +17,9 @@ counter as in tf.data, so the crops do not depend on the process count either.
 
 Work split.  One Grain element is one process-local batch: the records are read in the worker that decodes them
 (``mp_prefetch``: ``data.grain_workers`` spawned processes, elements ``w::W`` each, re-ordered by Grain), where
-:func:`input_pipeline.train_example` -- the very function tf.data's map calls -- parses and crop-decodes them in one
-``tf.function`` over the batch.  The main process tokenizes (or renders) the captions, as tf.data's batch map does,
-and returns the same batch contract ``{'image': uint8 [B,S,S,3], 'text': ...}``.
+:func:`input_pipeline.train_batch` -- the very function tf.data's batch map calls -- parses and crop-decodes them
+in one ``tf.function`` over the batch.  The main process tokenizes (or renders) the captions, as tf.data's batch map
+does, and returns the same batch contract ``{'image': uint8 [B,S,S,3], 'text': ...}``.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class _Fetch:
 
 
 class DecodeBatch:
-    """Parse + random-resized-crop + flip a batch of serialized records with :func:`input_pipeline.train_example`.
+    """Parse + random-resized-crop + flip a batch of serialized records with :func:`input_pipeline.train_batch`.
     Pickled into Grain's worker processes; the ``tf.function`` is built in the process that runs it."""
 
     def __init__(self, image_size: int, seed: int, area_range, aspect_ratio_range, flip: bool, *,
@@ -134,16 +134,10 @@ class DecodeBatch:
         size = self.image_size
         key_spec = {"key": tf.io.FixedLenFeature([], tf.string, default_value="")}
 
-        def one(args):
-            record, g = args
-            out = input_pipeline.train_example(record, tf.random.experimental.stateless_fold_in(base, g), size,
-                                               self.area_range, self.aspect_ratio_range, self.flip, serialized=True)
-            return out["image"], out["txt"]
-
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)])
         def fn(records, positions):
-            images, txt = tf.map_fn(one, (records, positions), fn_output_signature=(
-                tf.TensorSpec([size, size, 3], tf.uint8), tf.TensorSpec([], tf.string)))
+            images, txt = input_pipeline.train_batch(records, positions, base, size, self.area_range,
+                                                     self.aspect_ratio_range, self.flip, serialized=True)
             out = {"image": images, "txt": txt}
             if self.with_keys:
                 out["key"] = tf.io.parse_example(records, key_spec)["key"]

@@ -13,8 +13,9 @@ Only the ``jpg`` (JPEG bytes) and ``txt`` (caption) features are read; every oth
 
 Per process: files are sharded ``files[process_index::process_count]`` (TFDS: ``tfds.split_for_jax_process``),
 shuffled, interleaved (read in parallel from object storage, in the consumer's thread from local disk), repeated,
-example-shuffled, then each example is random-resized-cropped by decoding only the crop window
-(``tf.image.decode_and_crop_jpeg``), flipped, resized, batched, tokenized and prefetched.  Random choices are
+example-shuffled and batched; then, in one map call per batch (:func:`train_batch`), each example is
+random-resized-cropped by decoding only the crop window (``tf.image.decode_and_crop_jpeg``), flipped and resized, and
+the captions are tokenized; batches are prefetched.  Random choices are
 stateless functions of ``(seed, process, example counter)``, so the iterator can be checkpointed with
 ``tf.train.Checkpoint`` and a resumed run sees exactly the examples it would have seen.  Images leave the pipeline
 as uint8 (4x less host->device traffic than float32) and are normalised on the device by :func:`normalize`.
@@ -434,6 +435,28 @@ def train_example(ex, seed, image_size: int, area_range=(0.5, 1.0), aspect_ratio
     return {"image": image, "txt": ex["txt"]}
 
 
+def train_batch(examples, counters, base, image_size: int, area_range=(0.5, 1.0),
+                aspect_ratio_range=(3 / 4, 4 / 3), flip: bool = True, *, serialized: bool = False):
+    """A batch of examples -> ``(images uint8 [B,S,S,3], captions [B])``: :func:`train_example` on each, example
+    ``k`` seeded with ``stateless_fold_in(base, counters[k])``.  Both loaders call it on whole batches (tf.data's
+    batch map, Grain's workers).
+
+    One ``tf.map_fn`` over the batch, inside one call of the pipeline's function: a tf.data map per example costs a
+    function call and a hand-off between threads for every image, ~100 us per image on this project's bench
+    (BENCHMARKS.md), a quarter of the work on a 160 px copy.  Batches run in parallel (the map's
+    ``num_parallel_calls``, or Grain's workers), the images of one batch one after another."""
+    tf = import_tf()
+
+    def one(args):
+        counter, ex = args
+        out = train_example(ex, tf.random.experimental.stateless_fold_in(base, counter), image_size, area_range,
+                            aspect_ratio_range, flip, serialized=serialized)
+        return out["image"], out["txt"]
+
+    return tf.map_fn(one, (counters, examples), parallel_iterations=1, fn_output_signature=(
+        tf.TensorSpec([image_size, image_size, 3], tf.uint8), tf.TensorSpec([], tf.string)))
+
+
 def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: int, seed: int = 0,
                   process_index: int = 0, process_count: int = 1, data_dir: str = "", shuffle_buffer: int = 10_000,
                   shuffle_files: bool = True, area_range=(0.5, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
@@ -459,19 +482,15 @@ def train_dataset(src: Source | str, tokenizer, *, image_size: int, batch_size: 
         ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + process_index, reshuffle_each_iteration=True)
     base = tf.constant([seed, process_index], tf.int64)
 
-    def prep(i, ex):
-        s = tf.random.experimental.stateless_fold_in(base, i)
-        return train_example(ex, s, image_size, area_range, aspect_ratio_range, flip, serialized=raw)
+    def prep(counters, examples):  # example k of the stream is seeded by k; batch n holds examples nB .. nB+B-1
+        images, txt = train_batch(examples, counters, base, image_size, tuple(area_range), tuple(aspect_ratio_range),
+                                  flip, serialized=raw)
+        ids = tokenizer.tokenize(txt)
+        if text_transform is not None:
+            ids = text_transform(ids, counters[0] // batch_size)
+        return {"image": images, "text": ids}
 
-    ds = ds.enumerate().map(prep, num_parallel_calls=npc, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if text_transform is None:
-        ds = ds.map(lambda b: {"image": b["image"], "text": tokenizer.tokenize(b["txt"])}, num_parallel_calls=npc,
-                    deterministic=True)
-    else:
-        ds = ds.enumerate().map(
-            lambda i, b: {"image": b["image"], "text": text_transform(tokenizer.tokenize(b["txt"]), i)},
-            num_parallel_calls=npc, deterministic=True)
+    ds = ds.enumerate().batch(batch_size, drop_remainder=True).map(prep, num_parallel_calls=npc, deterministic=True)
     ds = ds.prefetch(prefetch)
     opts = tf.data.Options()
     opts.deterministic = True
