@@ -326,3 +326,20 @@ def test_wordnet_ids_need_a_class_names_file():
     with pytest.raises(UsageError, match="WordNet"):
         ip.prompt_names(["n01440764", "n01443537"])
     assert ip.prompt_names(["golden_retriever", "tree-frog"]) == ["golden retriever", "tree frog"]
+
+
+def test_position_saved_by_another_pipeline_is_a_clear_error(flip_data, tok, tmp_path):
+    """An iterator position saved by a pipeline of another shape (here: no shuffle buffer; also an older
+    laionprep's graph) is refused with the fix, not restored and not a TensorFlow traceback."""
+    from laionprep.train_ref.checkpointing import DataIteratorHandler, DataIteratorRestore, DataIteratorSave
+
+    kw = dict(image_size=32, batch_size=8, seed=0)
+    saved = iter(ip.train_dataset(flip_data, tok, shuffle_buffer=1, **kw))
+    next(saved)
+    DataIteratorHandler().save(tmp_path, DataIteratorSave(saved))
+    same = iter(ip.train_dataset(flip_data, tok, shuffle_buffer=1, **kw))
+    DataIteratorHandler().restore(tmp_path, DataIteratorRestore(same))  # the same shape restores
+    other = iter(ip.train_dataset(flip_data, tok, shuffle_buffer=16, **kw))
+    with pytest.raises(DataError, match="does not fit this run's input pipeline") as e:
+        DataIteratorHandler().restore(tmp_path, DataIteratorRestore(other))
+    assert "checkpoint_position=False" in e.value.fix

@@ -43,7 +43,13 @@ class DataIteratorHandler(ocp.CheckpointHandler):
                             where=str(directory),
                             fix="resume with the same number of hosts, or set --config.data.checkpoint_position=False "
                                 "to restart the data stream")
-        tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_existing_objects_matched()
+        try:
+            tf.train.Checkpoint(iterator=args.iterator).read(prefix).assert_existing_objects_matched()
+        except tf.errors.OpError as e:  # the pipeline's graph differs from the saved one (data config, version)
+            raise DataError(f"the saved input position in {directory} does not fit this run's input pipeline: "
+                            f"{e.message.splitlines()[0][:300]}", where=str(directory),
+                            fix="resume with the data settings (and laionprep version) the run was saved with, or set "
+                                "--config.data.checkpoint_position=False to restart the data stream") from None
         return args.iterator
 
     def metadata(self, directory):
