@@ -20,33 +20,17 @@ from __future__ import annotations
 from laionprep import tfrecord
 
 
-def _bytes(value) -> tfrecord.Feature:
-    if value is None:
-        value = ""
-    if isinstance(value, str):
-        value = value.encode()
-    f = tfrecord.Feature()
-    f.bytes_list.value.append(value)
-    return f
-
-
 def _feature(value) -> tfrecord.Feature:
+    """img2dataset's typing: a list by its first element (an empty list fails here, as in its writer), a scalar as
+    a list of one."""
+    values = value if isinstance(value, list) else [value]
     f = tfrecord.Feature()
-    if isinstance(value, list):
-        first = value[0]  # an empty list fails here, as it does in img2dataset's writer
-        if isinstance(first, int):
-            f.int64_list.value.extend(int(v) for v in value)
-        elif isinstance(first, float):
-            f.float_list.value.extend(value)
-        else:
-            f.bytes_list.value.extend(b"" if v is None else v.encode() if isinstance(v, str) else v for v in value)
-        return f
-    if isinstance(value, int):
-        f.int64_list.value.append(int(value))  # a bool as 0/1 (protobuf deprecates bools in int64 fields)
-    elif isinstance(value, float):
-        f.float_list.value.append(value)
+    if isinstance(values[0], int):
+        f.int64_list.value.extend(int(v) for v in values)  # a bool as 0/1 (protobuf deprecates bools in int64 fields)
+    elif isinstance(values[0], float):
+        f.float_list.value.extend(values)
     else:
-        return _bytes(value)
+        f.bytes_list.value.extend(b"" if v is None else v.encode() if isinstance(v, str) else v for v in values)
     return f
 
 
@@ -67,10 +51,10 @@ class TFRecordSampleWriter:
         if img_str is not None:
             ex = tfrecord.Example()
             feats = ex.features.feature
-            feats["key"].CopyFrom(_bytes(key.encode()))
-            feats[self.encode_format].CopyFrom(_bytes(img_str))
+            feats["key"].CopyFrom(_feature(key.encode()))
+            feats[self.encode_format].CopyFrom(_feature(img_str))
             if self.save_caption:
-                feats["txt"].CopyFrom(_bytes(str(caption) if caption is not None else ""))
+                feats["txt"].CopyFrom(_feature(str(caption) if caption is not None else ""))
             for k, v in meta.items():
                 feats[k].CopyFrom(_feature(v))
             self.records.write(ex.SerializeToString(deterministic=True))

@@ -427,7 +427,7 @@ def train_example(ex, seed, image_size: int, area_range=(0.5, 1.0), aspect_ratio
                   flip: bool = True, *, serialized: bool = False):
     """One training example -> ``{'image': uint8 [S,S,3], 'txt'}``: ``ex`` is ``{'jpg', 'txt'}`` or, with
     ``serialized``, a serialized tf.train.Example (parsed here, fused with decoding); ``seed`` its stateless seed.
-    Both loaders call it: tf.data's map here, Grain's workers in grain_pipeline.py."""
+    :func:`train_batch` calls it on each example of a batch."""
     tf = import_tf()
     if serialized:
         ex = tf.io.parse_single_example(ex, _record_spec(("jpg", "txt")))
