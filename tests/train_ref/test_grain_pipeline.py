@@ -187,6 +187,7 @@ def test_workers_exit_when_the_training_process_is_killed_alone(ar_data, tok, tm
         tok = tokenizer.Tokenizer(tokenizer.load_vocab(vocab), 16)
         ld = GrainLoader(src, tok, image_size=32, batch_size=8, seed=7, workers=2)
         next(ld)
+        print("SLOTS", " ".join(n for ns in ld._pool.names for n in ns), flush=True)
         print("WORKERS", " ".join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
         time.sleep(600)
     """)
@@ -195,13 +196,14 @@ def test_workers_exit_when_the_training_process_is_killed_alone(ar_data, tok, tm
                                                        os.environ.get("PYTHONPATH", "")]))
     p = subprocess.Popen([sys.executable, "-c", code, ar_data[1], os.path.join(ar_data[0], "vocab.txt")],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    line = ""
+    line, slots = "", []
     deadline = time.time() + 300
     while not line.startswith("WORKERS") and time.time() < deadline:
         line = p.stdout.readline()
+        slots += line.split()[1:] if line.startswith("SLOTS") else []
         if not line and p.poll() is not None:
             break
-    assert line.startswith("WORKERS"), p.poll()
+    assert line.startswith("WORKERS") and slots, p.poll()
     workers = [psutil.Process(int(x)) for x in line.split()[1:]]
     decoding = [w for w in workers if "python" in w.name().lower()]
     assert len(decoding) >= 2  # the two decoding workers (and multiprocessing's resource tracker)
@@ -211,6 +213,12 @@ def test_workers_exit_when_the_training_process_is_killed_alone(ar_data, tok, tm
     for w in alive:
         w.kill()
     assert not alive, [w.pid for w in alive]
+    # the shared-memory slots of the batches (shm_slots): multiprocessing's resource tracker unlinks them once
+    # every process of the run is gone
+    deadline = time.time() + 30
+    while [n for n in slots if os.path.exists("/dev/shm" + n)] and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [n for n in slots if os.path.exists("/dev/shm" + n)]
 
 
 def test_array_record_source_with_tf_data_is_a_usage_error_naming_grain(ar_data):
@@ -222,3 +230,35 @@ def test_array_record_source_with_tf_data_is_a_usage_error_naming_grain(ar_data)
         check_streamable(src)
     assert e.value.fix == "add --config.data.loader=grain" and e.value.where == "--config.data.source"
     check_streamable(input_pipeline.resolve_source(os.path.join(ar_data[0], "tfrecord", "*.tfrecord")))  # fine
+
+
+def _slot_of(batch):
+    from laionprep.train_ref import shm_slots
+
+    base = batch["image"].base
+    return base.key if isinstance(base, shm_slots._HandedBatch) else None
+
+
+def test_worker_batches_come_in_reused_slots_never_overwritten_while_held(ar_data, tok):
+    """The workers hand image batches over in reused shared memory (shm_slots): a batch the consumer still holds
+    is never overwritten, one it dropped frees its slot, and with every slot held the batch still arrives whole
+    (Grain's own copy).  Batches stay readable after close(), and close() leaves no segment behind."""
+    a = loader(ar_data[1], tok, "")
+    ref = [next(a)["image"].copy() for _ in range(48)]
+    a.close()
+    w = loader(ar_data[1], tok, "", workers=1)
+    dropped = []
+    for i in range(16):  # dropped at once: every one comes in one of the 12 slots, so slots are reused
+        b = next(w)
+        dropped.append(_slot_of(b))
+        assert np.array_equal(b["image"], ref[i])
+        del b
+    assert len(w._pool.names[0]) == 12 and None not in dropped
+    held = [next(w) for _ in range(32)]  # more than the 12 slots: the rest comes as Grain's copies
+    slots = [_slot_of(b) for b in held]
+    assert 0 < sum(s is not None for s in slots) <= 12 and None in slots
+    names = [n for ns in w._pool.names for n in ns]
+    w.close()
+    assert not [n for n in names if os.path.exists("/dev/shm" + n)]
+    for i, b in enumerate(held):
+        assert np.array_equal(b["image"], ref[16 + i]), i

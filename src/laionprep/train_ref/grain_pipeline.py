@@ -32,7 +32,7 @@ import numpy as np
 from laionprep._env import import_tf
 from laionprep.errors import DataError, UsageError
 from laionprep.folders.names import file_format_of
-from laionprep.train_ref import input_pipeline
+from laionprep.train_ref import input_pipeline, shm_slots
 
 STATE_FORMAT = "laionprep.grain_loader/1"
 _NEVER_ENDS = 1 << 62  # elements of the (endless) batch dataset; Grain only needs a length
@@ -117,10 +117,12 @@ class DecodeBatch:
         self.image_size, self.seed, self.flip = int(image_size), int(seed), bool(flip)
         self.area_range, self.aspect_ratio_range = tuple(area_range), tuple(aspect_ratio_range)
         self.with_keys, self.single_thread = with_keys, single_thread
-        self._fn = None
+        self.slot_names: list[list[str]] = []  # per worker: its shm_slots segments (set by the loader)
+        self.slot_bytes = 0
+        self._fn = self._slots = None
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_fn"} | {"_fn": None}
+        return self.__dict__ | {"_fn": None, "_slots": None}
 
     def _build(self):
         tf = import_tf()
@@ -151,7 +153,21 @@ class DecodeBatch:
         out = self._fn(np.asarray(element["records"], dtype=object), element["positions"])
         res = {k: v.numpy() for k, v in out.items()}
         res["positions"] = element["positions"]
+        if self.slot_names and _WORKER_INDEX is not None:  # in a worker process: hand the images over in a slot
+            if self._slots is None:
+                self._slots = shm_slots.WorkerSlots(_WORKER_INDEX, self.slot_names[_WORKER_INDEX], self.slot_bytes)
+            res["image"] = self._slots.put(res["image"]) or res["image"]
         return res
+
+
+_WORKER_INDEX: int | None = None  # this process's index among the loader's workers (None: not a worker)
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+    """Grain worker init: remember the worker's index (its slots), and exit with the training process."""
+    global _WORKER_INDEX
+    _WORKER_INDEX = int(worker_index)
+    _exit_with_parent(worker_index, worker_count)
 
 
 def _exit_with_parent(worker_index: int, worker_count: int) -> None:
@@ -213,6 +229,7 @@ class GrainLoader:
         self._start = LoaderState(0, 0, self.seed, self.num_records, self.global_batch)
         self._handed = 0  # batches handed out since the start state
         self._it = None
+        self._pool: shm_slots.SlotPool | None = None
         self._text_fn = None
 
     # -- state
@@ -245,9 +262,14 @@ class GrainLoader:
         # one core; without, decoding runs in one background thread of this process, `prefetch` batches ahead
         ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=self.prefetch))
         if self.workers > 0:
+            # the batches come back in reused shared memory (shm_slots).  In flight per worker: its read-ahead,
+            # Grain's queue and buffers (9 batches at prefetch=2, measured), and those the training step holds
+            self._pool = shm_slots.SlotPool(self.workers, 4 * self.prefetch + 4,
+                                            self.batch_size * self.decode.image_size ** 2 * 3)
+            self.decode.slot_names, self.decode.slot_bytes = self._pool.names, self._pool.nbytes
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
                                                              per_worker_buffer_size=self.prefetch),
-                                worker_init_fn=_exit_with_parent)
+                                worker_init_fn=_worker_init)
         return ds
 
     def _text(self, txt, batch: int):
@@ -271,10 +293,11 @@ class GrainLoader:
             self._it = iter(self._dataset())
         el = next(self._it)
         batch = self._start.batches + self._handed
-        # with workers the image is Grain's SharedMemoryArray: a plain ndarray view of it (np.asarray) keeps it, and
-        # so the shared memory, alive until the batch is dropped.  No copy: copying 4.8 MB a batch into fresh pages
-        # cost 70-100 us per image of the training process's CPU (bench/train.py)
-        out = {"image": np.asarray(el["image"]), "text": self._text(el["txt"], batch)}
+        # with workers the image is in a slot (shm_slots) or, when all were in use, Grain's SharedMemoryArray: a
+        # view of either, no copy (copying 4.8 MB a batch into fresh pages cost 70-100 us per image)
+        image = el["image"]
+        image = self._pool.view(image) if isinstance(image, shm_slots.SlotRef) else np.asarray(image)
+        out = {"image": image, "text": self._text(el["txt"], batch)}
         if self.keys_log:
             keys = [k.decode("utf-8", "replace") for k in el["key"]]
             with open(self.keys_log, "a") as f:
@@ -288,6 +311,9 @@ class GrainLoader:
         it, self._it = self._it, None
         if it is not None and hasattr(it, "close"):
             it.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:  # after the workers: batches handed out stay readable
+            pool.close()
 
 
 def state_bytes(state: LoaderState) -> int:
