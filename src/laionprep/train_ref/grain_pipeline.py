@@ -36,6 +36,7 @@ from laionprep.train_ref import input_pipeline, shm_slots
 
 STATE_FORMAT = "laionprep.grain_loader/1"
 _NEVER_ENDS = 1 << 62  # elements of the (endless) batch dataset; Grain only needs a length
+_MIN_SHM_BYTES = 1 << 16  # arrays below this are pickled into Grain's queue, not given a shared-memory segment
 
 
 def array_record_files(src: input_pipeline.Source) -> list[str]:
@@ -267,6 +268,10 @@ class GrainLoader:
             self._pool = shm_slots.SlotPool(self.workers, 4 * self.prefetch + 4,
                                             self.batch_size * self.decode.image_size ** 2 * 3)
             self.decode.slot_names, self.decode.slot_bytes = self._pool.names, self._pool.nbytes
+            # small arrays (the batch's positions) travel in the pickled element: Grain's default gives each array,
+            # however small, a shared-memory segment of its own (created, registered, mapped, unlinked per batch)
+            ds = grain.experimental.WithOptionsIterDataset(ds, grain.experimental.DatasetOptions(
+                min_shm_size=_MIN_SHM_BYTES))
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
                                                              per_worker_buffer_size=self.prefetch),
                                 worker_init_fn=_worker_init)
