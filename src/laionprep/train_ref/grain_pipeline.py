@@ -18,8 +18,9 @@ counter as in tf.data, so the crops do not depend on the process count either.
 Work split.  One Grain element is one process-local batch: the records are read in the worker that decodes them
 (``mp_prefetch``: ``data.grain_workers`` spawned processes, elements ``w::W`` each, re-ordered by Grain), where
 :func:`input_pipeline.train_batch` -- the very function tf.data's batch map calls -- parses and crop-decodes them
-in one ``tf.function`` over the batch.  The main process tokenizes (or renders) the captions, as tf.data's batch map
-does, and returns the same batch contract ``{'image': uint8 [B,S,S,3], 'text': ...}``.
+in one ``tf.function`` over the batch, and hands the image batch back in a reused shared-memory slot
+(:mod:`shm_slots`).  The main process tokenizes (or renders) the captions, as tf.data's batch map does, and returns
+the same batch contract ``{'image': uint8 [B,S,S,3], 'text': ...}``.
 """
 from __future__ import annotations
 
