@@ -94,6 +94,8 @@ class SlotPool:
         self.names = [[f"/{tag}w{w}s{k}" for k in range(slots)] for w in range(workers)]
         self._maps: dict[tuple[int, int], _Mapping] = {}
         self._live: set = set()
+        # before the first segment: a failure part-way (no room in /dev/shm) unlinks those already made
+        self._finalizer = weakref.finalize(self, _unlink_all, [n for ns in self.names for n in ns])
         try:
             for w, names in enumerate(self.names):
                 for k, name in enumerate(names):
@@ -102,7 +104,6 @@ class SlotPool:
         except BaseException:
             self.close()
             raise
-        self._finalizer = weakref.finalize(self, _unlink_all, [n for ns in self.names for n in ns])
 
     def view(self, ref: SlotRef) -> np.ndarray:
         """The batch in ``ref``'s slot, without a copy; the slot is reused once this array and every view of it
