@@ -262,3 +262,81 @@ def test_worker_batches_come_in_reused_slots_never_overwritten_while_held(ar_dat
     assert not [n for n in names if os.path.exists("/dev/shm" + n)]
     for i, b in enumerate(held):
         assert np.array_equal(b["image"], ref[16 + i]), i
+
+
+def test_slots_of_a_killed_process_group_are_swept_by_the_next_pool():
+    """kill -9 of the whole process group (a job scheduler's kill, Ctrl-\\ of a shell job) takes multiprocessing's
+    resource tracker with it, so nothing unlinks that run's slots; the next loader's pool does, and leaves a live
+    pool's slots alone."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from laionprep.train_ref import shm_slots
+
+    code = textwrap.dedent("""
+        import time
+        from laionprep.train_ref import shm_slots
+        pool = shm_slots.SlotPool(2, 3, 4096)
+        print(" ".join(n for ns in pool.names for n in ns), flush=True)
+        time.sleep(600)
+    """)
+    live = shm_slots.SlotPool(1, 2, 4096)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stale = p.stdout.readline().split()
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert len(stale) == 6
+    assert all(os.path.exists("/dev/shm" + n) for n in stale)  # the tracker died with the group
+    try:
+        pool = shm_slots.SlotPool(1, 1, 4096)
+        assert not [n for n in stale if os.path.exists("/dev/shm" + n)]
+        assert all(os.path.exists("/dev/shm" + n) for ns in live.names for n in ns)
+        pool.close()
+    finally:
+        live.close()
+        for n in stale:
+            if os.path.exists("/dev/shm" + n):
+                os.unlink("/dev/shm" + n)
+
+
+def test_too_little_shared_memory_is_a_usage_error_not_a_sigbus():
+    """A small /dev/shm (Docker's 64 MB default) must not kill a worker with SIGBUS: the pool checks the room for
+    its slots, and a worker reserves a slot's pages before writing it (here a slot larger than the whole tmpfs)."""
+    from laionprep.train_ref import shm_slots
+
+    st = os.statvfs("/dev/shm")
+    too_big = st.f_blocks * st.f_frsize + (1 << 30)  # sparse segments of this size are fine; writing them is not
+    with pytest.raises(UsageError) as e:
+        shm_slots.SlotPool(1, 2, too_big)
+    assert e.value.where == "/dev/shm" and "--shm-size" in e.value.fix and "1 worker(s) x 2 batches" in e.value.what
+    name = f"/lp{os.getpid():x}abcdefw0s0"
+    shm_slots._Mapping(name, too_big, create=True)
+    try:
+        with pytest.raises(UsageError) as e:
+            shm_slots.WorkerSlots(0, [name], too_big).put(np.ones((4, 4), np.uint8))
+        assert "--shm-size" in e.value.fix and name in e.value.what
+    finally:
+        os.unlink("/dev/shm" + name)
+
+
+def test_a_worker_out_of_shared_memory_stops_the_loader_with_the_usage_error(ar_data, tok, monkeypatch):
+    """The room can run out after the pool's check (other processes use /dev/shm too): the worker's error reaches
+    the training process as the same UsageError, not as a worker dead of SIGBUS."""
+    from laionprep.train_ref import shm_slots
+
+    st = os.statvfs("/dev/shm")
+    too_big = st.f_blocks * st.f_frsize + (1 << 30)
+    make = shm_slots.SlotPool.__init__
+    monkeypatch.setattr(shm_slots, "_free_bytes", lambda directory="": 1 << 50)  # the pool's check passes
+    monkeypatch.setattr(shm_slots.SlotPool, "__init__", lambda self, w, s, n: make(self, w, s, too_big))
+    w = loader(ar_data[1], tok, "", workers=1)
+    try:
+        with pytest.raises(UsageError) as e:
+            next(w)
+        assert "--shm-size" in str(e.value) and "slot /lp" in str(e.value)
+    finally:
+        w.close()

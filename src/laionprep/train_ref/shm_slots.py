@@ -13,14 +13,22 @@ the view's owner; a JAX array that aliases the buffer keeps the view alive), so 
 anyone can read it.  With every slot in use the worker hands over the plain array (Grain's own copy).
 
 The training process owns the segments: they are registered with multiprocessing's resource tracker (cleaned up
-after a kill -9) and unlinked by :meth:`SlotPool.close`; views handed out stay valid after that (the mapping lives
-until the last view is gone).
+after a kill -9 of the training process) and unlinked by :meth:`SlotPool.close`; views handed out stay valid after
+that (the mapping lives until the last view is gone).  A kill -9 of the whole process group takes the tracker with
+it: the next pool unlinks the slots of training processes that are gone (:func:`sweep_stale`).
+
+The segments live in /dev/shm, a tmpfs that containers keep small (Docker's default is 64 MB).  Writing to a page
+tmpfs has no room for kills the writer with SIGBUS, so the pool checks the room for all its slots up front, and a
+worker reserves each slot's pages (``posix_fallocate``) before its first write: either way a full /dev/shm is a
+clear error naming the fix, not a dead worker.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
+import re
 import secrets
 import weakref
 from multiprocessing import resource_tracker
@@ -28,6 +36,9 @@ from multiprocessing import resource_tracker
 import _posixshmem  # CPython's POSIX shm_open/shm_unlink, which multiprocessing.shared_memory uses
 import numpy as np
 
+from laionprep.errors import UsageError
+
+SHM_DIR = "/dev/shm"  # where Linux's shm_open keeps the segments
 HEADER = 64  # byte 0: the slot's state; the batch starts 64 bytes in (aligned)
 FREE, HANDED = 0, 1
 
@@ -47,12 +58,19 @@ class SlotRef:
 class _Mapping:
     """One segment mapped read/write into this process; unmapped when nothing references it."""
 
-    def __init__(self, name: str, size: int, *, create: bool = False):
+    def __init__(self, name: str, size: int, *, create: bool = False, reserve: bool = False):
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = _posixshmem.shm_open(name, flags, mode=0o600)
         try:
             if create:
-                os.ftruncate(fd, size)
+                os.ftruncate(fd, size)  # sparse: pages are allocated when first written
+            if reserve:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    raise _no_room(size, _free_bytes(), f"slot {name}") from None
             self.mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
@@ -90,7 +108,11 @@ class SlotPool:
 
     def __init__(self, workers: int, slots: int, nbytes: int):
         self.nbytes = int(nbytes)
-        tag = f"lp{os.getpid():x}{secrets.token_hex(3)}"
+        sweep_stale()
+        need, free = workers * slots * _pages(HEADER + self.nbytes), _free_bytes()
+        if need > free:  # every slot may be written: check now, not with a SIGBUS later
+            raise _no_room(need, free, f"{workers} worker(s) x {slots} batches of {self.nbytes / 2**20:.1f} MiB")
+        tag = f"lp{os.getpid():x}{secrets.token_hex(3)}"  # the pid first: see sweep_stale
         self.names = [[f"/{tag}w{w}s{k}" for k in range(slots)] for w in range(workers)]
         self._maps: dict[tuple[int, int], _Mapping] = {}
         self._live: set = set()
@@ -127,6 +149,62 @@ def _unlink_all(names) -> None:
             pass
 
 
+def _pages(n: int) -> int:
+    return -(-n // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
+def _free_bytes(directory: str = SHM_DIR) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def _no_room(need: int, free: int, what: str) -> UsageError:
+    return UsageError(f"shared memory is too small for the Grain loader's batches ({what}: {need / 2**20:.0f} MiB; "
+                      f"{free / 2**20:.0f} MiB of {SHM_DIR} free)", where=SHM_DIR,
+                      fix="give the machine or container more shared memory (docker run --shm-size=..., or a "
+                          "Kubernetes emptyDir with medium: Memory mounted at /dev/shm), or use fewer "
+                          "--config.data.grain_workers or a smaller per-process batch")
+
+
+_SLOT_NAME = re.compile(r"lp([0-9a-f]+)[0-9a-f]{6}w\d+s\d+")  # SlotPool's names: pid, 6 random hex digits, slot
+
+
+def sweep_stale(directory: str = SHM_DIR) -> list[str]:
+    """Unlink this user's slots whose training process is gone (the names start with its pid) -> their names.
+
+    A kill -9 of the whole process group kills multiprocessing's resource tracker too, which would otherwise unlink
+    them; left alone they hold tmpfs memory until a reboot.  A live pid's slots are never touched (pids are those of
+    this pid namespace: containers that share /dev/shm but not pids would need their own shm or IPC namespace, as
+    Docker and Kubernetes give by default)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    gone = []
+    for e in entries:
+        m = _SLOT_NAME.fullmatch(e.name)
+        if not m:
+            continue
+        try:
+            if e.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(m.group(1), 16)):
+                continue
+            _posixshmem.shm_unlink("/" + e.name)
+        except (FileNotFoundError, PermissionError):  # another pool swept it first, or not ours after all
+            continue
+        gone.append(e.name)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user: alive
+        return True
+    return True
+
+
 class WorkerSlots:
     """A worker's side: its slots, mapped on first use; :meth:`put` copies a batch into the lowest free one."""
 
@@ -140,8 +218,8 @@ class WorkerSlots:
             return None
         for k, name in enumerate(self.names):
             m = self._maps.get(k)
-            if m is None:
-                m = self._maps[k] = _Mapping(name, HEADER + self.nbytes)
+            if m is None:  # reserve its pages now: writing to a page a full tmpfs lacks is a SIGBUS
+                m = self._maps[k] = _Mapping(name, HEADER + self.nbytes, reserve=True)
             if m.mm[0] == FREE:
                 m.mm[0] = HANDED
                 dst = np.ndarray(array.shape, array.dtype, buffer=m.mm, offset=HEADER)
@@ -151,4 +229,4 @@ class WorkerSlots:
         return None
 
 
-__all__ = ["SlotPool", "SlotRef", "WorkerSlots", "HEADER"]
+__all__ = ["SlotPool", "SlotRef", "WorkerSlots", "HEADER", "sweep_stale"]
