@@ -187,7 +187,7 @@ def test_workers_exit_when_the_training_process_is_killed_alone(ar_data, tok, tm
         tok = tokenizer.Tokenizer(tokenizer.load_vocab(vocab), 16)
         ld = GrainLoader(src, tok, image_size=32, batch_size=8, seed=7, workers=2)
         next(ld)
-        print("SLOTS", " ".join(n for ns in ld._pool.names for n in ns), flush=True)
+        print("SLOTS", " ".join(n for ns in ld._pools["image"].names for n in ns), flush=True)
         print("WORKERS", " ".join(str(c.pid) for c in psutil.Process().children(recursive=True)), flush=True)
         time.sleep(600)
     """)
@@ -253,11 +253,11 @@ def test_worker_batches_come_in_reused_slots_never_overwritten_while_held(ar_dat
         dropped.append(_slot_of(b))
         assert np.array_equal(b["image"], ref[i])
         del b
-    assert len(w._pool.names[0]) == 12 and None not in dropped
+    assert len(w._pools["image"].names[0]) == 12 and None not in dropped
     held = [next(w) for _ in range(32)]  # more than the 12 slots: the rest comes as Grain's copies
     slots = [_slot_of(b) for b in held]
     assert 0 < sum(s is not None for s in slots) <= 12 and None in slots
-    names = [n for ns in w._pool.names for n in ns]
+    names = [n for ns in w._pools["image"].names for n in ns]
     w.close()
     assert not [n for n in names if os.path.exists("/dev/shm" + n)]
     for i, b in enumerate(held):
@@ -340,3 +340,61 @@ def test_a_worker_out_of_shared_memory_stops_the_loader_with_the_usage_error(ar_
         assert "--shm-size" in str(e.value) and "slot /lp" in str(e.value)
     finally:
         w.close()
+
+
+def _captions_by_key(ar_data) -> dict[str, bytes]:
+    from laionprep import tfrecord
+
+    out = {}
+    for p in sorted(os.listdir(os.path.join(ar_data[0], "tfrecord"))):
+        for r in tfrecord.read_records(os.path.join(ar_data[0], "tfrecord", p)):
+            f = tfrecord.Example.FromString(r).features.feature
+            out[f["key"].bytes_list.value[0].decode()] = f["txt"].bytes_list.value[0]
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_text_is_the_batch_captions_tokenized_and_reduced_by_batch_number(ar_data, tok, tmp_path, workers):
+    """The loader makes the text where it decodes (in the worker processes): each batch's text is its captions
+    tokenized, then reduced by CLIPA's random strategy seeded with the batch's number in the run -- also after a
+    resume, which continues the numbering."""
+    from laionprep.train_ref.grain_pipeline import LoaderState
+    from laionprep.train_ref.text_reduction import TextReducer
+
+    red = TextReducer("random", 6, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id, seed=3)
+    captions = _captions_by_key(ar_data)
+    log = str(tmp_path / "k.jsonl")
+    a = loader(ar_data[1], tok, log, workers=workers, text_transform=red)
+    got = [next(a)["text"] for _ in range(3)]
+    state = a.state()
+    a.close()
+    b = loader(ar_data[1], tok, log, workers=workers, text_transform=red)
+    b.restore(LoaderState.from_json(state.to_json()))
+    got += [next(b)["text"] for _ in range(2)]
+    b.close()
+    keys = read_log(log)
+    for n, text in enumerate(got):
+        want = red(tok.tokenize([captions[k] for k in keys[(n, 0)]]), n).numpy()
+        assert text.shape == (8, 6) and np.array_equal(text, want), n
+    assert not np.array_equal(got[0], red(tok.tokenize([captions[k] for k in keys[(0, 0)]]), 1).numpy())
+
+
+def test_rendered_captions_come_from_the_workers_in_slots(ar_data, tmp_path):
+    """CLIPPO: the captions rendered as images in the worker, handed over in slots like the images; the same
+    pixels as rendering them in this process."""
+    from laionprep.train_ref import shm_slots, text_render
+
+    try:
+        renderer = text_render.TextRenderer(text_render.find_unifont(), image_size=64)
+    except UsageError as e:
+        pytest.fail(f"GNU Unifont is not installed here (`make install` as root installs it): {e}")
+    captions = _captions_by_key(ar_data)
+    log = str(tmp_path / "k.jsonl")
+    w = loader(ar_data[1], renderer, log, workers=1, batch_size=8)
+    assert set(w._array_bytes) == {"image", "text"}  # 8 x 64 x 64 x 3 bytes of text: a slot too
+    batches = [next(w) for _ in range(3)]
+    keys = read_log(log)
+    for n, b in enumerate(batches):
+        assert isinstance(b["text"].base, shm_slots._HandedBatch)
+        assert np.array_equal(b["text"], renderer([captions[k].decode() for k in keys[(n, 0)]])), n
+    w.close()

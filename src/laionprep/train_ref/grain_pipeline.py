@@ -17,10 +17,12 @@ counter as in tf.data, so the crops do not depend on the process count either.
 
 Work split.  One Grain element is one process-local batch: the records are read in the worker that decodes them
 (``mp_prefetch``: ``data.grain_workers`` spawned processes, elements ``w::W`` each, re-ordered by Grain), where
-:func:`input_pipeline.train_batch` -- the very function tf.data's batch map calls -- parses and crop-decodes them
-in one ``tf.function`` over the batch, and hands the image batch back in a reused shared-memory slot
-(:mod:`shm_slots`).  The main process tokenizes (or renders) the captions, as tf.data's batch map does, and returns
-the same batch contract ``{'image': uint8 [B,S,S,3], 'text': ...}``.
+:func:`input_pipeline.train_batch` -- the very function tf.data's batch map calls -- parses and crop-decodes them,
+and the run's tokenizer (CLIPA's text reduction, or CLIPPO's renderer) makes the batch's text, all in one
+``tf.function`` over the batch.  The arrays come back in reused shared-memory slots (:mod:`shm_slots`), so the
+training process only maps them: the batch contract ``{'image': uint8 [B,S,S,3], 'text': ...}`` of tf.data.
+Tokenizing in the training process instead cost ~130 us of its CPU per image (an eager TensorFlow call per batch
+on TF's global thread pools; BENCHMARKS.md), ~8% of the work per image.
 """
 from __future__ import annotations
 
@@ -98,29 +100,33 @@ class LoaderState:
 
 
 class _Fetch:
-    """Element ``e`` -> this process's records of global batch ``e`` (counted from the start position)."""
+    """Element ``e`` -> this process's records of global batch ``e`` (counted from the start state), and the run's
+    number of that batch (what seeds CLIPA's random text reduction)."""
 
-    def __init__(self, records, start: int, global_batch: int, offset: int, batch: int):
+    def __init__(self, records, start: "LoaderState", global_batch: int, offset: int, batch: int):
         self.records, self.start, self.global_batch, self.offset, self.batch = records, start, global_batch, offset, \
             batch
 
     def __call__(self, e: int) -> dict:
-        first = self.start + int(e) * self.global_batch + self.offset
+        first = self.start.position + int(e) * self.global_batch + self.offset
         positions = np.arange(first, first + self.batch, dtype=np.int64)
-        return {"records": [self.records[int(g)] for g in positions], "positions": positions}
+        return {"records": [self.records[int(g)] for g in positions], "positions": positions,
+                "batch": np.int64(self.start.batches + int(e))}
 
 
 class DecodeBatch:
-    """Parse + random-resized-crop + flip a batch of serialized records with :func:`input_pipeline.train_batch`.
+    """Parse + random-resized-crop + flip a batch of serialized records with :func:`input_pipeline.train_batch`, and
+    tokenize (or render) its captions with ``tokenizer`` (then ``text_transform(ids, batch)``, CLIPA's reduction).
     Pickled into Grain's worker processes; the ``tf.function`` is built in the process that runs it."""
 
-    def __init__(self, image_size: int, seed: int, area_range, aspect_ratio_range, flip: bool, *,
-                 with_keys: bool = False, single_thread: bool = False):
+    def __init__(self, image_size: int, seed: int, area_range, aspect_ratio_range, flip: bool, tokenizer,
+                 text_transform=None, *, with_keys: bool = False):
         self.image_size, self.seed, self.flip = int(image_size), int(seed), bool(flip)
         self.area_range, self.aspect_ratio_range = tuple(area_range), tuple(aspect_ratio_range)
-        self.with_keys, self.single_thread = with_keys, single_thread
-        self.slot_names: list[list[str]] = []  # per worker: its shm_slots segments (set by the loader)
-        self.slot_bytes = 0
+        self.tokenizer, self.text_transform = tokenizer, text_transform
+        self.with_keys = with_keys
+        self.slot_names: dict[str, list[list[str]]] = {}  # per array, per worker: its shm_slots (set by the loader)
+        self.slot_bytes: dict[str, int] = {}
         self._fn = self._slots = None
 
     def __getstate__(self):
@@ -128,21 +134,19 @@ class DecodeBatch:
 
     def _build(self):
         tf = import_tf()
-        if self.single_thread:  # a worker process: one core each (the bench measures per core)
-            try:
-                tf.config.threading.set_inter_op_parallelism_threads(1)
-                tf.config.threading.set_intra_op_parallelism_threads(1)
-            except RuntimeError:  # TensorFlow already initialised in this process
-                pass
         base = tf.constant([self.seed, 0], tf.int64)
         size = self.image_size
         key_spec = {"key": tf.io.FixedLenFeature([], tf.string, default_value="")}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64)])
-        def fn(records, positions):
+        tok, transform = self.tokenizer, self.text_transform
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64),
+                                      tf.TensorSpec([], tf.int64)])
+        def fn(records, positions, batch):
             images, txt = input_pipeline.train_batch(records, positions, base, size, self.area_range,
                                                      self.aspect_ratio_range, self.flip, serialized=True)
-            out = {"image": images, "txt": txt}
+            ids = tok.tokenize(txt)
+            out = {"image": images, "text": ids if transform is None else transform(ids, batch)}
             if self.with_keys:
                 out["key"] = tf.io.parse_example(records, key_spec)["key"]
             return out
@@ -152,13 +156,15 @@ class DecodeBatch:
     def __call__(self, element: dict) -> dict:
         if self._fn is None:
             self._fn = self._build()
-        out = self._fn(np.asarray(element["records"], dtype=object), element["positions"])
+        out = self._fn(np.asarray(element["records"], dtype=object), element["positions"], element["batch"])
         res = {k: v.numpy() for k, v in out.items()}
         res["positions"] = element["positions"]
-        if self.slot_names and _WORKER_INDEX is not None:  # in a worker process: hand the images over in a slot
+        if self.slot_names and _WORKER_INDEX is not None:  # in a worker process: hand the arrays over in slots
             if self._slots is None:
-                self._slots = shm_slots.WorkerSlots(_WORKER_INDEX, self.slot_names[_WORKER_INDEX], self.slot_bytes)
-            res["image"] = self._slots.put(res["image"]) or res["image"]
+                self._slots = {k: shm_slots.WorkerSlots(_WORKER_INDEX, names[_WORKER_INDEX], self.slot_bytes[k])
+                               for k, names in self.slot_names.items()}
+            for k, slots in self._slots.items():
+                res[k] = slots.put(res[k]) or res[k]
         return res
 
 
@@ -166,8 +172,13 @@ _WORKER_INDEX: int | None = None  # this process's index among the loader's work
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-    """Grain worker init: remember the worker's index (its slots), and exit with the training process."""
+    """Grain worker init (before the dataset is unpickled, which builds the tokenizer and so starts TensorFlow):
+    one TensorFlow thread (a worker is one core), remember the worker's index (its slots), and exit with the
+    training process."""
     global _WORKER_INDEX
+    tf = import_tf()
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
     _WORKER_INDEX = int(worker_index)
     _exit_with_parent(worker_index, worker_count)
 
@@ -224,15 +235,19 @@ class GrainLoader:
         self.batch_size, self.process_index, self.process_count = int(batch_size), process_index, process_count
         self.global_batch = self.batch_size * process_count
         self.workers, self.prefetch = int(workers), int(prefetch)
-        self.tokenizer, self.text_transform = tokenizer, text_transform
-        self.decode = DecodeBatch(image_size, self.seed, area_range, aspect_ratio_range, flip,
-                                  with_keys=bool(keys_log), single_thread=self.workers > 0)
+        self.decode = DecodeBatch(image_size, self.seed, area_range, aspect_ratio_range, flip, tokenizer,
+                                  text_transform, with_keys=bool(keys_log))
+        # per batch, the bytes of each array that travels in slots: the images, and the text where it is large
+        # (CLIPPO's rendered captions; token ids at large batches)
+        self._array_bytes = {"image": self.batch_size * int(image_size) ** 2 * 3}
+        text_bytes = _text_bytes(tokenizer, self.batch_size)
+        if text_bytes >= _MIN_SHM_BYTES:
+            self._array_bytes["text"] = text_bytes
         self.keys_log = keys_log
         self._start = LoaderState(0, 0, self.seed, self.num_records, self.global_batch)
         self._handed = 0  # batches handed out since the start state
         self._it = None
-        self._pool: shm_slots.SlotPool | None = None
-        self._text_fn = None
+        self._pools: dict[str, shm_slots.SlotPool] = {}
 
     # -- state
     def state(self) -> LoaderState:
@@ -257,7 +272,7 @@ class GrainLoader:
     def _dataset(self):
         grain = self._grain
         shuffled = grain.MapDataset.source(self.records).shuffle(seed=self.seed).repeat()
-        fetch = _Fetch(shuffled, self._start.position, self.global_batch, self.process_index * self.batch_size,
+        fetch = _Fetch(shuffled, self._start, self.global_batch, self.process_index * self.batch_size,
                        self.batch_size)
         ds = grain.MapDataset.range(_NEVER_ENDS).map(fetch).map(self.decode)
         # one reading/decoding thread per process (Grain's default is 16): with workers, each worker process is
@@ -266,9 +281,10 @@ class GrainLoader:
         if self.workers > 0:
             # the batches come back in reused shared memory (shm_slots).  In flight per worker: its read-ahead,
             # Grain's queue and buffers (9 batches at prefetch=2, measured), and those the training step holds
-            self._pool = shm_slots.SlotPool(self.workers, 4 * self.prefetch + 4,
-                                            self.batch_size * self.decode.image_size ** 2 * 3)
-            self.decode.slot_names, self.decode.slot_bytes = self._pool.names, self._pool.nbytes
+            self._pools = {k: shm_slots.SlotPool(self.workers, 4 * self.prefetch + 4, n)
+                           for k, n in self._array_bytes.items()}
+            self.decode.slot_names = {k: p.names for k, p in self._pools.items()}
+            self.decode.slot_bytes = {k: p.nbytes for k, p in self._pools.items()}
             # small arrays (the batch's positions) travel in the pickled element: Grain's default gives each array,
             # however small, a shared-memory segment of its own (created, registered, mapped, unlinked per batch)
             ds = grain.experimental.WithOptionsIterDataset(ds, grain.experimental.DatasetOptions(
@@ -278,19 +294,6 @@ class GrainLoader:
                                 worker_init_fn=_worker_init)
         return ds
 
-    def _text(self, txt, batch: int):
-        tf = import_tf()
-        if self._text_fn is None:
-            tok, transform = self.tokenizer, self.text_transform
-
-            @tf.function
-            def text_fn(captions, counter):
-                ids = tok.tokenize(captions)
-                return ids if transform is None else transform(ids, counter)
-
-            self._text_fn = text_fn
-        return self._text_fn(tf.constant(txt, tf.string), tf.constant(batch, tf.int64)).numpy()
-
     def __iter__(self):
         return self
 
@@ -299,11 +302,10 @@ class GrainLoader:
             self._it = iter(self._dataset())
         el = next(self._it)
         batch = self._start.batches + self._handed
-        # with workers the image is in a slot (shm_slots) or, when all were in use, Grain's SharedMemoryArray: a
+        # with workers an array is in a slot (shm_slots) or, when all were in use, Grain's SharedMemoryArray: a
         # view of either, no copy (copying 4.8 MB a batch into fresh pages cost 70-100 us per image)
-        image = el["image"]
-        image = self._pool.view(image) if isinstance(image, shm_slots.SlotRef) else np.asarray(image)
-        out = {"image": image, "text": self._text(el["txt"], batch)}
+        out = {k: self._pools[k].view(el[k]) if isinstance(el[k], shm_slots.SlotRef) else np.asarray(el[k])
+               for k in ("image", "text")}
         if self.keys_log:
             keys = [k.decode("utf-8", "replace") for k in el["key"]]
             with open(self.keys_log, "a") as f:
@@ -317,9 +319,16 @@ class GrainLoader:
         it, self._it = self._it, None
         if it is not None and hasattr(it, "close"):
             it.close()
-        pool, self._pool = self._pool, None
-        if pool is not None:  # after the workers: batches handed out stay readable
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():  # after the workers: batches handed out stay readable
             pool.close()
+
+
+def _text_bytes(tokenizer, batch: int) -> int:
+    """Bytes of one batch's text: CLIPPO's rendered captions (uint8 images), else int32 token ids."""
+    if hasattr(tokenizer, "render"):
+        return batch * int(tokenizer.image_size) ** 2 * 3
+    return batch * int(tokenizer.max_len) * 4
 
 
 def state_bytes(state: LoaderState) -> int:

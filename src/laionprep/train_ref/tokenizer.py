@@ -97,6 +97,12 @@ class Tokenizer:
         self._tok = text.FastBertTokenizer(vocab=self.vocab, token_out_type=tf.int32, unknown_token=UNK,
                                            lower_case_nfd_strip_accents=True)
 
+    def __getstate__(self):  # FastBertTokenizer does not pickle: rebuilt from the vocabulary (Grain's workers)
+        return {"vocab": self.vocab, "max_len": self.max_len}
+
+    def __setstate__(self, state):
+        self.__init__(state["vocab"], state["max_len"])
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
