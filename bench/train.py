@@ -536,8 +536,8 @@ def main(argv=None):
             plain_rate = v[f"copy_{c}_plain_crop_decode_images_per_cpu_s"]
             print(f"    the copy's plain crop-decode (read, parse, window, full-scale decode; nothing else): "
                   f"{plain_rate:.0f} img/CPU-s = {v['ceiling_decode_only']:.2f}x "
-                  "the 480 px pipeline: about the most the copy's pipeline can reach where no crop of the copy is "
-                  "DCT-scaled (every crop at 112 px from 160)")
+                  "the 480 px pipeline: about the most the copy's pipeline can reach where it decodes every crop of "
+                  "the copy at full scale (112 px from a 128-160 px copy)")
         for size, v in p["psnr_db"].items():
             print(f"  PSNR at {size} px vs an antialiased full-resolution reference: {v['pipeline']:.2f} dB "
                   f"(previous method: {v['previous_method']:.2f} dB)")
