@@ -226,6 +226,7 @@ def test_array_record_source_with_tf_data_is_a_usage_error_naming_grain(ar_data)
     from laionprep.train_ref.grain_pipeline import check_streamable
 
     src = input_pipeline.resolve_source(ar_data[1])
+    assert src.description == f"{FILES} ArrayRecord files matching {ar_data[1]}"  # what the trainer's log says
     with pytest.raises(UsageError) as e:
         check_streamable(src)
     assert e.value.fix == "add --config.data.loader=grain" and e.value.where == "--config.data.source"

@@ -159,7 +159,8 @@ def resolve_source(source: str, data_dir: str = "", split: str = "train", *, all
         files = sorted(tf.io.gfile.glob(source))
         if not files:
             raise DataError(f"no files match {source}", where=source)
-        return Source("files", f"{len(files)} TFRecord files matching {source}", split, files=files)
+        kind = "ArrayRecord" if folders.names.file_format_of(files[0]) == "array_record" else "TFRecord"
+        return Source("files", f"{len(files)} {kind} files matching {source}", split, files=files)
     if tf.io.gfile.isdir(source):
         bdir = _tfds_builder_dir(source)
         if bdir:
