@@ -197,6 +197,41 @@ def _psnr(files: list[str], image_size: int, old: bool = False) -> float:
     return float(np.mean(vals))
 
 
+def _psnr_copy(files: list[str], copy_files: list[str], image_size: int) -> float:
+    """Mean PSNR (dB) of the pipeline's random crop (no flip) of the low-resolution copy against an antialiased
+    resize of the same region of the full-resolution image: the copy's window in continuous coordinates, scaled by
+    the sides' ratio (the copy is a resize of the whole image), resampled with ``ScaleAndTranslate``'s antialiased
+    triangle kernel, as ``tf.image.resize(antialias=True)`` does."""
+    import numpy as np
+
+    from laionprep._env import import_tf
+    from laionprep.train_ref import input_pipeline as ip
+
+    tf = import_tf()
+    spec = {"jpg": tf.io.FixedLenFeature([], tf.string)}
+    area, aspect = (0.5, 1.0), (3 / 4, 4 / 3)
+    vals = []
+    pairs = zip(tf.data.TFRecordDataset(files), tf.data.TFRecordDataset(copy_files))  # the same records, in order
+    for i, (rec, low_rec) in enumerate(pairs):
+        data, low = (tf.io.parse_single_example(r, spec)["jpg"] for r in (rec, low_rec))
+        seed = tf.random.experimental.stateless_fold_in(tf.constant([0, 0], tf.int64), i)
+        got = ip.decode_random_crop(low, seed, image_size, area, aspect, flip=False)
+        win = ip._crop_window(tf.image.extract_jpeg_shape(low), tf.random.experimental.stateless_split(seed, 2)[0],
+                              area, aspect)
+        win = ip.snap_window(win, ip.dct_scale(win, image_size)[0]).numpy().astype(np.float64)
+        full = tf.cast(tf.image.decode_jpeg(data, channels=3), tf.float32)
+        ratio = np.array(full.shape[:2], np.float64) / tf.image.extract_jpeg_shape(low).numpy()[:2]
+        y0, x0, h, w = win[0] * ratio[0], win[1] * ratio[1], win[2] * ratio[0], win[3] * ratio[1]
+        scale = np.array([image_size / h, image_size / w], np.float32)
+        ref = tf.raw_ops.ScaleAndTranslate(images=full[None], size=[image_size, image_size], scale=scale,
+                                           translation=np.array([-y0, -x0], np.float32) * scale,
+                                           kernel_type="triangle", antialias=True)[0]
+        ref = tf.clip_by_value(tf.round(ref), 0, 255)
+        mse = float(tf.reduce_mean((tf.cast(got, tf.float32) - ref) ** 2))
+        vals.append(10 * np.log10(255 ** 2 / max(mse, 1e-6)))
+    return float(np.mean(vals))
+
+
 def bench_pipeline(args) -> dict:
     from _common import one_thread, pipeline_rate
     from laionprep._env import import_tf
@@ -235,10 +270,13 @@ def bench_pipeline(args) -> dict:
     print("  PSNR against an antialiased full-resolution reference (dB): ", end="", flush=True)
     sizes = [S] + [s for s in args.low_res_sizes if s != S]
     psnr = {}
+    low_files = sorted(tf.io.gfile.glob(os.path.join(low, "tfrecord", "*.tfrecord")))
     for size in sizes:
         psnr[str(size)] = {"pipeline": _psnr(files, size), "previous_method": _psnr(files, size, old=True)}
-        print(f"{size} px {psnr[str(size)]['pipeline']:.2f} (previous {psnr[str(size)]['previous_method']:.2f})  ",
-              end="", flush=True)
+        print(f"{size} px {psnr[str(size)]['pipeline']:.2f} (previous {psnr[str(size)]['previous_method']:.2f}"
+              + (f", from the {args.copy_size} px copy "
+                 f"{psnr[str(size)].setdefault('copy', _psnr_copy(files, low_files, size)):.2f}"
+                 if size in args.low_res_sizes else "") + ")  ", end="", flush=True)
     print(flush=True)
 
     # Whole passes over the images: the warm-up is one pass and the timed window a whole number of passes, so both
@@ -250,7 +288,6 @@ def bench_pipeline(args) -> dict:
     n = max(1, round(args.pipeline_batches / per_pass)) * per_pass
     makers = {"plain": plain, "full": lambda: full(1, 1)}
     if args.low_res_sizes:  # the copy's plain crop-decode: ~the floor of its pipeline where that decodes full-scale
-        low_files = sorted(tf.io.gfile.glob(os.path.join(low, "tfrecord", "*.tfrecord")))
         makers[f"plain@{args.copy_size}"] = lambda: plain(1, low_files)
     for size in args.low_res_sizes:
         makers[f"{size}@480"] = lambda size=size: full(1, 1, tmp, size)
@@ -539,8 +576,9 @@ def main(argv=None):
                   "the 480 px pipeline: about the most the copy's pipeline can reach where it decodes every crop of "
                   "the copy at full scale (112 px from a 128-160 px copy)")
         for size, v in p["psnr_db"].items():
+            copy = f"; from the {p['copy_size']} px copy: {v['copy']:.2f} dB" if "copy" in v else ""
             print(f"  PSNR at {size} px vs an antialiased full-resolution reference: {v['pipeline']:.2f} dB "
-                  f"(previous method: {v['previous_method']:.2f} dB)")
+                  f"(previous method: {v['previous_method']:.2f} dB{copy})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
