@@ -22,7 +22,8 @@
    scale, so that rate over the 480 px pipeline's is about the highest ratio reachable).  Quality: mean PSNR over
    the images of each pipeline output (no flip) against an antialiased resize of the full-resolution decode of the
    window it covers, next to the previous method's (full-scale crop decode + bilinear resize without antialiasing,
-   against its window).
+   against its window) and, at the low-resolution sizes, the output from the copy against the same region of the
+   full-resolution image.
 
     PYTHONPATH=src .venv/bin/python bench/train.py                # both parts, ~3-5 min on 2 CPU cores
     PYTHONPATH=src .venv/bin/python bench/train.py --json out.json
