@@ -399,3 +399,18 @@ def test_rendered_captions_come_from_the_workers_in_slots(ar_data, tmp_path):
         assert isinstance(b["text"].base, shm_slots._HandedBatch)
         assert np.array_equal(b["text"], renderer([captions[k].decode() for k in keys[(n, 0)]])), n
     w.close()
+
+
+def test_record_order_is_grains_shuffle_repeat_across_epochs(ar_data):
+    """The loader reads each position's record directly (record_index): exactly the record Grain's
+    ``MapDataset.source(...).shuffle(seed).repeat()`` gives at that index, a fresh permutation per epoch."""
+    import grain
+
+    from laionprep.train_ref.grain_pipeline import array_record_files, record_index
+    from laionprep.train_ref.input_pipeline import resolve_source
+
+    src = grain.sources.ArrayRecordDataSource(array_record_files(resolve_source(ar_data[1])))
+    ds = grain.MapDataset.source(src).shuffle(seed=7).repeat()
+    mine = [src[record_index(g, N, 7)] for g in range(3 * N)]
+    assert mine == [ds[g] for g in range(3 * N)]
+    assert mine[:N] != mine[N:2 * N] and sorted(mine[:N]) == sorted(mine[N:2 * N])

@@ -99,6 +99,16 @@ class LoaderState:
         return self.position // self.num_records
 
 
+def record_index(position: int, num_records: int, seed: int) -> int:
+    """The record at global ``position``: Grain's ``MapDataset.source(records).shuffle(seed=seed).repeat()`` at that
+    index (its per-epoch index shuffle, seeded ``seed + epoch``), computed directly -- through Grain's three dataset
+    wrappers a record cost ~100 us to fetch here, ~45 us without them (BENCHMARKS.md)."""
+    from grain.experimental import index_shuffle  # Grain is imported only where its loader runs
+
+    epoch, index = divmod(int(position), num_records)
+    return index_shuffle(index, max_index=num_records - 1, seed=(seed + epoch) % (1 << 32), rounds=4)
+
+
 class _Fetch:
     """Element ``e`` -> this process's records of global batch ``e`` (counted from the start state), and the run's
     number of that batch (what seeds CLIPA's random text reduction)."""
@@ -108,9 +118,10 @@ class _Fetch:
             batch
 
     def __call__(self, e: int) -> dict:
+        n, seed = self.start.num_records, self.start.seed
         first = self.start.position + int(e) * self.global_batch + self.offset
         positions = np.arange(first, first + self.batch, dtype=np.int64)
-        return {"records": [self.records[int(g)] for g in positions], "positions": positions,
+        return {"records": [self.records[record_index(g, n, seed)] for g in positions], "positions": positions,
                 "batch": np.int64(self.start.batches + int(e))}
 
 
@@ -157,7 +168,7 @@ class DecodeBatch:
         if self._fn is None:
             self._fn = self._build()
         out = self._fn(np.asarray(element["records"], dtype=object), element["positions"], element["batch"])
-        res = {k: v.numpy() for k, v in out.items()}
+        res = {k: np.asarray(v) for k, v in out.items()}  # views of TensorFlow's buffers (.numpy() copies)
         res["positions"] = element["positions"]
         if self.slot_names and _WORKER_INDEX is not None:  # in a worker process: hand the arrays over in slots
             if self._slots is None:
@@ -271,8 +282,9 @@ class GrainLoader:
     # -- iteration
     def _dataset(self):
         grain = self._grain
-        shuffled = grain.MapDataset.source(self.records).shuffle(seed=self.seed).repeat()
-        fetch = _Fetch(shuffled, self._start, self.global_batch, self.process_index * self.batch_size,
+        # the records of each batch are read by _Fetch (record_index): the same order as
+        # MapDataset.source(records).shuffle(seed).repeat(), without its per-record wrappers
+        fetch = _Fetch(self.records, self._start, self.global_batch, self.process_index * self.batch_size,
                        self.batch_size)
         ds = grain.MapDataset.range(_NEVER_ENDS).map(fetch).map(self.decode)
         # one reading/decoding thread per process (Grain's default is 16): with workers, each worker process is
