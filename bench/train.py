@@ -166,6 +166,14 @@ def _copy_images(files: list[str], out_dir: str, short_side: int) -> None:
     print(f"  wrote a {short_side} px copy: mean {sum(sizes) / len(sizes) / 1024:.1f} KiB", flush=True)
 
 
+def _db(got, ref) -> float:
+    """PSNR (dB) of a uint8 image against a float reference in [0, 255]."""
+    import numpy as np
+
+    mse = float(np.mean((np.asarray(got, np.float32) - np.asarray(ref, np.float32)) ** 2))
+    return float(10 * np.log10(255 ** 2 / max(mse, 1e-6)))
+
+
 def _psnr(files: list[str], image_size: int, old: bool = False) -> float:
     """Mean PSNR (dB) over the images of the pipeline's random crop (no flip), against an antialiased resize of the
     full-resolution decode of the window the output covers (``snap_window`` of the DCT scale).  ``old``: the method
@@ -193,8 +201,7 @@ def _psnr(files: list[str], image_size: int, old: bool = False) -> float:
             win = ip.snap_window(win, ip.dct_scale(win, image_size)[0])
         full = tf.cast(tf.image.decode_and_crop_jpeg(data, win, channels=3), tf.float32)
         ref = tf.clip_by_value(tf.round(tf.image.resize(full, [image_size, image_size], antialias=True)), 0, 255)
-        mse = float(tf.reduce_mean((tf.cast(got, tf.float32) - ref) ** 2))
-        vals.append(10 * np.log10(255 ** 2 / max(mse, 1e-6)))
+        vals.append(_db(got, ref))
     return float(np.mean(vals))
 
 
@@ -228,8 +235,7 @@ def _psnr_copy(files: list[str], copy_files: list[str], image_size: int) -> floa
                                            translation=np.array([-y0, -x0], np.float32) * scale,
                                            kernel_type="triangle", antialias=True)[0]
         ref = tf.clip_by_value(tf.round(ref), 0, 255)
-        mse = float(tf.reduce_mean((tf.cast(got, tf.float32) - ref) ** 2))
-        vals.append(10 * np.log10(255 ** 2 / max(mse, 1e-6)))
+        vals.append(_db(got, ref))
     return float(np.mean(vals))
 
 
@@ -273,11 +279,11 @@ def bench_pipeline(args) -> dict:
     psnr = {}
     low_files = sorted(tf.io.gfile.glob(os.path.join(low, "tfrecord", "*.tfrecord")))
     for size in sizes:
-        psnr[str(size)] = {"pipeline": _psnr(files, size), "previous_method": _psnr(files, size, old=True)}
-        print(f"{size} px {psnr[str(size)]['pipeline']:.2f} (previous {psnr[str(size)]['previous_method']:.2f}"
-              + (f", from the {args.copy_size} px copy "
-                 f"{psnr[str(size)].setdefault('copy', _psnr_copy(files, low_files, size)):.2f}"
-                 if size in args.low_res_sizes else "") + ")  ", end="", flush=True)
+        v = psnr[str(size)] = {"pipeline": _psnr(files, size), "previous_method": _psnr(files, size, old=True)}
+        if size in args.low_res_sizes:
+            v["copy"] = _psnr_copy(files, low_files, size)
+        copy = f", from the {args.copy_size} px copy {v['copy']:.2f}" if "copy" in v else ""
+        print(f"{size} px {v['pipeline']:.2f} (previous {v['previous_method']:.2f}{copy})  ", end="", flush=True)
     print(flush=True)
 
     # Whole passes over the images: the warm-up is one pass and the timed window a whole number of passes, so both
