@@ -68,3 +68,51 @@ def run_info() -> dict:
     except OSError:
         pass
     return res
+
+
+def write_bench_images(out_dir: str, n: int, short_side: int = 480) -> list[str]:
+    """``n`` demo-generator images with a ``short_side`` px short side, as img2dataset TFRecords (2 files, with
+    ``jpg`` and ``txt``) under ``out_dir/tfrecord/``: the input pipeline benchmarks' images."""
+    import dataclasses
+    import io
+    import os
+    import random
+
+    from laionprep._env import import_tf
+    from laionprep.testing import synth
+
+    tf = import_tf()
+    os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)
+    paths = [os.path.join(out_dir, "tfrecord", f"{k:05d}.tfrecord") for k in range(2)]
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    rnd = random.Random(0)
+    size = 0
+    for i in range(n):
+        s = synth.sample(0, i)
+        aspect = max(s.width, s.height) / min(s.width, s.height)
+        long_side = round(short_side * aspect)
+        w, h = (long_side, short_side) if s.width >= s.height else (short_side, long_side)
+        s = dataclasses.replace(s, width=w, height=h)
+        buf = io.BytesIO()
+        synth.render(s).save(buf, format="JPEG", quality=90)
+        size += buf.tell()
+        feat = {"jpg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
+                "txt": tf.train.Feature(bytes_list=tf.train.BytesList(value=[synth.caption(s, rnd).encode()]))}
+        writers[i % 2].write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+    for w_ in writers:
+        w_.close()
+    print(f"  wrote {n} JPEGs, short side {short_side}px, mean {size / n / 1024:.0f} KiB", flush=True)
+    return paths
+
+
+def low_res_copy(files: list[str], out_dir: str, short_side: int) -> list[str]:
+    """The records of ``files`` with their images re-encoded as ``reshard --image-size`` does (sharding.images),
+    same file names under ``out_dir/tfrecord/``.  Returns the paths, in the order of ``files``."""
+    from laionprep import tfrecord
+    from laionprep.sharding.images import write_low_res_copy
+
+    paths = write_low_res_copy(files, out_dir, short_side)
+    sizes = [len(tfrecord.Example.FromString(r).features.feature["jpg"].bytes_list.value[0])
+             for p in paths for r in tfrecord.read_records(p)]
+    print(f"  wrote a {short_side} px copy: mean {sum(sizes) / len(sizes) / 1024:.1f} KiB", flush=True)
+    return paths

@@ -31,11 +31,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import io
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -127,45 +124,6 @@ def bench_model(args) -> dict:
     return out
 
 
-def _write_images(out_dir: str, n: int, short_side: int = 480) -> list[str]:
-    """``n`` demo-generator images with a ``short_side`` px short side, as img2dataset TFRecords (2 files)."""
-    from laionprep._env import import_tf
-    from laionprep.testing import synth
-
-    tf = import_tf()
-    os.makedirs(os.path.join(out_dir, "tfrecord"), exist_ok=True)
-    paths = [os.path.join(out_dir, "tfrecord", f"{k:05d}.tfrecord") for k in range(2)]
-    writers = [tf.io.TFRecordWriter(p) for p in paths]
-    rnd = random.Random(0)
-    size = 0
-    for i in range(n):
-        s = synth.sample(0, i)
-        aspect = max(s.width, s.height) / min(s.width, s.height)
-        long_side = round(short_side * aspect)
-        w, h = (long_side, short_side) if s.width >= s.height else (short_side, long_side)
-        s = dataclasses.replace(s, width=w, height=h)
-        buf = io.BytesIO()
-        synth.render(s).save(buf, format="JPEG", quality=90)
-        size += buf.tell()
-        feat = {"jpg": tf.train.Feature(bytes_list=tf.train.BytesList(value=[buf.getvalue()])),
-                "txt": tf.train.Feature(bytes_list=tf.train.BytesList(value=[synth.caption(s, rnd).encode()]))}
-        writers[i % 2].write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
-    for w_ in writers:
-        w_.close()
-    print(f"  wrote {n} JPEGs, short side {short_side}px, mean {size / n / 1024:.0f} KiB", flush=True)
-    return paths
-
-
-def _copy_images(files: list[str], out_dir: str, short_side: int) -> None:
-    """The records of ``files`` with their images re-encoded as ``reshard --image-size`` does (sharding.images)."""
-    from laionprep import tfrecord
-    from laionprep.sharding.images import write_low_res_copy
-
-    sizes = [len(tfrecord.Example.FromString(r).features.feature["jpg"].bytes_list.value[0])
-             for p in write_low_res_copy(files, out_dir, short_side) for r in tfrecord.read_records(p)]
-    print(f"  wrote a {short_side} px copy: mean {sum(sizes) / len(sizes) / 1024:.1f} KiB", flush=True)
-
-
 def _db(got, ref) -> float:
     """PSNR (dB) of a uint8 image against a float reference in [0, 255]."""
     import numpy as np
@@ -240,16 +198,16 @@ def _psnr_copy(files: list[str], copy_files: list[str], image_size: int) -> floa
 
 
 def bench_pipeline(args) -> dict:
-    from _common import one_thread, pipeline_rate
+    from _common import low_res_copy, one_thread, pipeline_rate, write_bench_images
     from laionprep._env import import_tf
     from laionprep.train_ref import input_pipeline as ip
     from laionprep.train_ref import tokenizer as tokenizer_lib
 
     tf = import_tf()
     tmp = tempfile.mkdtemp(prefix="flip_bench_")
-    files = _write_images(tmp, args.pipeline_images)
+    files = write_bench_images(tmp, args.pipeline_images)
     low = os.path.join(tmp, f"copy{args.copy_size}")
-    _copy_images(files, low, args.copy_size)
+    low_files = low_res_copy(files, low, args.copy_size)
     tok = tokenizer_lib.Tokenizer(tokenizer_lib.learn_vocab(tmp, 300), 32)
     S, B = args.pipeline_image_size, args.pipeline_batch
     area, aspect = (0.5, 1.0), (3 / 4, 4 / 3)
@@ -277,7 +235,6 @@ def bench_pipeline(args) -> dict:
     print("  PSNR against an antialiased full-resolution reference (dB): ", end="", flush=True)
     sizes = [S] + [s for s in args.low_res_sizes if s != S]
     psnr = {}
-    low_files = sorted(tf.io.gfile.glob(os.path.join(low, "tfrecord", "*.tfrecord")))
     for size in sizes:
         v = psnr[str(size)] = {"pipeline": _psnr(files, size), "previous_method": _psnr(files, size, old=True)}
         if size in args.low_res_sizes:
@@ -387,9 +344,11 @@ def bench_grain(args) -> dict:
     from laionprep.train_ref import input_pipeline as ip
     from laionprep.train_ref import tokenizer as tokenizer_lib
 
+    from _common import write_bench_images
+
     tf = import_tf()
     tmp = tempfile.mkdtemp(prefix="grain_bench_")
-    files = _write_images(os.path.join(tmp, "images"), args.pipeline_images)
+    files = write_bench_images(os.path.join(tmp, "images"), args.pipeline_images)
     # Both sources hold --grain-records records (the images repeated): Grain's index shuffle costs ~235 us per
     # index over 128 records but ~7 us over 16k and ~4 us from 64k on, so a 128-record source measures a cost no
     # real dataset pays.  The same records as TFRecord (tf.data) and as ArrayRecord shards (Grain).
