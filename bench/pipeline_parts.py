@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -76,14 +77,29 @@ def cut_functions(size: int) -> dict:
     return fns
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=128, help="480 px images (one batch of them per call)")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[224, 112, 84])
-    ap.add_argument("--copy-size", type=int, default=160)
-    ap.add_argument("--rounds", type=int, default=5)
-    args = ap.parse_args(argv)
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
+    ap.add_argument("--images", type=_positive, default=128, help="480 px images (one batch of them per call)")
+    ap.add_argument("--sizes", type=_positive, nargs="+", default=[224, 112, 84])
+    ap.add_argument("--copy-size", type=_positive, default=160)
+    ap.add_argument("--rounds", type=_positive, default=5)
+    args = ap.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="parts_bench_")
+    try:
+        return _run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args, tmp: str) -> dict:
     from _common import low_res_copy, run_info, write_bench_images
     from laionprep import tfrecord
     from laionprep._env import import_tf
@@ -92,7 +108,6 @@ def main(argv=None) -> dict:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
     res = run_info()
-    tmp = tempfile.mkdtemp(prefix="parts_bench_")
     files = write_bench_images(tmp, args.images)
     copy_files = low_res_copy(files, os.path.join(tmp, "copy"), args.copy_size)
     batches = {"480": tf.constant([r for p in files for r in tfrecord.read_records(p)]),

@@ -201,7 +201,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # a process of another user: alive
-        return True
+        pass
     return True
 
 
